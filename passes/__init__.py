@@ -1,0 +1,5 @@
+"""Built-in graph rewrites; importing this package registers them by name.
+
+One pass per module.  See CONTRIBUTING.md for how to add one.
+"""
+from . import cleanup, fold_bn  # noqa: F401  (register on import)

