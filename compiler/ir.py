@@ -584,7 +584,7 @@ def _fmt_attr(value: Any) -> str:
             return f"array{value.tolist()}"
         return f"array<{value.dtype}{list(value.shape)}>"
     if isinstance(value, float):
-        return repr(float(np.float32(value)))
+        return f"{value:.7g}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_fmt_attr(v) for v in value) + "]"
     if isinstance(value, str):

@@ -1,0 +1,136 @@
+"""Static costs of a graph: MACs, parameters and bytes per node, and activation liveness.
+
+Everything here is computed from inferred shapes, without running the model, so it is
+cheap enough to call after every pass (pruning's objective, the report, the memory
+planner's baseline).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .ir import Graph, Node, Value
+
+__all__ = ["NodeCost", "ModelStats", "node_cost", "model_stats", "activation_liveness",
+           "peak_activation_bytes", "param_values"]
+
+
+@dataclass
+class NodeCost:
+    name: str
+    op_type: str
+    output_shape: tuple[int, ...]
+    macs: int
+    params: int
+    param_bytes: int
+    output_bytes: int
+
+
+@dataclass
+class ModelStats:
+    macs: int
+    params: int
+    param_bytes: int
+    peak_activation_bytes: int
+    input_bytes: int
+    output_bytes: int
+    nodes: int
+    layers: list[NodeCost] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_param(value: Value) -> bool:
+    """Learned weights: floating (or quantized) constants; shape operands do not count."""
+    return value.is_constant and (np.issubdtype(value.dtype, np.floating) or value.quant is not None
+                                  or value.meta.get("param", False))
+
+
+def param_values(node: Node) -> list[Value]:
+    return [v for v in node.inputs if v is not None and is_param(v)]
+
+
+def _prod(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape is not None else 0
+
+
+def node_macs(node: Node) -> int:
+    """Multiply-accumulates of one node (0 for ops that do no multiplication by weights)."""
+    op = node.op_type
+    ins = node.inputs
+    out = node.outputs[0] if node.outputs else None
+    if op == "Conv" and out is not None:
+        w = ins[1].shape
+        return _prod(out.shape) * _prod(w[1:])
+    if op == "ConvTranspose":
+        w = ins[1].shape  # (Cin, Cout/g, k...)
+        return _prod(ins[0].shape) * _prod(w[1:])
+    if op == "Gemm" and out is not None:
+        a = ins[0].shape
+        k = a[0] if node.attrs.get("transA", 0) else a[1]
+        return _prod(out.shape) * int(k)
+    if op == "MatMul" and out is not None:
+        return _prod(out.shape) * int(ins[0].shape[-1])
+    if op in ("MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"):
+        return 0 if out is None else _prod(out.shape) * _prod(ins[1].shape[1:])
+    return 0
+
+
+def node_cost(node: Node) -> NodeCost:
+    params = param_values(node)
+    out = node.outputs[0] if node.outputs else None
+    return NodeCost(
+        name=node.name, op_type=node.op_type,
+        output_shape=tuple(out.shape) if out is not None and out.shape is not None else (),
+        macs=node_macs(node),
+        params=sum(v.size for v in params),
+        param_bytes=sum(v.nbytes for v in params),
+        output_bytes=sum(v.nbytes for v in node.outputs if v.shape is not None))
+
+
+def activation_liveness(graph: Graph) -> list[tuple[Node, int]]:
+    """Bytes of live activations right after each node (topological order).
+
+    A value is live from its producer (graph inputs: from the start) to its last
+    reader (graph outputs: to the end); constants are not activations.
+    """
+    order = graph.topo_order()
+    last: dict[int, int] = {}
+    for step, node in enumerate(order):
+        for v in node.inputs:
+            if v is not None and not v.is_constant:
+                last[id(v)] = step
+    end = len(order)
+    for v in graph.outputs:
+        last[id(v)] = end
+    live = sum(v.nbytes for v in graph.inputs)
+    timeline = []
+    for step, node in enumerate(order):
+        live += sum(v.nbytes for v in node.outputs)
+        timeline.append((node, live))
+        freed = {id(v): v for v in (*node.inputs, *node.outputs)
+                 if v is not None and not v.is_constant and last.get(id(v), step) <= step}
+        live -= sum(v.nbytes for v in freed.values())
+    return timeline
+
+
+def peak_activation_bytes(graph: Graph) -> int:
+    timeline = activation_liveness(graph)
+    base = sum(v.nbytes for v in graph.inputs)
+    return max([base] + [b for _, b in timeline])
+
+
+def model_stats(graph: Graph) -> ModelStats:
+    layers = [node_cost(n) for n in graph.topo_order()]
+    params = {id(v): v for v in graph.constants if is_param(v) and v.uses}
+    return ModelStats(
+        macs=sum(l.macs for l in layers),
+        params=sum(v.size for v in params.values()),
+        param_bytes=sum(v.nbytes for v in params.values()),
+        peak_activation_bytes=peak_activation_bytes(graph),
+        input_bytes=sum(v.nbytes for v in graph.inputs),
+        output_bytes=sum(v.nbytes for v in graph.outputs),
+        nodes=len(layers),
+        layers=layers)

@@ -1,0 +1,60 @@
+"""`compile()`: ONNX in, a `CompiledModel` for a target out.
+
+Everything that can be checked before work starts is checked first (target name, pass
+names and options, the model file, input shapes), so a bad call fails fast and writes
+nothing.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+from .artifact import CompiledModel
+from .ir import Graph
+from .onnx_io import import_model
+from .passes import (NumericsInstrument, Pass, PassContext, PassInstrument, VerifyInstrument,
+                     parse_pipeline)
+
+__all__ = ["compile", "optimize"]
+
+
+def optimize(model: Any, passes: "Iterable[str | Pass] | str | None" = None, *,
+             input_shapes: Mapping[str, Sequence[int]] | None = None,
+             ctx: PassContext | None = None, verify: bool = True,
+             check_numerics: bool = False) -> tuple[Graph, Graph, Any]:
+    """Import ``model`` (ONNX path/proto or a `Graph`) and run ``passes`` on a copy.
+
+    Returns ``(original, optimized, pass_result)``.
+    """
+    pipeline = parse_pipeline(passes)
+    original = model.clone() if isinstance(model, Graph) else import_model(model, input_shapes)
+    ctx = ctx or PassContext()
+    if verify and not any(isinstance(i, VerifyInstrument) for i in ctx.instruments):
+        ctx.instruments.append(VerifyInstrument())
+    if check_numerics:
+        ctx.instruments.append(NumericsInstrument())
+    result = pipeline(original.clone(), ctx)
+    return original, result.graph, result
+
+
+def compile(model: Any, target: Any = "host",
+            passes: "Iterable[str | Pass] | str | None" = None, *,
+            input_shapes: Mapping[str, Sequence[int]] | None = None,
+            ctx: PassContext | None = None, verify: bool = True,
+            check_numerics: bool = False, build: bool = True) -> CompiledModel:
+    """Compile an ONNX model for ``target``.
+
+    ``passes`` is a list of pass specs such as ``["fold-bn", "prune{ratio=0.5}"]`` or
+    `Pass` objects; ``None`` runs the target's default passes, ``[]`` runs none.
+    ``input_shapes`` fixes dynamic input dimensions by input name.
+    """
+    from targets import get_target
+
+    tgt = get_target(target)
+    if passes is None:
+        passes = list(tgt.default_passes)
+    pipeline = parse_pipeline(passes)  # validates names and options before any work
+    original, graph, result = optimize(model, pipeline.passes, input_shapes=input_shapes,
+                                       ctx=ctx, verify=verify, check_numerics=check_numerics)
+    built = tgt.build(graph) if build else None
+    return CompiledModel(graph, tgt, built, original=original, pipeline=pipeline.spec(),
+                         pass_stats=result.stats)

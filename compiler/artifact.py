@@ -1,0 +1,233 @@
+"""`CompiledModel`: the result of `compiler.compile`, and its on-disk form.
+
+A compiled model keeps the optimized IR (for reports and re-export), the target it was
+built for and the target's built code.  ``save`` writes a directory::
+
+    meta.json    format version, target, inputs/outputs, pass pipeline and stats
+    model.onnx   the optimized graph (opset 17)
+    model.so     the target library (when the target can export one)
+
+The directory appears whole or not at all (it is assembled beside the destination and
+renamed into place).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .analysis import ModelStats, model_stats
+from .interpreter import check_inputs
+from .ir import Graph
+
+FORMAT_VERSION = 1
+
+__all__ = ["CompiledModel", "Report", "ArtifactError"]
+
+
+class ArtifactError(ValueError):
+    """A saved model directory that cannot be read back."""
+
+
+class CompiledModel:
+    def __init__(self, graph: Graph, target: Any, built: Any, *, original: Graph | None = None,
+                 pipeline: str = "", pass_stats: dict | None = None):
+        self.graph = graph
+        self.target = target
+        self.built = built
+        self.original_stats: ModelStats | None = model_stats(original) if original else None
+        self.pipeline = pipeline
+        self.pass_stats = pass_stats or {}
+        self.timing = None
+
+    # -- execution ------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return [v.name for v in self.graph.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [v.name for v in self.graph.outputs]
+
+    def run(self, inputs: "Mapping[str, Any] | Sequence[Any] | np.ndarray") -> list[np.ndarray]:
+        """Run on the target; inputs by name or in order, checked against the model."""
+        arrays = check_inputs(self.graph, inputs)
+        return self.target.run(self.built, [arrays[v.name] for v in self.graph.inputs])
+
+    def benchmark(self, *, repeat: int = 10, number: int = 1,
+                  inputs: "Mapping[str, Any] | None" = None):
+        """Time the model on the target (median and spread over ``repeat`` runs)."""
+        from .interpreter import random_inputs
+
+        arrays = check_inputs(self.graph, inputs if inputs is not None else random_inputs(self.graph))
+        self.timing = self.target.measure(self.built, [arrays[v.name] for v in self.graph.inputs],
+                                          repeat=repeat, number=number)
+        return self.timing
+
+    # -- files ----------------------------------------------------------------
+    def export_onnx(self, path: "str | os.PathLike") -> Path:
+        from .onnx_io import export_model
+
+        export_model(self.graph, path)
+        return Path(path)
+
+    def save(self, path: "str | os.PathLike") -> Path:
+        """Write the model directory atomically; returns its path."""
+        from .onnx_io import export_model
+
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            export_model(self.graph, tmp / "model.onnx")
+            library = None
+            if self.built is not None:
+                library = "model" + self.target.library_suffix
+                self.target.export(self.built, tmp / library)
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "target": self.target.name,
+                "library": library,
+                "pipeline": self.pipeline,
+                "pass_stats": _jsonable(self.pass_stats),
+                "inputs": [_spec(v) for v in self.graph.inputs],
+                "outputs": [_spec(v) for v in self.graph.outputs],
+                "original_stats": _jsonable(self.original_stats.to_dict())
+                if self.original_stats else None,
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            if dest.exists():
+                old = dest.with_name(dest.name + ".old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(dest, old)
+                os.replace(tmp, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return dest
+
+    @classmethod
+    def load(cls, path: "str | os.PathLike") -> "CompiledModel":
+        from targets import get_target
+
+        from .onnx_io import import_model
+
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.exists():
+            raise ArtifactError(f"{path}: not a compiled model directory (no meta.json)")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{meta_file}: corrupt metadata ({exc})") from None
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ArtifactError(f"{meta_file}: format version {version!r} is not supported "
+                                f"(this compiler reads up to {FORMAT_VERSION})")
+        graph = import_model(path / "model.onnx", fold=False)
+        target = get_target(meta["target"])
+        built = None
+        if meta.get("library"):
+            library = path / meta["library"]
+            if not library.exists():
+                raise ArtifactError(f"{path}: library {meta['library']} is missing")
+            built = target.load(library) if getattr(target, "runs_locally", True) else library
+        model = cls(graph, target, built, pipeline=meta.get("pipeline", ""),
+                    pass_stats=meta.get("pass_stats") or {})
+        if meta.get("original_stats"):
+            stats = dict(meta["original_stats"])
+            stats.pop("layers", None)
+            model.original_stats = ModelStats(**stats, layers=[])
+        return model
+
+    # -- reporting -------------------------------------------------------------
+    def report(self) -> "Report":
+        return Report(self.target.name, self.pipeline, model_stats(self.graph),
+                      self.original_stats, self.pass_stats, self.timing)
+
+    def __repr__(self) -> str:
+        return f"CompiledModel(target='{self.target.name}', nodes={len(self.graph)})"
+
+
+@dataclass
+class Report:
+    target: str
+    pipeline: str
+    stats: ModelStats
+    original: ModelStats | None = None
+    pass_stats: dict = field(default_factory=dict)
+    timing: Any = None
+
+    def to_dict(self) -> dict:
+        return _jsonable({"target": self.target, "pipeline": self.pipeline,
+                          "stats": self.stats.to_dict(),
+                          "original": self.original.to_dict() if self.original else None,
+                          "pass_stats": self.pass_stats,
+                          "latency": None if self.timing is None else {
+                              "median_s": self.timing.median, "samples_s": self.timing.samples,
+                              "device": self.timing.device, "emulated": self.timing.emulated}})
+
+    def __str__(self) -> str:
+        s, o = self.stats, self.original
+        rows = [f"target: {self.target}", f"passes: {self.pipeline or '(none)'}", ""]
+        header = f"{'':<24}{'compiled':>16}" + (f"{'original':>16}{'ratio':>9}" if o else "")
+        rows.append(header)
+        for label, new, old, fmt in [
+                ("parameters", s.params, o.params if o else None, _count),
+                ("weights size", s.param_bytes, o.param_bytes if o else None, _bytes),
+                ("MACs", s.macs, o.macs if o else None, _count),
+                ("peak activations", s.peak_activation_bytes,
+                 o.peak_activation_bytes if o else None, _bytes),
+                ("nodes", s.nodes, o.nodes if o else None, _count)]:
+            line = f"{label:<24}{fmt(new):>16}"
+            if o:
+                ratio = f"{old / new:.2f}x" if new else "-"
+                line += f"{fmt(old):>16}{ratio:>9}"
+            rows.append(line)
+        if self.timing is not None:
+            rows.append(f"{'latency':<24}{str(self.timing)}")
+        rows += ["", f"{'layer':<32}{'op':<20}{'output':<20}{'MACs':>12}{'params':>10}"]
+        for l in s.layers:
+            shape = "x".join(str(d) for d in l.output_shape)
+            rows.append(f"{l.name[:31]:<32}{l.op_type[:19]:<20}{shape[:19]:<20}"
+                        f"{_count(l.macs):>12}{_count(l.params):>10}")
+        return "\n".join(rows)
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def _spec(value) -> dict:
+    return {"name": value.name, "shape": list(value.shape), "dtype": str(value.dtype)}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj

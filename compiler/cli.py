@@ -1,0 +1,214 @@
+"""The ``compiler`` command line; each verb mirrors an API call.
+
+    compiler compile MODEL.onnx -o OUT [--target host] [--passes "fold-bn,cleanup"]
+    compiler run OUT [--input name=file.npy ...]
+    compiler benchmark OUT [--repeat 20]
+    compiler report OUT|MODEL.onnx [--passes ...] [--json]
+    compiler show MODEL.onnx [--passes ...]
+    compiler passes | compiler targets
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _parse_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
+    if not items:
+        return None
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --input-shape expects name=d0,d1,..., got '{item}'")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.replace("x", ",").split(",") if d)
+        except ValueError:
+            raise SystemExit(f"error: --input-shape '{item}': dimensions must be integers")
+    return shapes
+
+
+def _load_inputs(model, items: Sequence[str] | None, seed: int) -> dict[str, np.ndarray]:
+    from .interpreter import random_inputs
+
+    arrays = random_inputs(model.graph, seed=seed)
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --input expects name=file.npy, got '{item}'")
+        arrays[name] = np.load(path)
+    return arrays
+
+
+def _passes_arg(text: str | None):
+    if text is None:
+        return None
+    return [] if text.strip() in ("", "none") else text
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .api import compile
+
+    cm = compile(args.model, target=args.target, passes=_passes_arg(args.passes),
+                 input_shapes=_parse_shapes(args.input_shape))
+    out = cm.save(args.output)
+    print(cm.report() if args.verbose else _summary(cm))
+    print(f"saved {out}")
+    return 0
+
+
+def _summary(cm) -> str:
+    report = cm.report()
+    lines = str(report).split("\n\nlayer")[0]
+    return lines
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .artifact import CompiledModel
+
+    cm = CompiledModel.load(args.model)
+    outputs = cm.run(_load_inputs(cm, args.input, args.seed))
+    for name, array in zip(cm.output_names, outputs):
+        print(f"{name}: shape={list(array.shape)} dtype={array.dtype} "
+              f"mean={float(array.mean()):.6g} first={array.reshape(-1)[:5].tolist()}")
+        if args.save:
+            np.save(Path(args.save) / f"{name}.npy", array)
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .artifact import CompiledModel
+
+    cm = CompiledModel.load(args.model)
+    print(cm.benchmark(repeat=args.repeat, number=args.number))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .api import compile
+    from .artifact import CompiledModel
+
+    path = Path(args.model)
+    if path.is_dir():
+        cm = CompiledModel.load(path)
+    else:
+        cm = compile(path, target=args.target, passes=_passes_arg(args.passes),
+                     input_shapes=_parse_shapes(args.input_shape), build=False)
+    report = cm.report()
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .api import optimize
+
+    _, graph, _ = optimize(args.model, _passes_arg(args.passes) or [],
+                           input_shapes=_parse_shapes(args.input_shape))
+    print(graph.to_text(show_constants=not args.no_constants))
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .passes import get_pass, registered_passes
+
+    for name in registered_passes():
+        cls = get_pass(name)
+        opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)
+                         if f.init and f.default is not dataclasses.MISSING)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:<20} {doc}" + (f"  [{opts}]" if opts else ""))
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from targets import get_target, registered_targets
+
+    for name in registered_targets():
+        print(f"{name:<14} {get_target(name).description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compiler", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_opts(p: argparse.ArgumentParser, target: bool = True) -> None:
+        p.add_argument("--passes", help="comma-separated pass specs, e.g. "
+                       "'fold-bn,prune{ratio=0.5}' ('none' for no passes; default: the "
+                       "target's defaults)")
+        p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                       help="static shape for a dynamic input (repeatable)")
+        if target:
+            p.add_argument("--target", default="host", help="target name (see 'targets')")
+
+    p = sub.add_parser("compile", help="compile an ONNX model and save it")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the per-layer report")
+    model_opts(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled model once")
+    p.add_argument("model", help="compiled model directory")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy")
+    p.add_argument("--seed", type=int, default=0, help="seed of random inputs not given")
+    p.add_argument("--save", help="directory to save outputs as .npy")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("benchmark", help="time a compiled model on its target")
+    p.add_argument("model", help="compiled model directory")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--number", type=int, default=1)
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("report", help="size, MACs, memory per layer")
+    p.add_argument("model", help="compiled model directory or ONNX file")
+    p.add_argument("--json", action="store_true")
+    model_opts(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("show", help="print the IR (after optional passes)")
+    p.add_argument("model")
+    p.add_argument("--no-constants", action="store_true")
+    model_opts(p, target=False)
+    p.set_defaults(func=cmd_show)
+
+    sub.add_parser("passes", help="list registered passes").set_defaults(func=cmd_passes)
+    sub.add_parser("targets", help="list registered targets").set_defaults(func=cmd_targets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .artifact import ArtifactError
+    from .interpreter import InputError
+    from .ir import IRError
+    from .onnx_io import ModelImportError
+    from .ops.registry import OpValidationError, UnsupportedOpError
+    from .passes import PassOptionError
+
+    try:
+        return args.func(args)
+    except (ModelImportError, UnsupportedOpError, OpValidationError, PassOptionError,
+            InputError, ArtifactError, IRError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from targets import TargetUnavailableError, UnknownTargetError
+
+        if isinstance(exc, (UnknownTargetError, TargetUnavailableError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
