@@ -224,6 +224,8 @@ class _Importer:
             outputs.pop()
         if not domain:
             op_type, attrs, inputs = self._canonicalize(proto.op_type, attrs, inputs, where)
+            if op_type == "Split" and (len(inputs) < 2 or inputs[1] is None):
+                inputs = [inputs[0], self._equal_split(inputs[0], attrs, len(outputs), where)]
         else:
             op_type = proto.op_type
         if any(not o for o in outputs):
@@ -243,6 +245,14 @@ class _Importer:
             raise type(exc)(f"{self.label}: {exc}") from None
         for out_name, value in zip(outputs, results):
             self.values[out_name] = value
+
+    def _equal_split(self, x: Value, attrs: dict, parts: int, where: str) -> Value:
+        """Split without sizes divides evenly among its outputs: make the sizes explicit."""
+        dim = x.shape[int(attrs.get("axis", 0))]
+        if parts == 0 or dim % parts:
+            raise OpValidationError(f"{where}: cannot split {dim} elements evenly into "
+                                    f"{parts} outputs")
+        return self.new_const("split", np.full(parts, dim // parts, dtype=np.int64))
 
     # -- opset adaptation -----------------------------------------------------
     def _canonicalize(self, op_type: str, attrs: dict[str, Any], inputs: list[Value | None],
@@ -513,7 +523,7 @@ def _normalize_window_attrs(op_type: str, attrs: dict, inputs: list, where: str)
         attrs["auto_pad"] = "NOTSET"
     elif op_type == "ConvTranspose" and attrs.get("output_shape"):
         attrs["pads"] = list(resolve_auto_pad_transpose(
-            "SAME_UPPER", spatial, attrs["kernel_shape"], attrs["strides"],
+            "NOTSET", spatial, attrs["kernel_shape"], attrs["strides"],
             attrs.get("dilations", [1] * nd), attrs.get("output_padding") or [0] * nd,
             attrs["output_shape"]))
     attrs.setdefault("pads", [0] * (2 * nd))

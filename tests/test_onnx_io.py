@@ -166,3 +166,18 @@ def test_ppocr_constant_node_weights_become_constants():
     assert not graph.find("Constant")
     conv = graph.find("Conv")[0]
     assert conv.inputs[1].is_constant and conv.inputs[1].const.ndim == 4
+
+
+def test_split_without_sizes_gets_explicit_equal_sizes():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2]) for n in "abc"]
+    model = _model([helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1)], [x], outs)
+    graph = import_model(model)
+    assert graph.find("Split")[0].inputs[1].const.tolist() == [2, 2, 2]
+    data = np.arange(6, dtype=np.float32).reshape(1, 6)
+    for got, exp in zip(Interpreter(graph).run([data]), ort_run(model, {"x": data})):
+        assert_close(got, exp)
+    bad = _model([helper.make_node("Split", ["x"], ["a", "b", "c", "d"], axis=1, name="sp")],
+                 [x], outs + [helper.make_tensor_value_info("d", TensorProto.FLOAT, [1, 2])])
+    with pytest.raises(ValueError, match="node 'sp' \\(Split\\): cannot split 6 elements evenly"):
+        import_model(bad)

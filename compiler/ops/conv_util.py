@@ -18,7 +18,7 @@ __all__ = [
     "resolve_auto_pad", "resolve_auto_pad_transpose", "conv_output_shape",
     "pool_output_shape", "conv_transpose_output_shape", "window_params",
     "strided_window", "input_shape", "input_dtype", "normalize_axis", "unsupported",
-    "invalid", "compute_dtype",
+    "invalid", "compute_dtype", "has_input", "ceil_div", "prod",
 ]
 
 

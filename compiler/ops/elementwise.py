@@ -1,0 +1,208 @@
+"""Elementwise ops: activations, unary math, broadcasting binary/variadic arithmetic
+(ONNX opset-17 semantics; outputs keep the input dtype)."""
+from __future__ import annotations
+
+from functools import reduce
+from typing import Callable
+
+import numpy as np
+
+from ..ir import Node
+from .conv_util import has_input, input_dtype, input_shape, invalid
+from .registry import broadcast_shapes, register_op
+
+__all__ = ["div_values", "pow_values"]
+
+
+def _float_attr(x: np.ndarray, value: float):
+    """An attribute scalar in x's dtype (so float32 math matches onnxruntime)."""
+    return x.dtype.type(value) if x.dtype.kind == "f" else value
+
+
+def _same(result, dtype) -> np.ndarray:
+    return np.asarray(result).astype(dtype, copy=False)
+
+
+# -- unary ---------------------------------------------------------------------------
+
+def _unary_infer(kinds: str):
+    def infer(node: Node):
+        shape = input_shape(node, 0)
+        dtype = input_dtype(node, 0)
+        if dtype.kind not in kinds:
+            raise invalid(node, f"input dtype {dtype} is not supported")
+        return [(shape, dtype)]
+    return infer
+
+
+def _register_unary(op_type: str, fn: Callable[[np.ndarray], np.ndarray], kinds: str,
+                    doc: str) -> None:
+    def kernel(attrs, x):
+        with np.errstate(all="ignore"):
+            return _same(fn(x), x.dtype)
+
+    kernel.__name__ = op_type.lower()
+    kernel.__doc__ = doc
+    register_op(op_type, infer=_unary_infer(kinds))(kernel)
+
+
+def _sigmoid(x):
+    one = x.dtype.type(1)
+    return one / (one + np.exp(-x))
+
+
+def _hard_swish(x):
+    t = x * x.dtype.type(1.0 / 6.0) + x.dtype.type(0.5)
+    return x * np.clip(t, 0, 1)
+
+
+def _relu(x):
+    return np.maximum(x, x.dtype.type(0))
+
+
+_FLOAT = "f"
+_SIGNED = "fi"
+_NUMERIC = "fiu"
+
+_register_unary("Relu", _relu, _SIGNED, "max(x, 0)")
+_register_unary("Sigmoid", _sigmoid, _FLOAT, "1 / (1 + exp(-x))")
+_register_unary("HardSwish", _hard_swish, _FLOAT, "x * max(0, min(1, x / 6 + 0.5))")
+_register_unary("Tanh", np.tanh, _FLOAT, "tanh(x)")
+_register_unary("Floor", np.floor, _FLOAT, "floor(x)")
+_register_unary("Ceil", np.ceil, _FLOAT, "ceil(x)")
+_register_unary("Sqrt", np.sqrt, _FLOAT, "sqrt(x)")
+_register_unary("Exp", np.exp, _FLOAT, "exp(x)")
+_register_unary("Log", np.log, _FLOAT, "natural log")
+_register_unary("Neg", np.negative, _SIGNED, "-x")
+_register_unary("Abs", np.abs, _NUMERIC, "|x|")
+
+
+# -- parametrised activations -------------------------------------------------------------
+
+@register_op("LeakyRelu", infer=_unary_infer(_FLOAT))
+def leaky_relu(attrs, x):
+    """x if x >= 0 else alpha * x."""
+    alpha = _float_attr(x, attrs.get("alpha", 0.01))
+    return _same(np.where(x >= 0, x, x * alpha), x.dtype)
+
+
+@register_op("HardSigmoid", infer=_unary_infer(_FLOAT))
+def hard_sigmoid(attrs, x):
+    """max(0, min(1, alpha * x + beta))."""
+    alpha = _float_attr(x, attrs.get("alpha", 0.2))
+    beta = _float_attr(x, attrs.get("beta", 0.5))
+    return _same(np.clip(x * alpha + beta, 0, 1), x.dtype)
+
+
+def _infer_prelu(node: Node):
+    x = input_shape(node, 0)
+    slope = input_shape(node, 1, "(slope)")
+    if broadcast_shapes(x, slope, node=node) != tuple(x):
+        raise invalid(node, f"slope {slope} does not broadcast to X {x}")
+    return [(x, input_dtype(node, 0))]
+
+
+@register_op("PRelu", infer=_infer_prelu)
+def prelu(attrs, x, slope):
+    """x if x >= 0 else slope * x (slope broadcast to x)."""
+    return _same(np.where(x < 0, x * slope.astype(x.dtype, copy=False), x), x.dtype)
+
+
+def _infer_clip(node: Node):
+    x = input_shape(node, 0)
+    for i in (1, 2):
+        if has_input(node, i) and int(np.prod(input_shape(node, i))) != 1:
+            raise invalid(node, f"input {i} (min/max) must be a scalar")
+    return [(x, input_dtype(node, 0))]
+
+
+@register_op("Clip", infer=_infer_clip)
+def clip(attrs, x, lo=None, hi=None):
+    """min(max(x, min), max) with optional scalar bounds (opset-11+ form)."""
+    y = x
+    if lo is not None:
+        y = np.maximum(y, np.asarray(lo, dtype=x.dtype).reshape(()))
+    if hi is not None:
+        y = np.minimum(y, np.asarray(hi, dtype=x.dtype).reshape(()))
+    return np.array(y, dtype=x.dtype, copy=True) if y is x else _same(y, x.dtype)
+
+
+# -- binary / variadic ------------------------------------------------------------------
+
+def _infer_broadcast(node: Node):
+    shapes = [input_shape(node, i) for i in range(len(node.inputs))]
+    if not shapes:
+        raise invalid(node, "needs at least one input")
+    dtypes = {input_dtype(node, i) for i in range(len(node.inputs))}
+    if len(dtypes) > 1:
+        raise invalid(node, f"inputs have different dtypes {sorted(map(str, dtypes))}")
+    return [(broadcast_shapes(*shapes, node=node), input_dtype(node, 0))]
+
+
+def div_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX Div: true division for floats, truncation toward zero for integers."""
+    if a.dtype.kind in "iu":
+        with np.errstate(all="ignore"):
+            q = np.floor_divide(a, b)
+            if a.dtype.kind == "i":
+                r = a - q * b
+                q = q + ((r != 0) & ((a < 0) != (b < 0))).astype(q.dtype)
+        return _same(q, a.dtype)
+    with np.errstate(all="ignore"):
+        return _same(np.true_divide(a, b), a.dtype)
+
+
+def _register_binary(op_type: str, fn, doc: str) -> None:
+    def kernel(attrs, a, b):
+        with np.errstate(all="ignore"):
+            return _same(fn(a, b), a.dtype)
+
+    kernel.__name__ = op_type.lower()
+    kernel.__doc__ = doc
+    register_op(op_type, infer=_infer_broadcast)(kernel)
+
+
+_register_binary("Add", np.add, "a + b (numpy broadcasting)")
+_register_binary("Sub", np.subtract, "a - b (numpy broadcasting)")
+_register_binary("Mul", np.multiply, "a * b (numpy broadcasting)")
+_register_binary("Div", div_values, "a / b; integer division truncates toward zero")
+
+
+def _infer_pow(node: Node):
+    x = input_shape(node, 0)
+    y = input_shape(node, 1)
+    return [(broadcast_shapes(x, y, node=node), input_dtype(node, 0))]
+
+
+def pow_values(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ONNX Pow: result has the base's dtype; any exponent dtype."""
+    with np.errstate(all="ignore"):
+        if x.dtype.kind == "f":
+            return _same(np.power(x, y.astype(x.dtype, copy=False)), x.dtype)
+        if y.dtype.kind in "iu" and not np.any(y < 0):
+            return _same(np.power(x, y.astype(x.dtype, copy=False)), x.dtype)
+        return _same(np.power(x.astype(np.float64), y.astype(np.float64)), x.dtype)
+
+
+@register_op("Pow", infer=_infer_pow)
+def pow_(attrs, x, y):
+    """x ** y (broadcasting); output dtype is x's."""
+    return pow_values(x, y)
+
+
+def _register_variadic(op_type: str, fn, doc: str) -> None:
+    def kernel(attrs, *inputs):
+        arrays = [a for a in inputs if a is not None]
+        with np.errstate(all="ignore"):
+            if len(arrays) == 1:
+                return np.array(arrays[0], copy=True)
+            return _same(reduce(fn, arrays), arrays[0].dtype)
+
+    kernel.__name__ = op_type.lower()
+    kernel.__doc__ = doc
+    register_op(op_type, infer=_infer_broadcast)(kernel)
+
+
+_register_variadic("Min", np.minimum, "elementwise minimum of all inputs (broadcasting)")
+_register_variadic("Max", np.maximum, "elementwise maximum of all inputs (broadcasting)")
+_register_variadic("Sum", np.add, "elementwise sum of all inputs (broadcasting)")
