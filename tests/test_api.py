@@ -8,11 +8,12 @@ import pytest
 
 import compiler
 from compiler import CompiledModel, InputError, ModelImportError, PassOptionError
-from conftest import ROOT, SMALL_MODELS, assert_close, model_input, model_path, ort_run
+from conftest import (REAL_MODELS, SMALL_MODELS, assert_close, model_input, model_path,
+                      ort_run)
 from targets import TargetUnavailableError, UnknownTargetError
 
 
-@pytest.mark.parametrize("name", SMALL_MODELS)
+@pytest.mark.parametrize("name", SMALL_MODELS + REAL_MODELS)
 def test_compiled_model_matches_onnxruntime(name):
     path = model_path(name)
     cm = compiler.compile(path, target="host", passes=["fold-bn", "cleanup"])

@@ -15,7 +15,7 @@
    SAME_*), Resize, pooling with ceil_mode, and at least one case for every other op
    (`MISC`); plus a printed timing of two MobileNet-like convolutions.
 
-Run with ``python -m pytest tests/ops -q -s`` to see the per-op report.
+Run with ``python -m pytest tests/ops_tests -q -s`` to see the per-op report.
 """
 from __future__ import annotations
 
