@@ -60,7 +60,7 @@ class TvmTarget(Target):
     def measure(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10,
                 number: int = 1) -> Timing:
         self._require_local("be timed")
-        from .tvm.timing import time_local
+        from .tvm.build import time_local
 
         samples = time_local(built, inputs, repeat=repeat, number=number)
         return Timing(samples, device=f"{self.name} (local CPU)", number=number)

@@ -1,0 +1,99 @@
+"""Compile, run, export and load Relax modules produced by `targets.tvm.lowering`.
+
+All TVM imports of the project live under ``targets/tvm``.  Notes for TVM 0.27:
+targets with flags must be dicts (``Target({"kind": "llvm", "mcpu": ...})``), and
+``"mcpu": "native"`` silently falls back to a generic CPU, so `host_target` asks LLVM
+for the host CPU name.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+__all__ = ["build", "run", "time_local", "export_library", "load_library", "host_target",
+           "make_target"]
+
+Executable = Any  # tvm.runtime.Executable or a loaded tvm.runtime.Module
+
+
+def host_target(num_cores: int | None = None) -> dict[str, Any]:
+    """The TVM target dict of this machine: LLVM with the host's real CPU name (so
+    AVX-512/VNNI etc. are used; ``"mcpu": "native"`` would silently mean generic)."""
+    return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+            "num-cores": int(num_cores or os.cpu_count() or 1)}
+
+
+def make_target(target: Any) -> tvm.target.Target:
+    """A `tvm.target.Target` from a Target, a dict, a kind string ("llvm") or None/"host"."""
+    if target is None or (isinstance(target, str) and target in ("host", "native")):
+        target = host_target()
+    if isinstance(target, tvm.target.Target):
+        return target
+    return tvm.target.Target(target)
+
+
+def build(mod: tvm.IRModule, target: Any = None, *, pipeline: Any = "default") -> Executable:
+    """Compile ``mod`` with the Relax default pipeline (untuned TOPI kernels on CPU)."""
+    return tvm.compile(mod, target=make_target(target), relax_pipeline=pipeline)
+
+
+def _to_numpy(obj: Any) -> list[np.ndarray]:
+    if isinstance(obj, (tvm.runtime.Tensor,)):
+        return [obj.numpy()]
+    if hasattr(obj, "numpy"):
+        return [obj.numpy()]
+    out: list[np.ndarray] = []
+    for item in obj:  # tuple / Array of outputs
+        out.extend(_to_numpy(item))
+    return out
+
+
+def _tensors(inputs: Sequence[np.ndarray], device: Any) -> list:
+    # (np.ascontiguousarray would turn 0-d arrays into 1-d ones)
+    arrays = [np.asarray(x) for x in inputs]
+    return [tvm.runtime.tensor(x if x.flags.c_contiguous else x.copy(), device) for x in arrays]
+
+
+def run(executable: Executable, inputs: Sequence[np.ndarray], device: Any = None,
+        *, func: str = "main") -> list[np.ndarray]:
+    """Run ``func`` of a built (or loaded) module on numpy inputs; returns numpy outputs."""
+    device = device if device is not None else tvm.cpu()
+    vm = relax.VirtualMachine(executable, device)
+    return _to_numpy(vm[func](*_tensors(inputs, device)))
+
+
+def time_local(executable: Executable, inputs: Sequence[np.ndarray], *, repeat: int = 10,
+               number: int = 1, device: Any = None, func: str = "main") -> list[float]:
+    """Seconds per call of ``func``, one sample per repeat (each the mean of ``number``
+    calls), measured with the VM's ``time_evaluator`` on this machine."""
+    device = device if device is not None else tvm.cpu()
+    vm = relax.VirtualMachine(executable, device)
+    vm.set_input(func, *_tensors(inputs, device))
+    timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
+    return [float(t) for t in timer(func).results]
+
+
+def export_library(executable: Executable, path: str | os.PathLike,
+                   cross_compiler: str | Callable | None = None, **kwargs: Any) -> str:
+    """Write a shared library loadable by `load_library`.
+
+    ``cross_compiler`` is a compiler command (``"aarch64-linux-gnu-g++"``) or an
+    ``fcompile`` callable; None links with the host compiler.
+    """
+    path = os.fspath(path)
+    fcompile = cross_compiler
+    if isinstance(cross_compiler, str):
+        from tvm.support import cc
+
+        fcompile = cc.cross_compiler(cross_compiler)
+    executable.export_library(path, fcompile=fcompile, **kwargs)
+    return path
+
+
+def load_library(path: str | os.PathLike) -> tvm.runtime.Module:
+    """Load a library written by `export_library`; pass the result to `run`."""
+    return tvm.runtime.load_module(os.fspath(path))
