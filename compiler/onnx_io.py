@@ -166,7 +166,7 @@ class _Importer:
                                    f"input_shapes={{'{info.name}': (...)}}")
         shape = []
         for axis, dim in enumerate(ttype.shape.dim):
-            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+            if not dim.HasField("dim_value") or dim.dim_value < 0:
                 name = dim.dim_param or "?"
                 raise ModelImportError(
                     f"{self.label}: input '{info.name}' has a dynamic dimension '{name}' "

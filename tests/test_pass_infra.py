@@ -100,3 +100,21 @@ def test_run_must_return_a_pass_result():
 
     with pytest.raises(TypeError, match="not a PassResult"):
         BadReturn()(graph_with_constant())
+
+
+def test_numerics_instrument_catches_an_exact_pass_that_changes_outputs():
+    from compiler.passes import NumericsInstrument
+
+    @register_pass("test-wrong-but-exact")
+    @dataclass
+    class WrongButExact(Pass):
+        def run(self, graph, ctx):
+            for v in graph.constants:
+                v.const = v.const + 1.0
+            return PassResult(graph, True)
+
+    ctx = PassContext(instruments=[NumericsInstrument()])
+    with pytest.raises(AssertionError, match="pass 'test-wrong-but-exact' changed output 0"):
+        WrongButExact()(graph_with_constant(), ctx)
+    # a pass declared inexact is not held to it
+    ScaleConstants(factor=2.0)(graph_with_constant(), PassContext(instruments=[NumericsInstrument()]))
