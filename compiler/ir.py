@@ -260,23 +260,10 @@ class Graph:
     # -- naming ----------------------------------------------------------------
     def unique_name(self, base: str) -> str:
         """A value name not yet used in this graph, derived from ``base``."""
-        base = base or "v"
-        if base not in self._names:
-            return base
-        for i in itertools.count(1):
-            name = f"{base}_{i}"
-            if name not in self._names:
-                return name
-        raise AssertionError("unreachable")
+        return _fresh_name(base or "v", self._names)
 
     def _unique_node_name(self, base: str) -> str:
-        if base not in self._node_names:
-            return base
-        for i in itertools.count(1):
-            name = f"{base}_{i}"
-            if name not in self._node_names:
-                return name
-        raise AssertionError("unreachable")
+        return _fresh_name(base, self._node_names)
 
     def _check_owned(self, value: Value) -> None:
         if value.graph is not self:
@@ -576,6 +563,13 @@ class Graph:
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.topo_order())
+
+
+def _fresh_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2``... whichever is first not in ``taken``."""
+    if base not in taken:
+        return base
+    return next(f"{base}_{i}" for i in itertools.count(1) if f"{base}_{i}" not in taken)
 
 
 def _fmt_attr(value: Any) -> str:
