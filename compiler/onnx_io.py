@@ -166,6 +166,10 @@ class _Importer:
                                    f"input_shapes={{'{info.name}': (...)}}")
         shape = []
         for axis, dim in enumerate(ttype.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value == 0:
+                raise ModelImportError(
+                    f"{self.label}: input '{info.name}' has a zero-size dimension (axis {axis} "
+                    f"of {_dims_text(ttype)}); empty tensors are not supported")
             if not dim.HasField("dim_value") or dim.dim_value < 0:
                 name = dim.dim_param or "?"
                 raise ModelImportError(
@@ -427,6 +431,9 @@ def _softmax_11(imp: _Importer, attrs: dict, inputs: list, where: str) -> tuple[
     return {"axis": axis}, inputs
 
 
+_ADAPTERS[("LogSoftmax", 11)] = _softmax_11   # same pre-13 2-D coercion as Softmax
+
+
 @_adapter("Pad", 18, 19, 21, 23, 24, 25)
 def _pad_18(imp: _Importer, attrs: dict, inputs: list, where: str) -> tuple[dict, list]:
     if attrs.get("mode", "constant") == "wrap":
@@ -475,6 +482,10 @@ def _cast_19(imp: _Importer, attrs: dict, inputs: list, where: str) -> tuple[dic
     attrs.pop("saturate", None)  # only affects float8 targets, which we do not support
     attrs.pop("round_mode", None)
     return attrs, inputs
+
+
+for _ver in (19, 21, 23, 24, 25):
+    _ADAPTERS[("CastLike", _ver)] = _cast_19   # saturate/round_mode: float8 targets only
 
 
 @_adapter("Dropout", 10)
