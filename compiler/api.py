@@ -40,12 +40,16 @@ def compile(model: Any, target: Any = "host",
             passes: "Iterable[str | Pass] | str | None" = None, *,
             input_shapes: Mapping[str, Sequence[int]] | None = None,
             ctx: PassContext | None = None, verify: bool = True,
-            check_numerics: bool = False, build: bool = True) -> CompiledModel:
+            check_numerics: bool = False, build: bool = True,
+            calibration_data: Sequence[Mapping[str, Any]] | None = None,
+            evaluate: Any = None) -> CompiledModel:
     """Compile an ONNX model for ``target``.
 
     ``passes`` is a list of pass specs such as ``["fold-bn", "prune{ratio=0.5}"]`` or
     `Pass` objects; ``None`` runs the target's default passes, ``[]`` runs none.
     ``input_shapes`` fixes dynamic input dimensions by input name.
+    ``calibration_data`` (a list of input dicts from real data) and ``evaluate`` (a
+    callback ``graph -> score``) are handed to the passes through their `PassContext`.
     """
     from targets import get_target
 
@@ -53,6 +57,12 @@ def compile(model: Any, target: Any = "host",
     if passes is None:
         passes = list(tgt.default_passes)
     pipeline = parse_pipeline(passes)  # validates names and options before any work
+    if calibration_data is not None or evaluate is not None:
+        ctx = ctx or PassContext()
+        if calibration_data is not None:
+            ctx.calibration_data = list(calibration_data)
+        if evaluate is not None:
+            ctx.evaluate = evaluate
     original, graph, result = optimize(model, pipeline.passes, input_shapes=input_shapes,
                                        ctx=ctx, verify=verify, check_numerics=check_numerics)
     built = tgt.build(graph) if build else None
