@@ -2,13 +2,14 @@
 (ONNX opset-17 semantics; outputs keep the input dtype)."""
 from __future__ import annotations
 
+import math
 from functools import reduce
 from typing import Callable
 
 import numpy as np
 
 from ..ir import Node
-from .conv_util import has_input, input_dtype, input_shape, invalid
+from .conv_util import compute_dtype, has_input, input_dtype, input_shape, invalid, unsupported
 from .registry import broadcast_shapes, register_op
 
 __all__ = ["div_values", "pow_values"]
@@ -25,10 +26,15 @@ def _same(result, dtype) -> np.ndarray:
 
 # -- unary ---------------------------------------------------------------------------
 
-def _unary_infer(kinds: str):
+def _unary_infer(kinds: str, unimplemented: str = ""):
+    """Input dtype kinds the op takes; ``unimplemented`` kinds are legal ONNX that this
+    compiler does not implement (UnsupportedOpError rather than a validation error)."""
     def infer(node: Node):
         shape = input_shape(node, 0)
         dtype = input_dtype(node, 0)
+        if dtype.kind in unimplemented:
+            raise unsupported(node, "input dtype", str(dtype),
+                              f"only {node.op_type} of float tensors is implemented")
         if dtype.kind not in kinds:
             raise invalid(node, f"input dtype {dtype} is not supported")
         return [(shape, dtype)]
@@ -36,14 +42,14 @@ def _unary_infer(kinds: str):
 
 
 def _register_unary(op_type: str, fn: Callable[[np.ndarray], np.ndarray], kinds: str,
-                    doc: str) -> None:
+                    doc: str, unimplemented: str = "") -> None:
     def kernel(attrs, x):
         with np.errstate(all="ignore"):
             return _same(fn(x), x.dtype)
 
     kernel.__name__ = op_type.lower()
     kernel.__doc__ = doc
-    register_op(op_type, infer=_unary_infer(kinds))(kernel)
+    register_op(op_type, infer=_unary_infer(kinds, unimplemented))(kernel)
 
 
 def _sigmoid(x):
@@ -77,6 +83,32 @@ _register_unary("Neg", np.negative, _SIGNED, "-x")
 _register_unary("Abs", np.abs, _NUMERIC, "|x|")
 
 
+_erf_f64 = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x):
+    return np.asarray(_erf_f64(x.astype(np.float64)), dtype=np.float64)
+
+
+def _softplus(x):
+    ct = compute_dtype(x.dtype)
+    return np.logaddexp(ct.type(0), x.astype(ct, copy=False))
+
+
+def _reciprocal(x):
+    return x.dtype.type(1) / x
+
+
+_register_unary("Sign", np.sign, _NUMERIC, "-1, 0 or 1 by the sign of x")
+_register_unary("Erf", _erf, _FLOAT, "Gauss error function (computed in float64)",
+                unimplemented="iu")
+_register_unary("Sin", np.sin, _FLOAT, "sin(x)")
+_register_unary("Cos", np.cos, _FLOAT, "cos(x)")
+_register_unary("Round", np.rint, _FLOAT, "round half to even")
+_register_unary("Reciprocal", _reciprocal, _FLOAT, "1 / x")
+_register_unary("Softplus", _softplus, _FLOAT, "log(exp(x) + 1), computed stably")
+
+
 # -- parametrised activations -------------------------------------------------------------
 
 @register_op("LeakyRelu", infer=_unary_infer(_FLOAT))
@@ -92,6 +124,16 @@ def hard_sigmoid(attrs, x):
     alpha = _float_attr(x, attrs.get("alpha", 0.2))
     beta = _float_attr(x, attrs.get("beta", 0.5))
     return _same(np.clip(x * alpha + beta, 0, 1), x.dtype)
+
+
+@register_op("Elu", infer=_unary_infer(_FLOAT))
+def elu(attrs, x):
+    """x if x >= 0 else alpha * (exp(x) - 1)."""
+    ct = compute_dtype(x.dtype)
+    xc = x.astype(ct, copy=False)
+    alpha = ct.type(attrs.get("alpha", 1.0))
+    with np.errstate(all="ignore"):
+        return _same(np.where(xc >= 0, xc, alpha * np.expm1(xc)), x.dtype)
 
 
 def _infer_prelu(node: Node):
@@ -206,3 +248,23 @@ def _register_variadic(op_type: str, fn, doc: str) -> None:
 _register_variadic("Min", np.minimum, "elementwise minimum of all inputs (broadcasting)")
 _register_variadic("Max", np.maximum, "elementwise maximum of all inputs (broadcasting)")
 _register_variadic("Sum", np.add, "elementwise sum of all inputs (broadcasting)")
+
+
+def _infer_mean(node: Node):
+    result = _infer_broadcast(node)
+    if result[0][1].kind != "f":
+        raise invalid(node, f"input dtype {result[0][1]} is not supported (Mean takes floats)")
+    return result
+
+
+@register_op("Mean", infer=_infer_mean)
+def mean(attrs, *inputs):
+    """Elementwise mean of all inputs (broadcasting): their sum divided by their count."""
+    arrays = [a for a in inputs if a is not None]
+    dtype = arrays[0].dtype
+    if len(arrays) == 1:
+        return np.array(arrays[0], copy=True)
+    ct = compute_dtype(dtype)
+    with np.errstate(all="ignore"):
+        total = reduce(np.add, [a.astype(ct, copy=False) for a in arrays])
+        return _same(total / ct.type(len(arrays)), dtype)

@@ -1,5 +1,6 @@
 """Neural-network ops: Conv, ConvTranspose, pooling, BatchNormalization, Gemm, MatMul,
-Softmax, Resize and the Reduce* ops (ONNX opset-17 semantics)."""
+Softmax, LogSoftmax, Resize, the Reduce* ops and ArgMax/ArgMin (ONNX opset-17
+semantics)."""
 from __future__ import annotations
 
 import itertools
@@ -479,6 +480,18 @@ def softmax(attrs, x):
     return (e / np.sum(e, axis=axis, keepdims=True)).astype(x.dtype, copy=False)
 
 
+@register_op("LogSoftmax", infer=_infer_softmax)
+def log_softmax(attrs, x):
+    """Opset-13 LogSoftmax along ``axis``: x - max - log(sum(exp(x - max)))."""
+    ct = compute_dtype(x.dtype)
+    axis = normalize_axis(attrs.get("axis", -1), x.ndim)
+    xc = x.astype(ct, copy=False)
+    shifted = xc - np.max(xc, axis=axis, keepdims=True)
+    with np.errstate(divide="ignore"):
+        out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    return out.astype(x.dtype, copy=False)
+
+
 # =====================================================================================
 # Resize (opset 13: X, roi, scales, sizes)
 # =====================================================================================
@@ -742,8 +755,21 @@ def _max(x, axes, keep):
     return np.max(x, axis=axes, keepdims=keep)
 
 
+def _min(x, axes, keep):
+    if x.size == 0:
+        shape = [1 if i in axes else d for i, d in enumerate(x.shape)] if keep else \
+            [d for i, d in enumerate(x.shape) if i not in axes]
+        high = np.inf if x.dtype.kind == "f" else (np.iinfo(x.dtype).max
+                                                   if x.dtype.kind in "iu" else True)
+        return np.full(shape, high, dtype=x.dtype)
+    return np.min(x, axis=axes, keepdims=keep)
+
+
 _make_reduce("ReduceMean", _mean)
 _make_reduce("ReduceMax", _max)
+_make_reduce("ReduceMin", _min)
+
+
 def _acc_dtype(dtype: np.dtype) -> np.dtype:
     return compute_dtype(dtype) if dtype.kind == "f" else dtype
 
@@ -752,3 +778,49 @@ _make_reduce("ReduceSum", lambda x, a, k: np.sum(x, axis=a, keepdims=k,
                                                   dtype=_acc_dtype(x.dtype)))
 _make_reduce("ReduceProd", lambda x, a, k: np.prod(x, axis=a, keepdims=k,
                                                    dtype=_acc_dtype(x.dtype)))
+
+
+# =====================================================================================
+# ArgMax / ArgMin
+# =====================================================================================
+
+def _infer_arg(node: Node):
+    x = input_shape(node, 0)
+    dtype = input_dtype(node, 0)
+    if dtype.kind not in "fiu":
+        raise invalid(node, f"input dtype {dtype} is not supported (numeric tensors only)")
+    if not x:
+        raise invalid(node, "the input must have rank >= 1")
+    axis = normalize_axis(node.attrs.get("axis", 0), len(x), node)
+    if x[axis] == 0:
+        raise invalid(node, f"axis {axis} of input shape {x} is empty")
+    for name in ("keepdims", "select_last_index"):
+        if int(node.attrs.get(name, 0)) not in (0, 1):
+            raise invalid(node, f"{name} must be 0 or 1")
+    if int(node.attrs.get("keepdims", 1)):
+        out = tuple(1 if i == axis else d for i, d in enumerate(x))
+    else:
+        out = tuple(d for i, d in enumerate(x) if i != axis)
+    return [(out, np.dtype(np.int64))]
+
+
+def _make_arg(op_type: str, fn):
+    def kernel(attrs, x):
+        axis = normalize_axis(attrs.get("axis", 0), x.ndim)
+        keep = bool(int(attrs.get("keepdims", 1)))
+        if int(attrs.get("select_last_index", 0)):
+            flipped = np.flip(x, axis=axis)
+            idx = x.shape[axis] - 1 - fn(flipped, axis=axis)
+        else:
+            idx = fn(x, axis=axis)
+        idx = np.asarray(idx, dtype=np.int64)
+        return np.expand_dims(idx, axis) if keep else idx
+
+    kernel.__name__ = op_type.lower()
+    kernel.__doc__ = (f"Index (int64) of the {op_type[3:].lower()}imum along ``axis`` (the "
+                      "first one, or the last with ``select_last_index``), ``keepdims``.")
+    register_op(op_type, infer=_infer_arg)(kernel)
+
+
+_make_arg("ArgMax", np.argmax)
+_make_arg("ArgMin", np.argmin)

@@ -1,8 +1,9 @@
-"""Ops of exporters' shape arithmetic: Shape, ConstantOfShape, Range, Cast, Gather,
-Expand, Tile, Where and the comparisons (ONNX opset-17 semantics).
+"""Ops of exporters' shape arithmetic: Shape, ConstantOfShape, Range, Cast, CastLike,
+Gather, Expand, Tile, Where, the comparisons and the logical ops (ONNX opset-17
+semantics).
 
-Shape, ConstantOfShape, Range, Equal, Less, Greater and Not are ``shape_only``: they
-must fold to constants before a graph is lowered to a backend.
+Shape, ConstantOfShape and Range are ``shape_only``: they must fold to constants before
+a graph is lowered to a backend.  The comparisons and logical ops are ordinary ops.
 """
 from __future__ import annotations
 
@@ -140,6 +141,24 @@ def cast(attrs, x):
         return np.array(x, dtype=dtype, copy=True)
 
 
+def _infer_cast_like(node: Node):
+    src = input_dtype(node, 0)
+    target = input_dtype(node, 1)
+    input_shape(node, 1, "(target_type)")
+    for what, dtype in (("input dtype", src), ("target_type dtype", target)):
+        if dtype not in SUPPORTED_DTYPES:
+            raise unsupported(node, what, str(dtype),
+                              "only bool, (u)int8-64 and float16/32/64 are supported")
+    return [(input_shape(node, 0), target)]
+
+
+@register_op("CastLike", infer=_infer_cast_like)
+def cast_like(attrs, x, target_type):
+    """Cast ``input`` to the dtype of ``target_type`` (whose values are not read)."""
+    with np.errstate(all="ignore"):
+        return np.array(x, dtype=target_type.dtype, copy=True)
+
+
 # -- Gather / Expand / Tile / Where -------------------------------------------------------
 
 def _infer_gather(node: Node):
@@ -217,21 +236,38 @@ def where(attrs, cond, x, y):
 def _infer_compare(node: Node):
     a = input_shape(node, 0)
     b = input_shape(node, 1)
+    if input_dtype(node, 0) != input_dtype(node, 1):
+        raise invalid(node, f"inputs have different dtypes {input_dtype(node, 0)} and "
+                      f"{input_dtype(node, 1)}")
     return [(broadcast_shapes(a, b, node=node), np.dtype(np.bool_))]
 
 
-def _register_compare(op_type: str, fn, doc: str) -> None:
+def _infer_logical(node: Node):
+    for i in (0, 1):
+        if input_dtype(node, i) != np.bool_:
+            raise invalid(node, f"{node.op_type} takes bool tensors, input {i} is "
+                          f"{input_dtype(node, i)}")
+    return _infer_compare(node)
+
+
+def _register_compare(op_type: str, fn, doc: str, infer=_infer_compare) -> None:
     def kernel(attrs, a, b):
         return np.asarray(fn(a, b), dtype=np.bool_)
 
     kernel.__name__ = op_type.lower()
     kernel.__doc__ = doc
-    register_op(op_type, infer=_infer_compare, shape_only=True)(kernel)
+    register_op(op_type, infer=infer)(kernel)
 
 
 _register_compare("Equal", np.equal, "a == b (broadcasting) -> bool")
 _register_compare("Less", np.less, "a < b (broadcasting) -> bool")
 _register_compare("Greater", np.greater, "a > b (broadcasting) -> bool")
+_register_compare("LessOrEqual", np.less_equal, "a <= b (broadcasting) -> bool")
+_register_compare("GreaterOrEqual", np.greater_equal, "a >= b (broadcasting) -> bool")
+_register_compare("And", np.logical_and, "logical a and b (bool, broadcasting)", _infer_logical)
+_register_compare("Or", np.logical_or, "logical a or b (bool, broadcasting)", _infer_logical)
+_register_compare("Xor", np.logical_xor, "logical a xor b (bool, broadcasting)",
+                  _infer_logical)
 
 
 def _infer_not(node: Node):
@@ -240,7 +276,7 @@ def _infer_not(node: Node):
     return [(input_shape(node, 0), np.dtype(np.bool_))]
 
 
-@register_op("Not", infer=_infer_not, shape_only=True)
+@register_op("Not", infer=_infer_not)
 def not_(attrs, x):
     """Logical not."""
     return np.logical_not(x)

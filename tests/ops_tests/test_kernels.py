@@ -649,6 +649,39 @@ def _misc_cases():
         ("GlobalMaxPool", [("x", x4)], {}, ()),
         ("Resize", [("x", np.arange(24, dtype=np.uint8).reshape(1, 2, 3, 4)), None,
                     ("s", np.array([1, 1, 2, 2], np.float32))], dict(mode="nearest"), {"s"}),
+        # ops that had a TVM lowering before a registry entry
+        ("LogSoftmax", [("x", x4 * 30)], dict(axis=1), ()),
+        ("LogSoftmax", [("x", x4)], {}, ()),
+        ("Elu", [("x", x4 * 3)], dict(alpha=0.7), ()),
+        ("Elu", [("x", x4)], {}, ()),
+        ("Erf", [("x", x4 * 2)], {}, ()),
+        ("Sign", [("x", np.array([-2.5, -0.0, 0.0, 3.0], np.float32))], {}, ()),
+        ("Sign", [("x", ints)], {}, ()),
+        ("Sin", [("x", x4 * 4)], {}, ()),
+        ("Cos", [("x", x4 * 4)], {}, ()),
+        ("Softplus", [("x", x4 * 40)], {}, ()),
+        ("Reciprocal", [("x", x4)], {}, ()),
+        ("Round", [("x", np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49, 2.51, -3.7, 1e7 + 0.5],
+                                  np.float32))], {}, ()),
+        ("ReduceMin", [("x", x4)], dict(axes=[1, -1], keepdims=0), ()),
+        ("ReduceMin", [("x", ints)], dict(axes=[0]), ()),
+        ("ReduceMin", [("x", x4)], {}, ()),
+        ("ArgMax", [("x", x4)], dict(axis=2, keepdims=0), ()),
+        ("ArgMax", [("x", np.array([[1, 3, 3, 0], [2, 2, 1, 2]], np.int32))],
+         dict(axis=1, select_last_index=1), ()),
+        ("ArgMin", [("x", x4)], dict(axis=-1), ()),
+        ("ArgMin", [("x", np.array([[1, 0, 3, 0], [2, 2, 1, 1]], np.int64))],
+         dict(axis=1, keepdims=0, select_last_index=1), ()),
+        ("Mean", [("a", x4), ("b", _randn(5)), ("c", _randn(4, 1))], {}, ()),
+        ("Mean", [("a", x4)], {}, ()),
+        ("CastLike", [("x", _randn(3, 4) * 5), ("t", np.zeros((2,), np.int32))], {}, ()),
+        ("CastLike", [("x", ints), ("t", np.zeros((), np.bool_))], {}, ()),
+        ("CastLike", [("x", x4), ("t", np.zeros((1,), np.float16))], {}, ()),
+        ("GreaterOrEqual", [("a", ints), ("b", dens)], {}, ()),
+        ("LessOrEqual", [("a", x4), ("b", _randn(4, 1))], {}, ()),
+        ("And", [("a", _randn(3, 4) > 0), ("b", _randn(4) > 0)], {}, ()),
+        ("Or", [("a", _randn(3, 4) > 0), ("b", _randn(3, 1) > 0)], {}, ()),
+        ("Xor", [("a", _randn(3, 4) > 0), ("b", _randn(3, 4) > 0)], {}, ()),
     ]
 
 
@@ -732,3 +765,23 @@ def test_summary():
     print(f"\n[summary] ops={len(REPORT)} ran={ran} passed={passed} skipped={skipped}")
     missing = sorted(op for op in OPS if op not in REPORT)
     assert not missing, f"ops without a conformance run: {missing}"
+
+
+def test_new_op_dtype_rules():
+    """Legal-but-unimplemented dtypes are UnsupportedOpError; illegal ones are invalid."""
+    g = Graph()
+    xi = g.add_input("xi", (2, 3), np.int32)
+    xf = g.add_input("xf", (2, 3), np.float32)
+    xb = g.add_input("xb", (2, 3), np.bool_)
+    with pytest.raises(UnsupportedOpError, match="Erf.*int32"):
+        get_op("Erf").infer(g.add_node("Erf", [xi]))
+    with pytest.raises(OpValidationError, match="And.*bool"):
+        get_op("And").infer(g.add_node("And", [xb, xf]))
+    with pytest.raises(OpValidationError, match="Less.*different dtypes"):
+        get_op("Less").infer(g.add_node("Less", [xi, xf]))
+    with pytest.raises(OpValidationError, match="Mean"):
+        get_op("Mean").infer(g.add_node("Mean", [xi, xi]))
+    assert get_op("CastLike").infer(g.add_node("CastLike", [xf, xb])) == \
+        [((2, 3), np.dtype(np.bool_))]
+    assert get_op("ArgMax").infer(g.add_node("ArgMax", [xf], {"axis": -1, "keepdims": 0})) == \
+        [((2,), np.dtype(np.int64))]

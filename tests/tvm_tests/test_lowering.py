@@ -301,7 +301,7 @@ case("Resize", [("x", R4), ("roi", np.array([0, 0, 0.2, 0.3, 1, 1, 0.9, 1.2], np
                 ("s", None), ("sz", i64(1, 2, 6, 7))],
      dict(mode="linear", coordinate_transformation_mode="tf_crop_and_resize",
           extrapolation_value=3.0), ("roi", "sz"), id="Resize-tf-crop-and-resize")
-# ops the registry does not define yet (hand-built graphs)
+# ops that had a lowering before a registry entry (now imported like the others)
 case("LogSoftmax", [("x", X4)], dict(axis=2))
 case("Elu", [("x", X4)], dict(alpha=0.7))
 for _op in ["Erf", "Sign", "Sin", "Cos", "Softplus", "Reciprocal"]:
@@ -563,3 +563,34 @@ def test_report_conv_build_and_run_time(request):
         f"lower {1e3 * (t1 - t0):.0f} ms, build {t2 - t1:.2f} s, first run "
         f"{1e3 * (t3 - t2):.0f} ms, steady run {1e3 * float(np.median(samples)):.0f} ms "
         f"(median of {len(samples)})"])
+
+
+# -- the two registries ---------------------------------------------------------------
+
+#: registered ops without a TVM lowering, on purpose: exporters' shape arithmetic, which
+#: must constant-fold before lowering (the lowering reports them as such, see
+#: test_shape_only_op_must_be_folded)
+SHAPE_ONLY = {"Shape", "ConstantOfShape", "Range"}
+
+
+def test_lowerings_and_op_registry_agree():
+    """Every op that lowers is registered (else the importer rejects it and the lowering
+    is dead code), and every registered op that is not shape_only lowers."""
+    from compiler.ops.registry import OPS
+
+    supported_ops()  # loads the built-in ops
+    lowered = set(LOWERINGS)
+    runtime = {key for key, op in OPS.items() if not op.shape_only}
+    shape_only = {key for key, op in OPS.items() if op.shape_only}
+    assert sorted(lowered - set(OPS)) == [], "lowerings of ops the registry does not define"
+    assert sorted(runtime - lowered) == [], "registered (not shape_only) ops without a lowering"
+    assert lowered == runtime
+    assert shape_only == SHAPE_ONLY and not shape_only & lowered
+
+
+def test_cast_like_matches_onnxruntime():
+    """CastLike (its ONNX conformance cases all use an empty target_type tensor)."""
+    check_op("CastLike", [("x", X4 * 3), ("t", np.zeros((1,), np.int32))])
+    check_op("CastLike", [("x", i64(1, 0, -2)), ("t", np.zeros((2,), np.float16))], consts=("t",))
+    check_op("CastLike", [("x", np.array([0.0, 0.5, -0.2, 2], np.float32)),
+                          ("t", np.zeros((), np.bool_))])
