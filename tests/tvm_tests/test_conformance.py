@@ -1,10 +1,11 @@
-"""ONNX node conformance cases through import -> TVM lowering -> build -> run.
+"""ONNX node conformance cases through import -> interpreter and import -> TVM.
 
 For every op with a TVM lowering, ONNX's own single-node test cases
-(``tests/onnx_cases.py``) are imported with `compiler.onnx_io.import_model`, lowered
-with `targets.tvm.lowering.lower_graph`, compiled for the host and run; every output
-must match the case's expected output within the case's rtol/atol (and have the same
-dtype and shape).
+(``tests/onnx_cases.py``) are imported with `compiler.onnx_io.import_model`, run in the
+reference interpreter, and lowered with `targets.tvm.lowering.lower_graph`, compiled
+for the host and run; every output of both backends must match the case's expected
+output within the case's rtol/atol (and have the same dtype and shape).  The summary
+printed at the end of the session gives, per op, the cases run and passed by each.
 
 * Operands that this compiler requires to be compile-time constants (Reshape's shape,
   Slice's starts..., Resize's scales/sizes, Pad's pads, Split's split, axes inputs...)
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
+from compiler.interpreter import Interpreter  # noqa: E402
 from compiler.onnx_io import import_model  # noqa: E402
 from compiler.ops.registry import UnsupportedOpError  # noqa: E402
 from onnx_cases import Case, collect_cases  # noqa: E402
@@ -67,6 +69,8 @@ ORT_INSTEAD: dict[str, str] = {
 @dataclass
 class OpResult:
     total: int = 0
+    interp_ran: int = 0
+    interp_passed: int = 0
     ran: int = 0
     passed: int = 0
     capped: int = 0
@@ -176,6 +180,16 @@ def run_op(op: str) -> OpResult:
             result.skip("folded to a constant at import (nothing left for TVM)", case.name)
             continue
         importable.append((case, graph, feeds, model))
+        result.interp_ran += 1
+        expected = _ort(model, feeds) if case.name in ORT_INSTEAD else case.outputs
+        try:
+            problem = _compare(case, Interpreter(graph).run(feeds), expected)
+        except Exception as exc:
+            problem = f"interpreter failed: {_reason(exc, case)}"
+        if problem:
+            result.failures.append(f"{case.name}: interpreter: {problem}")
+        else:
+            result.interp_passed += 1
     chosen = _select(importable, CAP)
     result.capped = len(importable) - len(chosen)
     for case, graph, feeds, model in chosen:
@@ -235,14 +249,15 @@ def summary(request):
     yield _RESULTS
     lines = [f"TVM conformance (ONNX node cases; at most {CAP} importable cases per op, "
              "sorted by name and evenly spaced; compile-time operands baked as initializers)",
-             f"{'op':<20}{'cases':>6}{'ran':>5}{'pass':>5}{'fail':>5}{'skip':>5}{'capped':>7}"
-             f"{'sec':>7}"]
+             f"{'op':<20}{'cases':>6}{'interp ran':>11}{'pass':>5}{'tvm ran':>8}{'pass':>5}"
+             f"{'fail':>5}{'skip':>5}{'capped':>7}{'sec':>7}"]
     tot = OpResult()
     for op in sorted(_RESULTS):
         r = _RESULTS[op]
         nskip = sum(len(v) for v in r.skipped.values())
-        lines.append(f"{op:<20}{r.total:>6}{r.ran:>5}{r.passed:>5}{len(r.failures):>5}"
-                     f"{nskip:>5}{r.capped:>7}{r.seconds:>7.1f}")
+        lines.append(f"{op:<20}{r.total:>6}{r.interp_ran:>11}{r.interp_passed:>5}{r.ran:>8}"
+                     f"{r.passed:>5}{len(r.failures):>5}{nskip:>5}{r.capped:>7}"
+                     f"{r.seconds:>7.1f}")
         for reason, names in sorted(r.skipped.items()):
             shown = ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
             lines.append(f"    skip {len(names)}: {reason} [{shown}]")
@@ -251,6 +266,8 @@ def summary(request):
         for failure in r.failures:
             lines.append(f"    FAIL {failure}")
         tot.total += r.total
+        tot.interp_ran += r.interp_ran
+        tot.interp_passed += r.interp_passed
         tot.ran += r.ran
         tot.passed += r.passed
         tot.capped += r.capped
@@ -258,7 +275,8 @@ def summary(request):
         tot.failures += r.failures
         for reason, names in r.skipped.items():
             tot.skipped.setdefault(reason, []).extend(names)
-    lines.append(f"{'TOTAL':<20}{tot.total:>6}{tot.ran:>5}{tot.passed:>5}{len(tot.failures):>5}"
+    lines.append(f"{'TOTAL':<20}{tot.total:>6}{tot.interp_ran:>11}{tot.interp_passed:>5}"
+                 f"{tot.ran:>8}{tot.passed:>5}{len(tot.failures):>5}"
                  f"{sum(len(v) for v in tot.skipped.values()):>5}{tot.capped:>7}"
                  f"{tot.seconds:>7.1f}")
     print_at_end(request.config, lines)
