@@ -63,10 +63,12 @@ def to_torch(graph: Graph) -> Any:
             self.order = graph.topo_order()
             self.names: dict[int, str] = {}
             self.masks: dict[str, Any] = {}
+            statistics = {id(node.inputs[i]) for node in self.order
+                          if node.op_type == "BatchNormalization" for i in (3, 4)}
             for value in graph.constants:
                 key = _sanitize(value.name)
                 tensor = torch.from_numpy(np.array(value.const, copy=True))
-                if is_param(value) and value.dtype == np.float32:
+                if is_param(value) and value.dtype == np.float32 and id(value) not in statistics:
                     self.register_parameter(key, torch.nn.Parameter(tensor))
                     if value.const.ndim >= 2 and np.any(value.const == 0):
                         self.masks[key] = tensor != 0
