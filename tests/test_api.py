@@ -82,7 +82,7 @@ def test_cli_compile_run_report(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--passes", "prune{ratio=2}"], "unknown pass 'prune'"),
+    (["--passes", "prune{ratio=2}"], "ratio=2.0 must be in [0, 1)"),
     (["--target", "tpu"], "unknown target 'tpu'"),
     (["--passes", "fold-bn{x=1}"], "pass 'fold-bn' has no option 'x'"),
 ])

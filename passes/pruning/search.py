@@ -1,0 +1,161 @@
+"""prune-search: half-interval search for the largest pruning rate within an accuracy drop.
+
+    prune-search{max_drop=0.01, method=structured}            # filter ratio
+    prune-search{max_drop=0.01, method=magnitude, scope=global}
+    prune-search{max_drop=0.01, method=structured, finetune_epochs=1, objective=macs}
+
+Our reading of the research (CRV 2019): the pruning rate is found by bisection against
+an accuracy constraint.  Starting from ``[low, high]`` (``low`` is assumed feasible),
+each probe prunes a fresh copy of the graph at the midpoint (``prune`` or
+``magnitude-prune``), optionally fine-tunes it, measures it with
+`PassContext.evaluate` (``graph -> float``) and keeps the upper or the lower half;
+after ``steps`` probes the best feasible probe is the result (the unchanged graph if
+none is feasible).  Accuracy is assumed to fall monotonically with the rate.
+
+Fine-tuning (``finetune_epochs > 0``) uses `compiler.torch_bridge.finetune` on
+``ctx.options["train_data"]`` (a `compiler.datasets.Dataset`, required then).  Optional
+``ctx.options`` keys: ``finetune_max_batches`` (batches per epoch cap, for quick runs),
+``finetune_lr`` (default 1e-3), ``finetune_batch_size`` (64), ``target`` (for
+``objective=latency``, default ``host``).  A fine-tuned probe has its BatchNormalization
+folded (``fold-bn``) before training.
+
+``objective`` (structured only): ``uniform`` -- the rate is the fraction of filters
+removed from every group; ``params`` (memory) / ``macs`` (execution time) -- the rate is
+the fraction of parameters / MACs removed, spent where it hurts least per unit of cost
+(see `structured.Prune`); ``latency`` -- like ``macs``, and the result is also compiled
+and timed on ``target`` (``latency_ms`` = medians before / after).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from compiler.ir import Graph
+from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+
+from .criteria import check_criterion
+from .dependency import PruningError
+from .magnitude import magnitude_prune
+from .structured import prune_graph
+
+__all__ = ["PruneSearch", "search_rate", "measure_latency_ms"]
+
+
+def measure_latency_ms(graph: Graph, target: str = "host", repeat: int = 20) -> float:
+    """Median latency (ms) of ``graph`` compiled for ``target`` (no further passes)."""
+    from compiler.api import compile as compile_model
+
+    cm = compile_model(graph, target=target, passes=[])
+    return cm.benchmark(repeat=repeat).median * 1e3
+
+
+def search_rate(graph: Graph, evaluate, *, max_drop: float = 0.01,
+                method: str = "structured", low: float = 0.0, high: float = 0.95,
+                steps: int = 6, criterion: str = "mean_weight", objective: str = "uniform",
+                scope: str = "layer", round_to: int = 1, protect: list[str] | None = None,
+                finetune_epochs: int = 0, options: dict[str, Any] | None = None,
+                baseline: float | None = None) -> tuple[Graph, dict]:
+    """Bisection on the rate; returns ``(best graph, stats)`` (the input is not modified)."""
+    options = options or {}
+    if method not in ("structured", "magnitude"):
+        raise PruningError(f"prune-search: method '{method}' must be structured or magnitude")
+    if not 0.0 <= low < high < 1.0:
+        raise PruningError(f"prune-search: need 0 <= low < high < 1, got low={low} high={high}")
+    if finetune_epochs > 0 and options.get("train_data") is None:
+        raise PassOptionError("prune-search: finetune_epochs > 0 needs the training set in "
+                              "PassContext.options['train_data']")
+    base = float(evaluate(graph)) if baseline is None else baseline
+    sel_objective = "macs" if objective == "latency" else objective
+
+    def probe(rate: float) -> tuple[Graph, float, dict]:
+        g = graph.clone()
+        if method == "structured":
+            g, st = prune_graph(g, ratio=rate, criterion=criterion, round_to=round_to,
+                                protect=protect, objective=sel_objective)
+        else:
+            g, st = magnitude_prune(g, rate, scope)
+        if finetune_epochs > 0:
+            from compiler.passes import PassContext
+            from compiler.torch_bridge import finetune
+            from passes.fold_bn import FoldBatchNorm
+
+            # torch_bridge trains BN running statistics as parameters (torch refuses), so
+            # BatchNormalization is folded into the convs first (exact, and what deployment
+            # does anyway).
+            g = FoldBatchNorm()(g, PassContext()).graph
+            g = finetune(g, options["train_data"], epochs=finetune_epochs,
+                         lr=float(options.get("finetune_lr", 1e-3)),
+                         batch_size=int(options.get("finetune_batch_size", 64)),
+                         max_batches=options.get("finetune_max_batches"))
+        return g, float(evaluate(g)), st
+
+    lo, hi = low, high
+    best_graph, best_rate, best_acc, best_stats = graph.clone(), low, base, {}
+    probes = []
+    if low > 0:
+        g, acc, st = probe(low)
+        probes.append([round(low, 4), round(acc, 5), base - acc <= max_drop])
+        if base - acc <= max_drop:
+            best_graph, best_acc, best_stats = g, acc, st
+    for _ in range(max(0, int(steps))):
+        mid = (lo + hi) / 2
+        g, acc, st = probe(mid)
+        ok = base - acc <= max_drop
+        probes.append([round(mid, 4), round(acc, 5), ok])
+        if ok:
+            lo, best_graph, best_rate, best_acc, best_stats = mid, g, mid, acc, st
+        else:
+            hi = mid
+    stats = {"method": method, "baseline": round(base, 5), "rate": round(best_rate, 4),
+             "accuracy": round(best_acc, 5), "drop": round(base - best_acc, 5),
+             "probes": probes}
+    if method == "structured" and best_stats:
+        stats.update(params=best_stats["params"], macs=best_stats["macs"])
+    elif best_stats:
+        stats["sparsity"] = best_stats["sparsity"]
+    if objective == "latency":
+        target = options.get("target", "host")
+        stats["latency_ms"] = [round(measure_latency_ms(graph, target), 4),
+                               round(measure_latency_ms(best_graph, target), 4)]
+    return best_graph, stats
+
+
+@register_pass("prune-search")
+@dataclass
+class PruneSearch(Pass):
+    """Half-interval search for the largest pruning rate within max_drop accuracy."""
+
+    max_drop: float = 0.01
+    method: Literal["structured", "magnitude"] = "structured"
+    finetune_epochs: int = 0
+    criterion: str = "mean_weight"
+    objective: Literal["uniform", "params", "macs", "latency"] = "uniform"
+    scope: Literal["layer", "global"] = "layer"
+    low: float = 0.0
+    high: float = 0.95
+    steps: int = 6
+    round_to: int = 1
+    protect: list[str] = field(default_factory=list)
+    exact = False
+
+    def __post_init__(self) -> None:
+        check_criterion(self.criterion)
+        if self.max_drop < 0:
+            raise PruningError(f"prune-search: max_drop={self.max_drop} must be >= 0")
+        if not 0.0 <= self.low < self.high < 1.0:
+            raise PruningError(f"prune-search: need 0 <= low < high < 1, got low={self.low} "
+                               f"high={self.high}")
+        if self.method == "magnitude" and self.objective != "uniform":
+            raise PruningError("prune-search: objective applies to method=structured only")
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        if ctx.evaluate is None:
+            raise PassOptionError("prune-search needs an accuracy callback: "
+                                  "PassContext(evaluate=lambda graph: accuracy)")
+        best, stats = search_rate(graph, ctx.evaluate, max_drop=self.max_drop,
+                                  method=self.method, low=self.low, high=self.high,
+                                  steps=self.steps, criterion=self.criterion,
+                                  objective=self.objective, scope=self.scope,
+                                  round_to=self.round_to, protect=self.protect,
+                                  finetune_epochs=self.finetune_epochs, options=ctx.options)
+        return PassResult(best, stats["rate"] > 0, stats)
