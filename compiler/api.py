@@ -42,7 +42,8 @@ def compile(model: Any, target: Any = "host",
             ctx: PassContext | None = None, verify: bool = True,
             check_numerics: bool = False, build: bool = True,
             calibration_data: Sequence[Mapping[str, Any]] | None = None,
-            evaluate: Any = None) -> CompiledModel:
+            evaluate: Any = None,
+            tune: "Mapping[str, Any] | int | None" = None) -> CompiledModel:
     """Compile an ONNX model for ``target``.
 
     ``passes`` is a list of pass specs such as ``["fold-bn", "prune{ratio=0.5}"]`` or
@@ -50,6 +51,10 @@ def compile(model: Any, target: Any = "host",
     ``input_shapes`` fixes dynamic input dimensions by input name.
     ``calibration_data`` (a list of input dicts from real data) and ``evaluate`` (a
     callback ``graph -> score``) are handed to the passes through their `PassContext`.
+    ``tune`` auto-tunes with MetaSchedule: ``{"trials": 64, "database": "tune.json"}``
+    (an int means trials only; see `targets.tvm.tuning.TuneOptions`).  Tasks the
+    database already has records for are not measured again; the stats are in
+    ``CompiledModel.tuning``.  For cortex-a72 candidates are measured on the board.
     """
     from targets import get_target
 
@@ -57,6 +62,12 @@ def compile(model: Any, target: Any = "host",
     if passes is None:
         passes = list(tgt.default_passes)
     pipeline = parse_pipeline(passes)  # validates names and options before any work
+    if tune is not None and build:
+        if not hasattr(tgt, "build_tuned"):
+            raise ValueError(f"target '{tgt.name}' does not support auto-tuning")
+        from targets.tvm.tuning import TuneOptions
+
+        tune = TuneOptions.from_any(tune)
     if calibration_data is not None or evaluate is not None:
         ctx = ctx or PassContext()
         if calibration_data is not None:
@@ -65,6 +76,12 @@ def compile(model: Any, target: Any = "host",
             ctx.evaluate = evaluate
     original, graph, result = optimize(model, pipeline.passes, input_shapes=input_shapes,
                                        ctx=ctx, verify=verify, check_numerics=check_numerics)
-    built = tgt.build(graph) if build else None
-    return CompiledModel(graph, tgt, built, original=original, pipeline=pipeline.spec(),
-                         pass_stats=result.stats)
+    tuning = None
+    if build and tune is not None:
+        built, tuning = tgt.build_tuned(graph, tune)
+    else:
+        built = tgt.build(graph) if build else None
+    cm = CompiledModel(graph, tgt, built, original=original, pipeline=pipeline.spec(),
+                       pass_stats=result.stats)
+    cm.tuning = tuning
+    return cm

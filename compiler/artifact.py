@@ -45,6 +45,7 @@ class CompiledModel:
         self.pipeline = pipeline
         self.pass_stats = pass_stats or {}
         self.timing = None
+        self.tuning: dict | None = None  # MetaSchedule stats when compiled with tune=...
 
     # -- execution ------------------------------------------------------------
     @property
@@ -101,6 +102,8 @@ class CompiledModel:
                 "original_stats": _jsonable(self.original_stats.to_dict())
                 if self.original_stats else None,
             }
+            if self.tuning is not None:
+                meta["tuning"] = _jsonable(self.tuning)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             if dest.exists():
                 old = dest.with_name(dest.name + ".old")
@@ -143,6 +146,7 @@ class CompiledModel:
             built = target.load(library) if getattr(target, "runs_locally", True) else library
         model = cls(graph, target, built, pipeline=meta.get("pipeline", ""),
                     pass_stats=meta.get("pass_stats") or {})
+        model.tuning = meta.get("tuning")
         if meta.get("original_stats"):
             stats = dict(meta["original_stats"])
             stats.pop("layers", None)
@@ -151,8 +155,10 @@ class CompiledModel:
 
     # -- reporting -------------------------------------------------------------
     def report(self) -> "Report":
-        return Report(self.target.name, self.pipeline, model_stats(self.graph),
-                      self.original_stats, self.pass_stats, self.timing)
+        report = Report(self.target.name, self.pipeline, model_stats(self.graph),
+                        self.original_stats, self.pass_stats, self.timing)
+        report.tuning = self.tuning
+        return report
 
     def __repr__(self) -> str:
         return f"CompiledModel(target='{self.target.name}', nodes={len(self.graph)})"
@@ -166,9 +172,11 @@ class Report:
     original: ModelStats | None = None
     pass_stats: dict = field(default_factory=dict)
     timing: Any = None
+    tuning: dict | None = None
 
     def to_dict(self) -> dict:
         return _jsonable({"target": self.target, "pipeline": self.pipeline,
+                          "tuning": self.tuning,
                           "stats": self.stats.to_dict(),
                           "original": self.original.to_dict() if self.original else None,
                           "pass_stats": self.pass_stats,
@@ -193,8 +201,15 @@ class Report:
                 ratio = f"{old / new:.2f}x" if new else "-"
                 line += f"{fmt(old):>16}{ratio:>9}"
             rows.append(line)
+        if self.tuning:
+            t = self.tuning
+            rows.append(f"{'tuning':<24}{t.get('trials', 0)} trials this build, "
+                        f"{t.get('tasks_with_records', 0)}/{t.get('tasks', 0)} tasks tuned "
+                        f"({t.get('tasks_from_database', 0)} from the database), "
+                        f"{t.get('seconds', 0)} s")
         if self.timing is not None:
-            rows.append(f"{'latency':<24}{str(self.timing)}")
+            label = "latency (EMULATED)" if getattr(self.timing, "emulated", False) else "latency"
+            rows.append(f"{label:<24}{str(self.timing)}")
         rows += ["", f"{'layer':<32}{'op':<20}{'output':<20}{'MACs':>12}{'params':>10}"]
         for l in s.layers:
             shape = "x".join(str(d) for d in l.output_shape)

