@@ -76,7 +76,9 @@ class LowerContext:
         ``params_as_constants`` is False.  ``key`` memoizes (e.g. ``id(value)``)."""
         if key is not None and key in self._weights:
             return self._weights[key]
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)  # (not ascontiguousarray: it turns 0-d into shape (1,))
+        if not array.flags.c_contiguous:
+            array = array.copy()
         if self.params_as_constants:
             expr: relax.Expr = relax.const(array, _dtype_str(array.dtype))
         else:
@@ -202,7 +204,8 @@ def _lower_node(ctx: LowerContext, node: Node, env: dict[int, relax.Expr]) -> No
         result = fn(ctx, node, args)
     except (UnsupportedOpError, LoweringError):
         raise
-    except tvm.TVMError as exc:  # Relax rejected what we built: name the node
+    except (tvm.error.InternalError, tvm.error.DiagnosticError, ValueError, TypeError) as exc:
+        # Relax rejected what we built: name the node
         raise LoweringError(f"lowering node '{node.name}' ({key}) failed in TVM: {exc}") from exc
     results = list(result) if isinstance(result, (list, tuple)) else [result]
     outputs = node.outputs
@@ -1256,3 +1259,5 @@ def _resize2d_matches(mode: str, ctm: str, nearest_mode: str,
                 if not np.array_equal(want, got):
                     return False
     return True
+
+from . import lowering_quant  # noqa: E402,F401  (integer ops: q.* and the ONNX integer ops)

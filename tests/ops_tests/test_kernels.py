@@ -349,7 +349,9 @@ HAND_TESTED = {"Conv", "ConvTranspose", "Resize", "MaxPool", "AveragePool"}
 
 
 def hand_tested_ops() -> set[str]:
-    return HAND_TESTED | {case[0] for case in MISC}
+    from quant_tests.helpers import QUANT_TESTED_OPS  # integer ops: tests/quant_tests
+
+    return HAND_TESTED | {case[0] for case in MISC} | QUANT_TESTED_OPS
 
 _rng = np.random.default_rng(0)
 

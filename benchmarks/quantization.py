@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""Quantization benchmark: accuracy / mIoU, theoretical speedup and host latency per bit width.
+
+    python benchmarks/quantization.py [--quick] [--baselines baselines] [--only NAME ...]
+                                      [--calib N] [--test N] [--out results.json]
+
+For every trained baseline in ``<baselines>/baselines.json`` (written by
+``scripts/train_baselines.py``): fold BN, calibrate on the data set's ``calib`` split
+(min-max, or ``--calibration``), quantize at each setting below, score on the ``test`` split with the reference
+interpreter (the integer graph, bit-exact with its TVM build) and report
+
+* the metric (top-1 accuracy, or mIoU for segmentation) of fp32 (onnxruntime, the file as
+  shipped) and of every setting,
+* the theoretical speedup ``sum(MACs*32*32) / sum(MACs*w_bits*a_bits)`` (research's definition,
+  ``passes/quantization/cost.py``),
+* measured host latency (TVM, untuned, this machine) of the 8/8 integer model vs the fp32
+  build of the same graph, in one run, median of ``--repeat`` timings.
+
+Settings (weights/activations): 8/8, 6/6, 5/5, 4/4, 2/2, binary weights with 8- and 2-bit
+activations, and ``mixed``: binary weights / 2-bit activations with an 8-bit first layer
+(the IMVIP 2017 configuration).
+
+Without a ``baselines.json`` the script falls back to ``models/*.onnx`` with random inputs and
+reports top-1 *agreement* with the float model (a smoke test of the pipeline, not accuracy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from compiler.evaluate import confusion_matrix, evaluate  # noqa: E402
+from compiler.onnx_io import import_model  # noqa: E402
+from compiler.passes import PassContext, parse_pass  # noqa: E402
+from passes.quantization import QuantizationWarning  # noqa: E402
+
+SETTINGS = [
+    ("8/8", "quantize{bits=8,act_bits=8}"),
+    ("6/6", "quantize{bits=6,act_bits=6}"),
+    ("5/5", "quantize{bits=5,act_bits=5}"),
+    ("4/4", "quantize{bits=4,act_bits=4}"),
+    ("2/2", "quantize{bits=2,act_bits=2}"),
+    ("1/8", "quantize{bits=1,act_bits=8}"),
+    ("1/2", "quantize{bits=1,act_bits=2}"),
+    ("mixed 1/2, first 8/8", "quantize{bits=1,act_bits=2,first_layer_bits=8}"),
+]
+
+
+def _quantize(graph, spec, calib, calibration="minmax"):
+    if calibration != "minmax":
+        spec = spec[:-1] + f",calibration={calibration}}}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QuantizationWarning)
+        return parse_pass(spec)(graph.clone(), PassContext(calibration_data=calib))
+
+
+def _ort_metric(path: Path, ds, limit: int, metric: str) -> float:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    k = ds.num_classes
+    cm = np.zeros((k, k), np.int64)
+    for i in range(limit):
+        out = sess.run(None, {name: ds.inputs(i, i + 1)})[0]
+        cm += confusion_matrix(ds.labels[i:i + 1], out.argmax(axis=1), k)
+    from compiler.evaluate import _metric_value
+
+    return _metric_value(metric, cm)
+
+
+def _latency(float_graph, int_graph, x: np.ndarray, repeat: int) -> tuple[float, float]:
+    from targets.tvm import build, lower_graph
+    from targets.tvm.build import time_local
+
+    results = []
+    for graph in (float_graph, int_graph):
+        ex = build(lower_graph(graph), "host")
+        times = time_local(ex, [x], repeat=repeat, number=3)
+        results.append(statistics.median(times) * 1e3)
+    return results[0], results[1]
+
+
+def bench_baseline(name: str, entry: dict, base_dir: Path, args) -> dict:
+    from compiler.datasets import load_dataset
+
+    path = base_dir / entry["file"]
+    task = entry.get("task", "classification")
+    metric = "miou" if task == "segmentation" else "top1"
+    calib_ds = load_dataset(entry["dataset"], "calib")
+    test_ds = load_dataset(entry["dataset"], "test")
+    n_calib = min(args.calib, len(calib_ds))
+    n_test = min(args.test, len(test_ds))
+    if task == "segmentation":
+        n_test = min(n_test, args.seg_test)
+    calib = [{entry.get("input_name", "input"): calib_ds.inputs(i, min(i + 100, n_calib))}
+             for i in range(0, n_calib, 100)]
+    graph = import_model(path)
+    row = {"model": name, "dataset": entry["dataset"], "metric": metric, "test_samples": n_test,
+           "calib_samples": n_calib}
+    t = time.perf_counter()
+    row["fp32"] = _ort_metric(path, test_ds, n_test, metric)
+    print(f"[{name}] fp32 {metric}={row['fp32']:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
+    row["settings"] = {}
+    int8 = None
+    for label, spec in SETTINGS:
+        t = time.perf_counter()
+        result = _quantize(graph, spec, calib, args.calibration)
+        value = evaluate(result.graph, test_ds, metric, limit=n_test, batch_size=100).value
+        row["settings"][label] = {"value": value,
+                                  "speedup": result.stats["theoretical_speedup"],
+                                  "float_ops": result.stats["float_ops"]}
+        if label == "8/8":
+            int8 = result.graph
+        print(f"[{name}] {label:22s} {metric}={value:.4f} theoretical x"
+              f"{result.stats['theoretical_speedup']:.1f} ({time.perf_counter() - t:.0f} s)",
+              flush=True)
+    if args.repeat > 0 and int8 is not None:
+        from passes.fold_bn import FoldBatchNorm
+
+        fgraph = graph.clone()
+        FoldBatchNorm().run(fgraph, PassContext())
+        x = test_ds.inputs(0, 1)
+        row["latency_fp32_ms"], row["latency_int8_ms"] = _latency(fgraph, int8, x, args.repeat)
+        print(f"[{name}] host latency (TVM, untuned) fp32 {row['latency_fp32_ms']:.3f} ms, "
+              f"int8 {row['latency_int8_ms']:.3f} ms", flush=True)
+    return row
+
+
+def bench_model_file(path: Path, args) -> dict:
+    """Fallback without trained baselines: random data, top-1 agreement with the float model."""
+    from compiler.batching import with_batch_size
+    from compiler.interpreter import Interpreter
+
+    graph = import_model(path)
+    shape = graph.inputs[0].shape
+    rng = np.random.default_rng(0)
+    name = graph.inputs[0].name
+    calib = [{name: rng.standard_normal((16,) + shape[1:]).astype(np.float32)}]
+    n = 16 if args.quick else 64
+    xs = rng.standard_normal((n,) + shape[1:]).astype(np.float32)
+    ref = Interpreter(with_batch_size(graph, n)).run({name: xs})[0].argmax(axis=1)
+    row = {"model": path.stem, "dataset": "random", "metric": "agreement", "test_samples": n,
+           "calib_samples": 16, "fp32": 1.0, "settings": {}}
+    int8 = None
+    for label, spec in SETTINGS:
+        result = _quantize(graph, spec, calib, args.calibration)
+        out = Interpreter(with_batch_size(result.graph, n)).run({name: xs})[0].argmax(axis=1)
+        row["settings"][label] = {"value": float(np.mean(out == ref)),
+                                  "speedup": result.stats["theoretical_speedup"],
+                                  "float_ops": result.stats["float_ops"]}
+        if label == "8/8":
+            int8 = result.graph
+        print(f"[{path.stem}] {label:22s} agreement={row['settings'][label]['value']:.3f} "
+              f"x{result.stats['theoretical_speedup']:.1f}", flush=True)
+    if args.repeat > 0:
+        from passes.fold_bn import FoldBatchNorm
+
+        fgraph = graph.clone()
+        FoldBatchNorm().run(fgraph, PassContext())
+        row["latency_fp32_ms"], row["latency_int8_ms"] = _latency(fgraph, int8, xs[:1], args.repeat)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    labels = [label for label, _ in SETTINGS]
+    head = "| model | metric | fp32 | " + " | ".join(labels) + " | host fp32 / int8 (ms) |"
+    lines = [head, "|" + " --- |" * (len(labels) + 4)]
+    for r in rows:
+        cells = [f"{r['settings'][lab]['value']:.4f} (x{r['settings'][lab]['speedup']:.1f})"
+                 for lab in labels]
+        lat = (f"{r['latency_fp32_ms']:.2f} / {r['latency_int8_ms']:.2f}"
+               if "latency_int8_ms" in r else "-")
+        lines.append(f"| {r['model']} | {r['metric']} (n={r['test_samples']}) | {r['fp32']:.4f} | "
+                     + " | ".join(cells) + f" | {lat} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baselines", type=Path, default=ROOT / "baselines")
+    ap.add_argument("--only", nargs="*", help="model names (baselines.json keys)")
+    ap.add_argument("--quick", action="store_true", help="calib 200, test 1000 (seg 200), 5 timings")
+    ap.add_argument("--calib", type=int, default=None)
+    ap.add_argument("--test", type=int, default=None)
+    ap.add_argument("--seg-test", type=int, default=None, dest="seg_test")
+    ap.add_argument("--repeat", type=int, default=None, help="latency timings (0: skip)")
+    ap.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"])
+    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    args = ap.parse_args(argv)
+    args.calib = args.calib or (200 if args.quick else 1000)
+    args.test = args.test or (1000 if args.quick else 10_000)
+    args.seg_test = args.seg_test or (200 if args.quick else 2000)
+    args.repeat = args.repeat if args.repeat is not None else (5 if args.quick else 20)
+    rows = []
+    json_path = args.baselines / "baselines.json"
+    if json_path.exists():
+        entries = json.loads(json_path.read_text())
+        for name, entry in entries.items():
+            if args.only and name not in args.only:
+                continue
+            rows.append(bench_baseline(name, entry, args.baselines, args))
+    else:
+        print(f"{json_path} not found: falling back to models/*.onnx with random data "
+              "(agreement with float, not accuracy)", flush=True)
+        for path in sorted((ROOT / "models").glob("*_tiny.onnx")):
+            if args.only and path.stem not in args.only:
+                continue
+            rows.append(bench_model_file(path, args))
+    print()
+    print(table(rows))
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Calibration: observe every float tensor over `PassContext.calibration_data`, then pick
+each tensor's clipping range by min-max, percentile or entropy (KL divergence).
+
+Definitions (ours; the research gives none):
+
+* ``minmax``: ``[min, max]`` over all calibration samples.
+* ``percentile`` (``p``, default 99.99): symmetric ``T = percentile(|x|, p)``; asymmetric
+  ``[percentile(x, 100 - p), percentile(x, p)]``.
+* ``entropy`` (TensorRT's KL calibration): a 2048-bin histogram of ``|x|``; for every
+  candidate threshold ``i`` bins (from ``levels`` up), the reference distribution ``P`` is
+  the histogram cut at ``i`` with the outliers added to its last bin, ``Q`` is ``P``
+  merged into ``levels = 2**(bits-1)`` buckets and spread back over the non-empty bins;
+  the threshold minimizing ``KL(P || Q)`` wins.  The range is ``[max(min, -T), min(max, T)]``.
+
+Statistics keep the exact min/max and a seeded random subsample (at most 65,536 values per
+tensor per calibration batch, 262,144 in all) from which percentiles and histograms are
+computed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from compiler.batching import with_batch_size
+from compiler.interpreter import InputError, Interpreter, check_inputs
+from compiler.ir import Graph, Node
+
+__all__ = ["CalibrationError", "TensorStats", "Observer", "collect_stats", "calibrate_range",
+           "kl_threshold", "CALIBRATION_METHODS"]
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+HOW_TO_PASS = ("pass it as compiler.compile(model, passes=[...], calibration_data=[{input_name: "
+               "array}, ...]) or PassContext(calibration_data=[{input_name: array}, ...])")
+
+
+class CalibrationError(ValueError):
+    """Calibration data is missing or does not fit the model."""
+
+
+@dataclass
+class TensorStats:
+    lo: float = np.inf
+    hi: float = -np.inf
+    samples: list[np.ndarray] = field(default_factory=list)
+    count: int = 0
+    PER_BATCH = 65536
+    TOTAL = 262144
+
+    def update(self, array: np.ndarray, rng: np.random.Generator) -> None:
+        flat = np.asarray(array, dtype=np.float32).reshape(-1)
+        if not flat.size:
+            return
+        self.lo = min(self.lo, float(flat.min()))
+        self.hi = max(self.hi, float(flat.max()))
+        self.count += flat.size
+        if flat.size > self.PER_BATCH:
+            flat = rng.choice(flat, self.PER_BATCH, replace=False)
+        self.samples.append(flat.copy())
+        if sum(s.size for s in self.samples) > 2 * self.TOTAL:
+            pool = np.concatenate(self.samples)
+            self.samples = [rng.choice(pool, self.TOTAL, replace=False)]
+
+    def values(self) -> np.ndarray:
+        return np.concatenate(self.samples) if self.samples else np.zeros(1, np.float32)
+
+
+class Observer(Interpreter):
+    """An interpreter that records `TensorStats` of every float value it computes."""
+
+    def __init__(self, graph: Graph, stats: dict[str, TensorStats], seed: int = 0):
+        super().__init__(graph)
+        self.stats = stats
+        self.rng = np.random.default_rng(seed)
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        if np.issubdtype(array.dtype, np.floating):
+            self.stats.setdefault(name, TensorStats()).update(array, self.rng)
+
+    def run(self, inputs, **kwargs):
+        for value in self.graph.inputs:
+            if isinstance(inputs, Mapping) and value.name in inputs:
+                self.observe(value.name, np.asarray(inputs[value.name]))
+        return super().run(inputs, **kwargs)
+
+    def run_node(self, node: Node, args: list) -> list[np.ndarray]:
+        results = super().run_node(node, args)
+        for value, array in zip(node.outputs, results):
+            self.observe(value.name, array)
+        return results
+
+
+def _check_samples(graph: Graph, data: Any, pass_name: str) -> list[dict[str, np.ndarray]]:
+    if data is None or (hasattr(data, "__len__") and len(data) == 0):
+        raise CalibrationError(f"pass '{pass_name}' needs calibration data (a list of input "
+                               f"dicts from real data); {HOW_TO_PASS}")
+    if isinstance(data, Mapping):
+        data = [data]
+    samples = []
+    expected = {v.name: tuple(v.shape) for v in graph.inputs}
+    for index, sample in enumerate(data):
+        if not isinstance(sample, Mapping):
+            raise CalibrationError(f"calibration sample {index} is a {type(sample).__name__}, "
+                                   f"not a dict of input name -> array; {HOW_TO_PASS}")
+        arrays = {}
+        for name, array in sample.items():
+            if name not in expected:
+                raise CalibrationError(f"calibration sample {index} names input '{name}', "
+                                       f"which the model does not have; its inputs: "
+                                       f"{sorted(expected)}")
+            array = np.asarray(array)
+            want = expected[name]
+            if array.ndim != len(want) or tuple(array.shape[1:]) != tuple(want[1:]):
+                raise CalibrationError(f"calibration sample {index}: input '{name}' has shape "
+                                       f"{tuple(array.shape)}, the model expects {want} (the "
+                                       f"leading batch dimension may differ)")
+            graph_dtype = next(v.dtype for v in graph.inputs if v.name == name)
+            arrays[name] = array.astype(graph_dtype, copy=False)
+        missing = sorted(set(expected) - set(arrays))
+        if missing:
+            raise CalibrationError(f"calibration sample {index} lacks input(s) {missing}")
+        batches = {a.shape[0] for a in arrays.values()}
+        if len(batches) != 1:
+            raise CalibrationError(f"calibration sample {index}: inputs disagree on the batch "
+                                   f"size {sorted(batches)}")
+        samples.append(arrays)
+    return samples
+
+
+def collect_stats(graph: Graph, data: Any, *, seed: int = 0,
+                  pass_name: str = "quantize") -> dict[str, TensorStats]:
+    """Run ``graph`` on every calibration sample; stats of every float value by name."""
+    samples = _check_samples(graph, data, pass_name)
+    stats: dict[str, TensorStats] = {}
+    observers: dict[int, Observer] = {}
+    for sample in samples:
+        batch = next(iter(sample.values())).shape[0]
+        if batch not in observers:
+            observers[batch] = Observer(with_batch_size(graph, batch), stats, seed)
+        try:
+            observers[batch].run(sample)
+        except InputError as exc:
+            raise CalibrationError(f"calibration data does not fit the model: {exc}") from None
+    return stats
+
+
+def kl_threshold(abs_values: np.ndarray, levels: int, bins: int = 2048) -> float:
+    """TensorRT-style entropy calibration threshold of ``|x|`` for ``levels`` positive levels."""
+    top = float(abs_values.max()) if abs_values.size else 0.0
+    if top <= 0:
+        return 0.0
+    hist, edges = np.histogram(abs_values, bins=bins, range=(0.0, top))
+    hist = hist.astype(np.float64)
+    best, best_i = np.inf, bins
+    levels = max(1, int(levels))
+    for i in range(max(levels, 8), bins + 1):
+        p = hist[:i].copy()
+        p[-1] += hist[i:].sum()
+        nonzero = p > 0
+        # merge into `levels` buckets, then spread each bucket over its non-empty bins
+        idx = (np.arange(i) * levels) // i
+        sums = np.bincount(idx, weights=hist[:i], minlength=levels)
+        counts = np.bincount(idx, weights=nonzero.astype(np.float64), minlength=levels)
+        q = np.where(nonzero, sums[idx] / np.maximum(counts[idx], 1), 0.0)
+        ps, qs = p.sum(), q.sum()
+        if ps <= 0 or qs <= 0:
+            continue
+        pn, qn = p / ps, q / qs
+        mask = pn > 0
+        kl = float(np.sum(pn[mask] * np.log(pn[mask] / np.maximum(qn[mask], 1e-12))))
+        if kl < best:
+            best, best_i = kl, i
+    return float(edges[best_i]) if best_i < len(edges) else top
+
+
+def calibrate_range(stats: TensorStats, method: str, *, bits: int = 8, symmetric: bool = False,
+                    percentile: float = 99.99) -> tuple[float, float]:
+    """The clipping range ``(lo, hi)`` of one tensor by ``method``."""
+    if method not in CALIBRATION_METHODS:
+        raise CalibrationError(f"unknown calibration method '{method}'; choose one of "
+                               f"{', '.join(CALIBRATION_METHODS)}")
+    lo, hi = float(stats.lo), float(stats.hi)
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        return 0.0, 0.0
+    if method == "minmax":
+        return lo, hi
+    values = stats.values().astype(np.float64)
+    if method == "percentile":
+        if symmetric:
+            t = float(np.percentile(np.abs(values), percentile))
+            return max(lo, -t), min(hi, t)
+        return (max(lo, float(np.percentile(values, 100.0 - percentile))),
+                min(hi, float(np.percentile(values, percentile))))
+    t = kl_threshold(np.abs(values), 2 ** (max(bits, 2) - 1))
+    return max(lo, -t), min(hi, t)

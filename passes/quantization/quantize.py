@@ -1,0 +1,556 @@
+"""quantize: rewrite a float graph into explicit integer operations (ops of `compiler.ops.quant`).
+
+``quantize{bits=8, act_bits=8, per_channel=true, calibration=minmax, first_layer_bits=0,
+layers=[], bits_per_layer=[], symmetric_acts=false, percentile=99.99, output_bits=8}``
+
+* BatchNormalization is folded first (``fold-bn``), then every float tensor is observed
+  over ``PassContext.calibration_data`` (see `calibration`).
+* Conv (2-D) and Gemm/MatMul with constant weights become ``q.Conv``/``q.Gemm`` (int8 x
+  int8 -> int32, int32 bias) followed by ``q.Requantize`` to the next tensor's scale; a
+  following Relu or Clip is fused as the requantize clamp.  Add and Concat become
+  ``q.Add``/``q.Concat`` with rescaling, pools ``MaxPool`` on int8 / ``q.AveragePool`` /
+  ``q.GlobalAveragePool``, data movement (Flatten, Reshape, Transpose, ...) runs on int8.
+* Weights: symmetric, per output channel (``per_channel=true``) or per tensor, ``bits`` wide
+  (``[-(2^(b-1)-1), 2^(b-1)-1]``); ``bits=1`` means binary weights ``a * sign(w)`` with a
+  per-channel ``a = mean|w|``.  At 2..4 bits each channel's clipping ratio is chosen to
+  minimize the weight's squared error (over 20 ratios in [0.3, 1]).
+* Activations: ``act_bits`` wide, asymmetric (default) or ``symmetric_acts``; 1-bit
+  activations are always asymmetric (``{0, s}``).  The bits of a tensor are those of the
+  layer that reads it (``first_layer_bits`` for the first multiply layer's input and
+  weights, ``bits_per_layer`` entries ``"name:w"`` or ``"name:w/a"``); graph outputs get
+  at least ``output_bits``.
+* ``layers``: when given, only these multiply layers (node names) are quantized.
+* Ops it cannot cover stay float, with ``q.Dequantize``/``q.Quantize`` at the boundary, a
+  warning and the ``float_ops`` stat.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from compiler.folding import infer_node
+from compiler.ir import Graph, Node, QuantParams, Value
+from compiler.ops.quant import Q, qrange, quantize_multiplier, shared_multipliers
+from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+
+from .calibration import CALIBRATION_METHODS, calibrate_range, collect_stats
+from .cost import LayerCost, layer_macs, theoretical_speedup
+
+__all__ = ["Quantize", "QuantizationWarning", "quantize_weight", "act_qparams", "ActParams"]
+
+
+class QuantizationWarning(UserWarning):
+    """Part of a model stays in float (an op the integer path does not cover)."""
+
+
+@dataclass
+class ActParams:
+    scale: float
+    zero_point: int
+    qmin: int
+    qmax: int
+    bits: int
+
+    def quant(self) -> QuantParams:
+        return QuantParams(self.bits, np.array(self.scale, np.float64),
+                           np.array(self.zero_point, np.int64))
+
+
+def act_qparams(lo: float, hi: float, bits: int, symmetric: bool) -> ActParams:
+    """Scale and zero point of an activation range (zero is always exactly representable)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if symmetric and bits >= 2:
+        qmin, qmax = qrange(bits, True)
+        scale = max(abs(lo), abs(hi)) / qmax
+        return ActParams(scale if scale > 0 else 1.0, 0, qmin, qmax, bits)
+    qmin, qmax = qrange(bits, False)
+    scale = (hi - lo) / (qmax - qmin)
+    if scale <= 0:
+        return ActParams(1.0, 0, qmin, qmax, bits)
+    zp = int(np.clip(np.round(qmin - lo / scale), qmin, qmax))
+    return ActParams(scale, zp, qmin, qmax, bits)
+
+
+def quantize_weight(w: np.ndarray, bits: int, per_channel: bool = True, axis: int = 0,
+                    mse: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric weight quantization: ``(w_q int8, scale per channel (float64))``.
+
+    ``bits=1``: binary, ``w_q = sign(w)`` (+1 for 0) and ``scale = mean|w|`` per channel."""
+    w = np.asarray(w, dtype=np.float64)
+    moved = np.moveaxis(w, axis, 0)
+    flat = moved.reshape(moved.shape[0], -1) if per_channel else moved.reshape(1, -1)
+    if bits == 1:
+        scale = np.abs(flat).mean(axis=1)
+        q = np.where(flat >= 0, 1, -1)
+    else:
+        qmax = 2 ** (bits - 1) - 1
+        top = np.abs(flat).max(axis=1)
+        scale = top / qmax
+        if mse if mse is not None else bits <= 4:
+            best = np.full(flat.shape[0], np.inf)
+            chosen = scale.copy()
+            for ratio in np.linspace(0.3, 1.0, 20):
+                s = np.maximum(top * ratio / qmax, 1e-12)
+                err = ((np.clip(np.round(flat / s[:, None]), -qmax, qmax) * s[:, None] - flat) ** 2
+                       ).sum(axis=1)
+                better = err < best
+                best = np.where(better, err, best)
+                chosen = np.where(better, s, chosen)
+            scale = chosen
+        scale = np.where(scale > 0, scale, 1.0)
+        q = np.clip(np.round(flat / scale[:, None]), -qmax, qmax)
+    scale = np.where(scale > 0, scale, 1.0)
+    if not per_channel:
+        scale = np.full(moved.shape[0], scale[0])
+    q = np.moveaxis(q.reshape(moved.shape), 0, axis).astype(np.int8)
+    return q, scale
+
+
+_TRANSPARENT = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Split",
+                "Slice", "MaxPool", "Dropout"}
+_POOLS = {"AveragePool", "GlobalAveragePool"}
+_ACTS = {"Relu", "Clip"}
+
+
+def _check_bits(value: int, what: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= 8:
+        raise PassOptionError(f"pass 'quantize': {what}={value!r} is outside 1..8 (weights and "
+                              "activations are stored in int8 containers)")
+    return int(value)
+
+
+@register_pass("quantize")
+@dataclass
+class Quantize(Pass):
+    """Rewrite into integer ops (int8 storage, int32 accumulation) from calibration data."""
+
+    bits: int = 8
+    act_bits: int = 8
+    per_channel: bool = True
+    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    first_layer_bits: int = 0
+    layers: list[str] = field(default_factory=list)
+    bits_per_layer: list[str] = field(default_factory=list)
+    symmetric_acts: bool = False
+    percentile: float = 99.99
+    output_bits: int = 8
+    exact = False
+
+    def __post_init__(self) -> None:
+        _check_bits(self.bits, "bits")
+        _check_bits(self.act_bits, "act_bits")
+        _check_bits(self.output_bits, "output_bits")
+        if self.first_layer_bits:
+            _check_bits(self.first_layer_bits, "first_layer_bits")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise PassOptionError(f"pass 'quantize': calibration={self.calibration!r} must be one "
+                                  f"of {', '.join(CALIBRATION_METHODS)}")
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise PassOptionError(f"pass 'quantize': percentile={self.percentile} must be in (50, 100]")
+        self._per_layer = self._parse_per_layer(self.bits_per_layer)
+
+    @staticmethod
+    def _parse_per_layer(spec: Any) -> dict[str, tuple[int | None, int | None]]:
+        out: dict[str, tuple[int | None, int | None]] = {}
+        items = spec.items() if isinstance(spec, dict) else [
+            tuple(s.rsplit(":", 1)) if isinstance(s, str) and ":" in s else (s, None) for s in spec]
+        for name, value in items:
+            if value is None:
+                raise PassOptionError(f"pass 'quantize': bits_per_layer entry {name!r} must be "
+                                      "'layer:w_bits' or 'layer:w_bits/a_bits'")
+            if isinstance(value, (tuple, list)):
+                wb, ab = value
+            elif isinstance(value, str) and "/" in value:
+                wb, ab = value.split("/", 1)
+            else:
+                wb, ab = value, None
+            try:
+                wb = int(wb)
+                ab = None if ab is None else int(ab)
+            except ValueError:
+                raise PassOptionError(f"pass 'quantize': bits_per_layer entry for {name!r} is "
+                                      f"not an integer bit width: {value!r}") from None
+            out[str(name)] = (_check_bits(wb, f"bits_per_layer[{name}]"),
+                              None if ab is None else _check_bits(ab, f"bits_per_layer[{name}]"))
+        return out
+
+    # ------------------------------------------------------------------------------
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        from passes.fold_bn import FoldBatchNorm
+
+        FoldBatchNorm().run(graph, ctx)
+        stats = collect_stats(graph, ctx.calibration_data, pass_name=self.name)
+        return _Rewriter(self, graph, stats, ctx).rewrite()
+
+
+def _const(value: Value | None) -> np.ndarray | None:
+    return None if value is None else value.const
+
+
+def _clip_bounds(node: Node) -> tuple[float, float] | None:
+    if node.op_type == "Relu":
+        return 0.0, np.inf
+    lo = _const(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    hi = _const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    if (len(node.inputs) > 1 and node.inputs[1] is not None and lo is None) or \
+            (len(node.inputs) > 2 and node.inputs[2] is not None and hi is None):
+        return None  # run-time bounds
+    return (float(lo) if lo is not None else -np.inf, float(hi) if hi is not None else np.inf)
+
+
+class _Rewriter:
+    def __init__(self, opts: Quantize, graph: Graph, stats, ctx: PassContext):
+        self.o = opts
+        self.g = graph
+        self.stats = stats
+        self.ctx = ctx
+        self.qv: dict[int, Value] = {}          # float value -> its int8 value
+        self.params: dict[int, ActParams] = {}  # int8 value -> its params
+        self.replaced: set[int] = set()         # float values whose producer goes away
+        self.deq: dict[int, Value] = {}
+        self.counts = {"quantized_layers": 0, "quantize_nodes": 0, "dequantize_nodes": 0,
+                       "int_ops": 0}
+        self.float_ops: dict[str, int] = {}
+        self.layer_bits: list[LayerCost] = []
+        self.value_bits: dict[int, int] = {}
+        self.fused: set[int] = set()
+
+    # -- planning ---------------------------------------------------------------------
+    def _layers(self) -> list[Node]:
+        found = []
+        for node in self.g.topo_order():
+            if self._is_layer(node) and (not self.o.layers or node.name in self.o.layers):
+                found.append(node)
+        unknown = sorted(set(self.o.layers) - {n.name for n in self.g.topo_order()})
+        if unknown:
+            raise PassOptionError(f"pass 'quantize': layers {unknown} are not nodes of the "
+                                  f"graph; multiply layers: "
+                                  f"{[n.name for n in self.g.topo_order() if self._is_layer(n)]}")
+        unknown = sorted(set(self.o._per_layer) - {n.name for n in self.g.topo_order()})
+        if unknown:
+            raise PassOptionError(f"pass 'quantize': bits_per_layer names unknown layer(s) "
+                                  f"{unknown}")
+        return found
+
+    @staticmethod
+    def _is_layer(node: Node) -> bool:
+        ins = node.inputs
+        if node.domain:
+            return False
+        if node.op_type == "Conv":
+            return (len(ins[0].shape) == 4 and ins[1].const is not None
+                    and (len(ins) < 3 or ins[2] is None or ins[2].const is not None))
+        if node.op_type == "Gemm":
+            return (not int(node.attrs.get("transA", 0)) and ins[1].const is not None
+                    and (len(ins) < 3 or ins[2] is None or ins[2].const is not None))
+        if node.op_type == "MatMul":
+            return (len(ins[0].shape) == 2 and ins[1].const is not None
+                    and ins[1].const.ndim == 2)
+        return False
+
+    def _bits_of(self, node: Node, first: bool) -> tuple[int, int]:
+        wb = self.o.first_layer_bits if (first and self.o.first_layer_bits) else self.o.bits
+        ab = self.o.first_layer_bits if (first and self.o.first_layer_bits) else self.o.act_bits
+        pw, pa = self.o._per_layer.get(node.name, (None, None))
+        return (pw or wb), (pa or ab)
+
+    def _source(self, value: Value) -> Value:
+        while value.producer is not None and value.producer.op_type in _TRANSPARENT | _POOLS:
+            value = value.producer.inputs[0]
+        return value
+
+    def _plan_bits(self, layers: list[Node]) -> dict[int, tuple[int, int]]:
+        plan = {}
+        for index, node in enumerate(layers):
+            wb, ab = self._bits_of(node, index == 0)
+            plan[id(node)] = (wb, ab)
+            src = self._source(node.inputs[0])
+            self.value_bits[id(src)] = max(self.value_bits.get(id(src), 0), ab)
+        for out in self.g.outputs:
+            src = self._source(out)
+            self.value_bits[id(src)] = max(self.value_bits.get(id(src), self.o.act_bits),
+                                           self.o.output_bits)
+        return plan
+
+    # -- values -----------------------------------------------------------------------
+    def _act_params(self, value: Value) -> ActParams:
+        bits = self.value_bits.get(id(value), self.o.act_bits)
+        st = self.stats.get(value.name)
+        if st is None:
+            raise RuntimeError(f"quantize: no calibration statistics for '{value.name}'")
+        symmetric = self.o.symmetric_acts and bits >= 2
+        lo, hi = calibrate_range(st, self.o.calibration, bits=bits, symmetric=symmetric,
+                                 percentile=self.o.percentile)
+        return act_qparams(lo, hi, bits, symmetric)
+
+    def _new(self, op: str, inputs: list, attrs: dict, name: str, domain: str = Q,
+             num_outputs: int = 1) -> Node:
+        node = self.g.add_node(op, inputs, attrs, name=name, domain=domain,
+                               num_outputs=num_outputs)
+        infer_node(node)
+        return node
+
+    def _set_q(self, fvalue: Value, qvalue: Value, ap: ActParams) -> None:
+        self.qv[id(fvalue)] = qvalue
+        self.params[id(qvalue)] = ap
+        qvalue.quant = ap.quant()
+
+    def get_q(self, value: Value) -> Value:
+        if id(value) in self.qv:
+            return self.qv[id(value)]
+        ap = self._act_params(value)
+        node = self._new("Quantize", [value], dict(scale=float(ap.scale), zero_point=ap.zero_point,
+                                                   qmin=ap.qmin, qmax=ap.qmax, bits=ap.bits),
+                         name=f"{value.name}_quantize")
+        self.counts["quantize_nodes"] += 1
+        self._set_q(value, node.output, ap)
+        return node.output
+
+    def get_f(self, value: Value) -> Value:
+        if id(value) not in self.replaced:
+            return value
+        if id(value) not in self.deq:
+            q = self.qv[id(value)]
+            ap = self.params[id(q)]
+            node = self._new("Dequantize", [q], dict(scale=float(ap.scale),
+                                                     zero_point=ap.zero_point),
+                             name=f"{value.name}_dequantize")
+            self.counts["dequantize_nodes"] += 1
+            self.deq[id(value)] = node.output
+        return self.deq[id(value)]
+
+    def _fusable_act(self, out: Value) -> Node | None:
+        uses = out.uses
+        if len(uses) != 1 or out.is_graph_output:
+            return None
+        user = uses[0][0]
+        if user.op_type in _ACTS and not user.domain and uses[0][1] == 0 \
+                and _clip_bounds(user) is not None:
+            return user
+        return None
+
+    def _clamp(self, ap: ActParams, act: Node | None) -> tuple[int, int]:
+        qmin, qmax = ap.qmin, ap.qmax
+        if act is not None:
+            lo, hi = _clip_bounds(act)
+            if np.isfinite(lo):
+                qmin = max(qmin, min(qmax, ap.zero_point + int(np.round(lo / ap.scale))))
+            if np.isfinite(hi):
+                qmax = min(qmax, max(qmin, ap.zero_point + int(np.round(hi / ap.scale))))
+        return qmin, qmax
+
+    # -- the walk ---------------------------------------------------------------------
+    def rewrite(self) -> PassResult:
+        g = self.g
+        layers = self._layers()
+        plan = self._plan_bits(layers)
+        layer_ids = {id(n) for n in layers}
+        for node in list(g.topo_order()):
+            if id(node) in self.fused:
+                continue
+            if id(node) in layer_ids:
+                self._layer(node, *plan[id(node)])
+            elif self._try_int(node):
+                pass
+            else:
+                self._keep_float(node)
+        for i, out in enumerate(list(g.outputs)):
+            if id(out) in self.replaced:
+                name = out.name
+                f = self.get_f(out)
+                g.outputs[i] = f
+                g.rename_value(out, g.unique_name(name + "_float"))
+                g.rename_value(f, name)
+        g.remove_unused()
+        if self.float_ops:
+            warnings.warn(f"quantize: ops left in float (with quantize/dequantize at the "
+                          f"boundary): {self.float_ops}", QuantizationWarning, stacklevel=3)
+        stats = dict(self.counts)
+        stats["float_ops"] = dict(self.float_ops)
+        stats["layers"] = {c.name: [c.w_bits, c.a_bits] for c in self.layer_bits}
+        table = self._cost_table()
+        stats["theoretical_speedup"] = round(theoretical_speedup(table), 3)
+        stats["calibration"] = self.o.calibration
+        g.meta["quantization"] = {"bits": self.o.bits, "act_bits": self.o.act_bits,
+                                  "layers": stats["layers"]}
+        return PassResult(g, True, stats)
+
+    def _cost_table(self) -> list[LayerCost]:
+        from .cost import multiply_layers
+
+        table = list(self.layer_bits)
+        done = {c.name for c in table}
+        for node in multiply_layers(self.g):
+            if not node.domain and node.name not in done:
+                table.append(LayerCost(node.name, node.op_type, layer_macs(node)))
+        return table
+
+    def _keep_float(self, node: Node) -> None:
+        changed = False
+        for index, value in enumerate(node.inputs):
+            if value is not None and id(value) in self.replaced:
+                node.set_input(index, self.get_f(value))
+                changed = True
+        if changed or any(id(v) in self.qv for v in node.inputs if v is not None):
+            key = node.op_type
+            self.float_ops[key] = self.float_ops.get(key, 0) + 1
+
+    def _replace(self, fvalue: Value, qvalue: Value, ap: ActParams) -> None:
+        self._set_q(fvalue, qvalue, ap)
+        self.replaced.add(id(fvalue))
+
+    # -- multiply layers --------------------------------------------------------------------
+    def _layer(self, node: Node, wb: int, ab: int) -> None:
+        g = self.g
+        x = node.inputs[0]
+        xq = self.get_q(x)
+        apx = self.params[id(xq)]
+        out = node.output
+        act = self._fusable_act(out)
+        final = act.output if act is not None else out
+        apo = self._act_params(final)
+        qmin, qmax = self._clamp(apo, act)
+        ins = node.inputs
+        bias = ins[2].const.astype(np.float64) if len(ins) > 2 and ins[2] is not None else None
+        if node.op_type == "Conv":
+            w = ins[1].const
+            wq, ws = quantize_weight(w, wb, self.o.per_channel, axis=0)
+            n_out = w.shape[0]
+        else:
+            b = ins[1].const.astype(np.float64)
+            trans_b = node.op_type == "Gemm" and int(node.attrs.get("transB", 0))
+            if node.op_type == "Gemm":
+                b = b * float(node.attrs.get("alpha", 1.0))
+                if bias is not None:
+                    bias = bias * float(node.attrs.get("beta", 1.0))
+            wq, ws = quantize_weight(b, wb, self.o.per_channel, axis=0 if trans_b else 1)
+            n_out = b.shape[0] if trans_b else b.shape[1]
+            if bias is not None:
+                bias = np.broadcast_to(bias.reshape(-1) if bias.size == n_out else bias,
+                                       (n_out,)).copy()
+        acc_scale = apx.scale * ws  # per output channel
+        wv = g.add_constant(f"{node.name}_wq", wq)
+        wv.quant = QuantParams(wb, ws.copy(), np.zeros_like(ws, dtype=np.int64),
+                               axis=0 if node.op_type == "Conv" or trans_b else 1)
+        inputs = [xq, wv]
+        if bias is not None:
+            bq = np.clip(np.round(bias / acc_scale), -2 ** 31, 2 ** 31 - 1).astype(np.int32)
+            inputs.append(g.add_constant(f"{node.name}_bq", bq))
+        if node.op_type == "Conv":
+            attrs = {k: node.attrs[k] for k in ("kernel_shape", "strides", "pads", "dilations",
+                                                "group") if k in node.attrs}
+            attrs.setdefault("kernel_shape", list(w.shape[2:]))
+            attrs["x_zero_point"] = apx.zero_point
+            qnode = self._new("Conv", inputs, attrs, name=f"{node.name}_q")
+        else:
+            qnode = self._new("Gemm", inputs, dict(transB=int(bool(trans_b)),
+                                                   a_zero_point=apx.zero_point),
+                              name=f"{node.name}_q")
+        qnode.meta["bits"] = (wb, ab)
+        qnode.meta["float_name"] = node.name
+        mult, shift = quantize_multiplier(acc_scale / apo.scale)
+        mv = g.add_constant(f"{node.name}_mult", mult)
+        sv = g.add_constant(f"{node.name}_shift", shift)
+        rq = self._new("Requantize", [qnode.output, mv, sv],
+                       dict(axis=1, zero_point=apo.zero_point, qmin=qmin, qmax=qmax),
+                       name=f"{node.name}_requantize")
+        ap_out = dataclasses.replace(apo)
+        self._replace(final, rq.output, ap_out)
+        if act is not None:
+            self.fused.add(id(act))
+            self.replaced.add(id(out))
+        self.counts["quantized_layers"] += 1
+        self.layer_bits.append(LayerCost(node.name, node.op_type, layer_macs(node), wb,
+                                         apx.bits))
+
+    # -- other integer ops ------------------------------------------------------------------
+    def _try_int(self, node: Node) -> bool:
+        if node.domain:
+            return False
+        op = node.op_type
+        ins = [v for v in node.inputs if v is not None]
+        if op == "Add" and len(ins) == 2 and all(v.const is None for v in ins) \
+                and any(id(v) in self.qv for v in ins):
+            return self._add(node)
+        if op == "Concat" and all(v.const is None for v in ins) and any(id(v) in self.qv for v in ins):
+            return self._concat(node)
+        if not ins or id(node.inputs[0]) not in self.qv:
+            return False
+        xq = self.qv[id(node.inputs[0])]
+        ap = self.params[id(xq)]
+        if op in _TRANSPARENT:
+            if any(v.const is None for v in node.inputs[1:] if v is not None):
+                return False
+            if op == "MaxPool" and len(node.outputs) > 1:
+                return False
+            new = self._new(op, [xq] + list(node.inputs[1:]), dict(node.attrs),
+                            name=f"{node.name}_q", domain="", num_outputs=len(node.outputs))
+            for fo, qo in zip(node.outputs, new.outputs):
+                self._replace(fo, qo, ap)
+            self.counts["int_ops"] += 1
+            return True
+        if op in _ACTS and _clip_bounds(node) is not None:
+            qmin, qmax = self._clamp(ap, node)
+            new = self._new("Clip", [xq], dict(qmin=qmin, qmax=qmax), name=f"{node.name}_q")
+            self._replace(node.output, new.output, ap)
+            self.counts["int_ops"] += 1
+            return True
+        if op == "GlobalAveragePool" and len(xq.shape) == 4:
+            new = self._new("GlobalAveragePool", [xq], dict(zero_point=ap.zero_point),
+                            name=f"{node.name}_q")
+            self._replace(node.output, new.output, ap)
+            self.counts["int_ops"] += 1
+            return True
+        if op == "AveragePool" and len(xq.shape) == 4 and \
+                all(int(d) == 1 for d in node.attrs.get("dilations") or [1, 1]):
+            attrs = {k: node.attrs[k] for k in ("kernel_shape", "strides", "pads", "ceil_mode",
+                                                "count_include_pad") if k in node.attrs}
+            attrs["zero_point"] = ap.zero_point
+            new = self._new("AveragePool", [xq], attrs, name=f"{node.name}_q")
+            self._replace(node.output, new.output, ap)
+            self.counts["int_ops"] += 1
+            return True
+        return False
+
+    def _rescaled_output(self, node: Node):
+        out = node.output
+        act = self._fusable_act(out)
+        final = act.output if act is not None else out
+        apo = self._act_params(final)
+        qmin, qmax = self._clamp(apo, act)
+        return out, act, final, apo, qmin, qmax
+
+    def _finish(self, node: Node, new: Node, out, act, final, apo) -> bool:
+        self._replace(final, new.output, apo)
+        if act is not None:
+            self.fused.add(id(act))
+            self.replaced.add(id(out))
+        self.counts["int_ops"] += 1
+        return True
+
+    def _add(self, node: Node) -> bool:
+        a, b = (self.get_q(v) for v in node.inputs[:2])
+        pa, pb = self.params[id(a)], self.params[id(b)]
+        out, act, final, apo, qmin, qmax = self._rescaled_output(node)
+        (ma, mb), shift = shared_multipliers([pa.scale / apo.scale, pb.scale / apo.scale])
+        new = self._new("Add", [a, b], dict(a_zero_point=pa.zero_point, b_zero_point=pb.zero_point,
+                                           a_multiplier=ma, b_multiplier=mb, shift=shift,
+                                           zero_point=apo.zero_point, qmin=qmin, qmax=qmax),
+                        name=f"{node.name}_q")
+        return self._finish(node, new, out, act, final, apo)
+
+    def _concat(self, node: Node) -> bool:
+        xs = [self.get_q(v) for v in node.inputs]
+        ps = [self.params[id(x)] for x in xs]
+        out, act, final, apo, qmin, qmax = self._rescaled_output(node)
+        mults, shift = shared_multipliers([p.scale / apo.scale for p in ps])
+        new = self._new("Concat", xs, dict(axis=int(node.attrs.get("axis", 1)),
+                                          zero_points=[p.zero_point for p in ps],
+                                          multipliers=mults, shift=shift,
+                                          zero_point=apo.zero_point, qmin=qmin, qmax=qmax),
+                        name=f"{node.name}_q")
+        return self._finish(node, new, out, act, final, apo)

@@ -1,0 +1,155 @@
+"""Every integer op: numpy kernel vs TVM bit-exact; the ONNX integer ops vs onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+
+from compiler.ir import Graph
+from compiler.ops.quant import quantize_multiplier, rescale, shared_multipliers
+
+from .helpers import QUANT_TESTED_OPS, assert_bit_exact, run_interp, typed  # noqa: F401
+
+rng = np.random.default_rng(0)
+
+
+def _i8(*shape, lo=-128, hi=128):
+    return rng.integers(lo, hi, shape).astype(np.int8)
+
+
+@pytest.mark.parametrize("x_zp,pads,group", [(0, [1, 1, 1, 1], 1), (-5, [1, 0, 2, 1], 1),
+                                             (7, [1, 1, 1, 1], 4)])
+def test_conv_requantize_pools_add_concat_bit_exact(x_zp, pads, group):
+    g = Graph()
+    x = g.add_input("x", (2, 4, 9, 9), np.int8)
+    w = g.add_constant("w", _i8(8, 4 // group, 3, 3, lo=-7, hi=8))
+    b = g.add_constant("b", rng.integers(-1000, 1000, (8,)).astype(np.int32))
+    acc = g.add_node("Conv", [x, w, b], dict(kernel_shape=[3, 3], strides=[2, 1], pads=pads,
+                                             dilations=[1, 1], group=group, x_zero_point=x_zp),
+                     domain="q").output
+    m = g.add_constant("m", rng.integers(2 ** 30, 2 ** 31 - 1, (8,)).astype(np.int32))
+    s = g.add_constant("s", rng.integers(33, 36, (8,)).astype(np.int32))
+    y = g.add_node("Requantize", [acc, m, s], dict(axis=1, zero_point=3, qmin=-100, qmax=90),
+                   domain="q").output
+    p = g.add_node("AveragePool", [y], dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                            ceil_mode=1, count_include_pad=0, zero_point=3),
+                   domain="q").output
+    p2 = g.add_node("AveragePool", [y], dict(kernel_shape=[2, 2], strides=[1, 2], pads=[0, 0, 1, 0],
+                                             ceil_mode=0, count_include_pad=1, zero_point=3),
+                    domain="q").output
+    gp = g.add_node("GlobalAveragePool", [y], dict(zero_point=3), domain="q").output
+    d = g.add_node("Dequantize", [p], dict(scale=0.05, zero_point=3), domain="q").output
+    q2 = g.add_node("Quantize", [d], dict(scale=0.07, zero_point=-2, qmin=-8, qmax=7),
+                    domain="q").output
+    a = g.add_node("Add", [y, y], dict(a_zero_point=3, b_zero_point=3, a_multiplier=1 << 29,
+                                       b_multiplier=3 << 28, shift=30, zero_point=1, qmin=1,
+                                       qmax=127), domain="q").output
+    mp = g.add_node("MaxPool", [y], dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1],
+                                         dilations=[1, 1], ceil_mode=0, auto_pad="NOTSET",
+                                         storage_order=0)).output
+    c = g.add_node("Concat", [y, a], dict(axis=1, zero_points=[3, 1],
+                                          multipliers=[1 << 30, 3 << 28], shift=30, zero_point=0,
+                                          qmin=-128, qmax=127), domain="q").output
+    cl = g.add_node("Clip", [y], dict(qmin=3, qmax=50), domain="q").output
+    g.outputs += [acc, y, p, p2, gp, q2, a, mp, c, cl]
+    typed(g)
+    out = assert_bit_exact(g, {"x": _i8(2, 4, 9, 9)})
+    assert out[1].min() >= -100 and out[1].max() <= 90 and len(np.unique(out[1])) > 20
+
+
+def test_gemm_matmul_dequantize_bit_exact():
+    g = Graph()
+    a = g.add_input("a", (3, 20), np.int8)
+    bt = g.add_constant("bt", _i8(7, 20))
+    bias = g.add_constant("bias", rng.integers(-500, 500, (7,)).astype(np.int32))
+    y = g.add_node("Gemm", [a, bt, bias], dict(transB=1, a_zero_point=-9), domain="q").output
+    y2 = g.add_node("Gemm", [a, g.add_constant("b", _i8(20, 5))], dict(transB=0, a_zero_point=4),
+                    domain="q").output
+    mm = g.add_node("MatMul", [a, g.add_constant("b3", _i8(20, 6))],
+                    dict(a_zero_point=2, b_zero_point=-1), domain="q").output
+    m = g.add_constant("m", np.array(1518500250, np.int32))
+    s = g.add_constant("s", np.array(40, np.int32))
+    r = g.add_node("Requantize", [y, m, s], dict(axis=1, zero_point=0, qmin=-128, qmax=127),
+                   domain="q").output
+    f = g.add_node("Dequantize", [y2], dict(scale=0.001, zero_point=0), domain="q").output
+    g.outputs += [y, y2, mm, r, f]
+    typed(g)
+    out = assert_bit_exact(g, {"a": _i8(3, 20)})
+    assert out[0].dtype == np.int32 and out[3].dtype == np.int8
+
+
+def test_quantize_rounds_half_to_even_and_clamps():
+    g = Graph()
+    x = g.add_input("x", (8,), np.float32)
+    y = g.add_node("Quantize", [x], dict(scale=0.5, zero_point=1, qmin=-8, qmax=7), domain="q").output
+    g.outputs.append(y)
+    typed(g)
+    xs = np.array([0.25, 0.75, -0.25, -0.75, 100, -100, 1.0, 1.25], np.float32)
+    out = assert_bit_exact(g, {"x": xs})[0]
+    np.testing.assert_array_equal(out, [1, 3, 1, -1, 7, -8, 3, 3])
+
+
+def test_fixed_point_multiplier_and_rescale():
+    for real in [0.5, 0.123456, 1e-5, 0.999999, 3.7]:
+        m, s = quantize_multiplier(real)
+        assert 2 ** 30 <= int(m) < 2 ** 31
+        assert abs(int(m) * 2.0 ** -int(s) - real) <= real * 2 ** -30
+    v = np.arange(-1000, 1000)
+    m, s = quantize_multiplier(0.25)
+    got = rescale(v, m, s)
+    np.testing.assert_array_equal(got, np.floor(v * 0.25 + 0.5).astype(np.int64))
+    mults, shift = shared_multipliers([0.3, 1.7])
+    assert max(mults) < 2 ** 31 and abs(mults[1] / 2 ** shift - 1.7) < 1e-8
+    with pytest.raises(ValueError):
+        quantize_multiplier(2.0 ** 31)
+
+
+def _onnx_single(op, inputs, consts, attrs, n_out=1, out_types=None):
+    names = [n for n, _ in inputs]
+    node = helper.make_node(op, names, [f"y{i}" for i in range(n_out)], **attrs)
+    ins, inits, feeds = [], [], {}
+    for name, arr in inputs:
+        if name in consts:
+            inits.append(numpy_helper.from_array(arr, name))
+        else:
+            ins.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype),
+                                                     arr.shape))
+            feeds[name] = arr
+    outs = [helper.make_empty_tensor_value_info(f"y{i}") for i in range(n_out)]
+    graph = helper.make_graph([node], "t", ins, outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, feeds
+
+
+@pytest.mark.parametrize("case", ["qlinear", "dqlinear_axis", "dynq", "convint", "matmulint"])
+def test_onnx_integer_ops_vs_ort_and_tvm(case):
+    from compiler.onnx_io import import_model
+    from tests.conftest import ort_run
+
+    x4 = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    if case == "qlinear":
+        model, feeds = _onnx_single("QuantizeLinear", [("x", x4 * 3), ("s", np.float32(0.05)),
+                                                       ("z", np.int8(-3))], {"s", "z"}, {})
+    elif case == "dqlinear_axis":
+        model, feeds = _onnx_single("DequantizeLinear", [
+            ("x", _i8(1, 3, 4, 4)), ("s", np.array([0.1, 0.2, 0.3], np.float32)),
+            ("z", np.array([1, -2, 0], np.int8))], {"s", "z"}, {"axis": 1})
+    elif case == "dynq":
+        model, feeds = _onnx_single("DynamicQuantizeLinear", [("x", x4)], set(), {}, n_out=3)
+    elif case == "convint":
+        model, feeds = _onnx_single("ConvInteger", [
+            ("x", rng.integers(0, 256, (1, 3, 7, 7)).astype(np.uint8)),
+            ("w", rng.integers(0, 256, (4, 3, 3, 3)).astype(np.uint8)),
+            ("xz", np.array(128, np.uint8)), ("wz", np.uint8(120))], {"w", "wz"},
+            {"pads": [1, 0, 1, 2], "strides": [2, 1]})
+    else:
+        model, feeds = _onnx_single("MatMulInteger", [
+            ("a", rng.integers(0, 256, (5, 9)).astype(np.uint8)),
+            ("b", _i8(9, 4)), ("az", np.uint8(100)), ("bz", np.int8(3))], {"b", "az", "bz"}, {})
+    expected = ort_run(model, feeds)
+    graph = import_model(model)
+    ours = run_interp(graph, feeds)
+    for e, o in zip(expected, ours):
+        np.testing.assert_array_equal(np.asarray(o), np.asarray(e))
+    assert_bit_exact(graph, feeds)
