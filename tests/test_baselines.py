@@ -1,0 +1,98 @@
+"""The shipped trained baselines: recorded accuracy reproduced, torch round trip, fine-tuning."""
+import json
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.datasets import load_dataset
+from compiler.evaluate import evaluate
+from compiler.interpreter import Interpreter
+from conftest import ROOT, assert_close, ort_run
+
+BASELINES = ROOT / "baselines"
+RECORDS = json.loads((BASELINES / "baselines.json").read_text()) \
+    if (BASELINES / "baselines.json").exists() else {}
+NAMES = sorted(RECORDS)
+METRIC = {"top1_accuracy": "top1", "mean_iou": "miou", "miou": "miou", "top1": "top1"}
+
+
+def _load(name):
+    record = RECORDS[name]
+    graph = compiler.import_model(BASELINES / record["file"])
+    data = load_dataset(record["dataset"], "test")
+    return record, graph, data
+
+
+def test_every_baseline_is_recorded():
+    assert {"lenet5_mnist", "vgg_fmnist"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_subset_predictions_agree_with_onnxruntime(name):
+    """Quick check: on a fixed subset our metric equals onnxruntime's on the same samples."""
+    record, graph, data = _load(name)
+    subset = data.subset(200)
+    ours = evaluate(graph, subset, METRIC[record["metric"]], batch_size=50)
+    x_name = graph.inputs[0].name
+    logits = np.concatenate([ort_run(BASELINES / record["file"], {x_name: subset.inputs(i, i + 1)})[0]
+                             for i in range(len(subset))])
+    from compiler.evaluate import EvalResult, confusion_matrix
+
+    cm = confusion_matrix(subset.labels, logits.argmax(axis=1), subset.num_classes)
+    ref = EvalResult(ours.metric, 0.0, len(subset), cm)
+    assert ours.confusion.tolist() == cm.tolist()
+    assert getattr(ours, ours.metric) == pytest.approx(getattr(ref, ref.metric))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_full_test_set_reproduces_recorded_metric(name):
+    record, graph, data = _load(name)
+    result = evaluate(graph, data, METRIC[record["metric"]])
+    assert result.samples == record["test_samples"]
+    assert result.value == pytest.approx(record["test_metric"], abs=1e-4), result
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_round_trip_is_exact(name):
+    torch = pytest.importorskip("torch")
+    from compiler.torch_bridge import from_torch, to_torch
+
+    record, graph, data = _load(name)
+    x = data.inputs(0, 4)
+    module = to_torch(graph).eval()
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    for i in range(4):
+        assert_close(got[i:i + 1], Interpreter(graph).run([x[i:i + 1]])[0], rtol=1e-5, atol=1e-5)
+    back = from_torch(module, graph)
+    for a, b in zip(back.constants, graph.constants):
+        np.testing.assert_array_equal(a.const, b.const)
+
+
+def test_finetuning_recovers_a_damaged_model_and_keeps_zeros():
+    pytest.importorskip("torch")
+    from compiler.torch_bridge import finetune
+
+    record, graph, test = _load("lenet5_mnist")
+    test = test.subset(1000)
+    train = load_dataset(record["dataset"], "train").subset(6400, seed=0)
+    base = evaluate(graph, test).value
+    damaged = graph.clone()
+    rng = np.random.default_rng(0)
+    for value in damaged.constants:
+        if value.const.ndim >= 2:  # conv and fc weights: zero half of them at random
+            value.const = np.where(rng.random(value.const.shape) < 0.5, 0, value.const
+                                   ).astype(value.const.dtype)
+    hurt = evaluate(damaged, test).value
+    tuned = finetune(damaged, train, epochs=1, lr=1e-3, batch_size=64)
+    healed = evaluate(tuned, test).value
+    print(f"\nlenet5 top-1 on 1000 test images: baseline {base:.3f}, 50% zeroed {hurt:.3f}, "
+          f"after 1 epoch on 6.4k images {healed:.3f}")
+    assert hurt < base - 0.05
+    assert healed > hurt + 0.05
+    assert tuned.to_text() == damaged.to_text()  # structure unchanged
+    for before, after in zip(damaged.constants, tuned.constants):
+        if before.const.ndim >= 2:
+            assert np.all(after.const[before.const == 0] == 0)
