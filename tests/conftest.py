@@ -58,3 +58,13 @@ def assert_close(actual, expected, rtol=1e-4, atol=1e-5, what="output"):
     err = float(np.max(np.abs(actual.astype(np.float64) - expected))) if actual.size else 0.0
     assert err <= atol + rtol * scale, (f"{what}: max abs error {err:.3g} exceeds "
                                         f"{atol} + {rtol} * {scale:.3g}")
+
+
+@pytest.fixture(scope="session")
+def board():
+    """The emulated Cortex-A72 board (127.0.0.1 only) for board and RPC-tuning tests: started
+    once if not running, stopped at the end of the session."""
+    from targets.board.testing import board_session
+
+    with board_session() as spec:
+        yield spec

@@ -22,15 +22,6 @@ from targets import TargetUnavailableError, get_target  # noqa: E402
 from targets.tvm.rpc import RemoteSpec, RpcError, tracker_summary  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def board():
-    """The emulated Cortex-A72 board (127.0.0.1 only): started if not running, and then
-    stopped again.  (No conftest.py here: it would shadow tests/conftest.py.)"""
-    from targets.board.testing import board_session
-
-    with board_session() as spec:
-        yield spec
-
 
 def _root_helpers():
     import importlib.util

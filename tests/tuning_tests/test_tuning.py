@@ -23,15 +23,6 @@ from compiler.cli import main as cli_main  # noqa: E402
 from targets.tvm.tuning import DB_FORMAT, TuneOptions, load_database_file  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def board():
-    """The emulated Cortex-A72 board (127.0.0.1 only): started if not running, and then
-    stopped again.  (No conftest.py here: it would shadow tests/conftest.py.)"""
-    from targets.board.testing import board_session
-
-    with board_session() as spec:
-        yield spec
-
 
 def _conv_model(path: Path, c_in: int = 3, c_out: int = 8, size: int = 16) -> Path:
     rng = np.random.default_rng(0)
