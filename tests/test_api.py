@@ -105,3 +105,15 @@ def test_cortex_a72_build_is_aarch64_code(tmp_path, monkeypatch):
     assert struct.unpack("<H", elf[18:20])[0] == 183  # EM_AARCH64
     with pytest.raises(TargetUnavailableError, match="needs a cortex-a72 device"):
         cm.run([model_input("tinynet")])
+
+
+def test_quantized_model_saves_and_loads_exactly(tmp_path):
+    x = model_input("resnet_tiny")
+    calib = [{"input": model_input("resnet_tiny", seed=s)} for s in range(4)]
+    cm = compiler.compile(model_path("resnet_tiny"), passes=["fold-bn", "quantize{bits=8}"],
+                          calibration_data=calib)
+    assert {n.domain for n in cm.graph.topo_order()} >= {"q"}
+    loaded = CompiledModel.load(cm.save(tmp_path / "q"))
+    np.testing.assert_array_equal(loaded.run([x])[0], cm.run([x])[0])
+    report = cm.report()
+    assert report.original.param_bytes > 3.5 * report.stats.param_bytes  # int8 weights
