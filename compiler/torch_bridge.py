@@ -18,7 +18,7 @@ import numpy as np
 
 from .analysis import is_param
 from .ir import Graph, Node
-from .ops.registry import UnsupportedOpError
+from .ops.registry import UnsupportedOpError, op_key
 
 __all__ = ["to_torch", "from_torch", "finetune", "TORCH_OPS", "GraphModule"]
 
@@ -51,7 +51,8 @@ def _sanitize(name: str) -> str:
 def to_torch(graph: Graph) -> Any:
     """A trainable ``nn.Module`` computing ``graph`` (any batch size)."""
     torch = _torch()
-    missing = sorted({n.op_type for n in graph.topo_order() if n.op_type not in TORCH_OPS})
+    missing = sorted({op_key(n.op_type, n.domain) for n in graph.topo_order()
+                      if op_key(n.op_type, n.domain) not in TORCH_OPS})
     if missing:
         raise UnsupportedOpError(f"ops {missing} have no torch implementation for fine-tuning; "
                                  f"supported: {', '.join(sorted(TORCH_OPS))}")
@@ -63,12 +64,19 @@ def to_torch(graph: Graph) -> Any:
             self.order = graph.topo_order()
             self.names: dict[int, str] = {}
             self.masks: dict[str, Any] = {}
+            # integer weights of q.Conv/q.Gemm/q.MatMul: key -> (qmin, qmax) (qmin == qmax
+            # == 0 marks binary ±1 weights); their Parameter is a float "shadow"
+            self.qweights: dict[str, tuple[int, int]] = {}
+            qweights = _integer_weights(graph)
             statistics = {id(node.inputs[i]) for node in self.order
                           if node.op_type == "BatchNormalization" for i in (3, 4)}
             for value in graph.constants:
                 key = _sanitize(value.name)
                 tensor = torch.from_numpy(np.array(value.const, copy=True))
-                if is_param(value) and value.dtype == np.float32 and id(value) not in statistics:
+                if id(value) in qweights:
+                    self.register_parameter(key, torch.nn.Parameter(tensor.to(torch.float64)))
+                    self.qweights[key] = qweights[id(value)]
+                elif is_param(value) and value.dtype == np.float32 and id(value) not in statistics:
                     self.register_parameter(key, torch.nn.Parameter(tensor))
                     if value.const.ndim >= 2 and np.any(value.const == 0):
                         self.masks[key] = tensor != 0
@@ -89,10 +97,14 @@ def to_torch(graph: Graph) -> Any:
                     if value is None:
                         args.append(None)
                     elif value.is_constant:
-                        args.append(getattr(self, self.names[id(value)]))
+                        key = self.names[id(value)]
+                        if key in self.qweights:
+                            args.append(_fake_quant_weight(getattr(self, key), self.qweights[key]))
+                        else:
+                            args.append(getattr(self, key))
                     else:
                         args.append(env[id(value)])
-                result = TORCH_OPS[node.op_type](node, *args)
+                result = TORCH_OPS[op_key(node.op_type, node.domain)](node, *args)
                 results = result if isinstance(result, (tuple, list)) else (result,)
                 for value, tensor in zip(node.outputs, results):
                     env[id(value)] = tensor
@@ -112,29 +124,50 @@ def from_torch(module: Any, graph: Graph | None = None) -> Graph:
         key = module.names.get(id(value))
         if key is None:
             continue
-        tensor = getattr(module, key).detach().cpu().numpy()
+        tensor = getattr(module, key).detach().cpu()
+        if key in getattr(module, "qweights", {}):
+            tensor = _round_weight(tensor, module.qweights[key])
+        tensor = tensor.numpy()
         by_name[value.name].const = tensor.astype(value.dtype, copy=True)
     return new
 
 
 def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
              batch_size: int = 64, optimizer: str = "adam", weight_decay: float = 0.0,
-             max_batches: int | None = None, seed: int = 0, progress: bool = False) -> Graph:
+             max_batches: int | None = None, seed: int = 0, progress: bool = False,
+             int_lr: float | None = None) -> Graph:
     """Retrain ``graph``'s weights on ``dataset`` (cross-entropy); structure is unchanged.
 
-    Exact zeros in weight tensors are kept at zero (pruning masks survive).
+    Exact zeros in float weight tensors are kept at zero (pruning masks survive).
+
+    Quantized graphs (ops of the ``q`` domain) are trained with straight-through fake
+    quantization: the integer weights of ``q.Conv``/``q.Gemm``/``q.MatMul`` get a float
+    shadow (in integer units) that is rounded and clamped to the layer's bit range in the
+    forward pass and written back rounded; scales, zero points, biases and multipliers are
+    kept.  ``int_lr`` is the learning rate of those shadows (integer units per step); by
+    default it is ``lr / mean(weight scale)``, i.e. the same step as ``lr`` in real units.
     """
     torch = _torch()
     torch.manual_seed(seed)
     module = to_torch(graph)
     module.train()
-    params = [p for p in module.parameters()]
-    if not params:
+    params = [p for name, p in module.named_parameters() if name not in module.qweights]
+    groups: list[dict[str, Any]] = [{"params": params}] if params else []
+    scales = {module.names[id(v)]: v.quant.scale for v in graph.constants
+              if id(v) in module.names and v.quant is not None}
+    for key in module.qweights:
+        rate = int_lr
+        if rate is None:
+            scale = np.asarray(scales.get(key, 1.0), dtype=np.float64)
+            scale = float(scale[scale > 0].mean()) if np.any(scale > 0) else 1.0
+            rate = lr / scale
+        groups.append({"params": [getattr(module, key)], "lr": rate, "weight_decay": 0.0})
+    if not groups:
         raise ValueError(f"graph '{graph.name}' has no float weights to fine-tune")
     if optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         raise ValueError(f"unknown optimizer '{optimizer}'; choose adam or sgd")
     steps = math.ceil(len(dataset) / batch_size)
@@ -437,3 +470,197 @@ def _resize(node, x, roi=None, scales=None, sizes=None):
         return F.interpolate(x, size=out, mode="bilinear", align_corners=True)
     raise UnsupportedOpError(f"node '{node.name}': Resize mode={mode} "
                              f"coordinate_transformation_mode={ctm} has no torch equivalent here")
+
+
+# --- quantized graphs: ops of the ``q`` domain, computed in float with STE rounding ----
+#
+# Integer tensors travel as float64 tensors holding integers (exact for int8 x int8
+# accumulators), so with untouched weights the module reproduces the interpreter's
+# integers; rounding uses the straight-through estimator (value of round, gradient of
+# identity) and clamps pass no gradient outside their range.
+
+_WEIGHT_INPUTS = {"q.Conv": (1,), "q.Gemm": (1,), "q.MatMul": (0, 1)}
+
+
+def _integer_weights(graph: Graph) -> dict[int, tuple[int, int]]:
+    """id(constant) -> (qmin, qmax) of the integer weights of multiply layers;
+    ``(0, 0)`` marks binary (±1) weights."""
+    from .ops.quant import qrange
+
+    found: dict[int, tuple[int, int]] = {}
+    for node in graph.topo_order():
+        for index in _WEIGHT_INPUTS.get(op_key(node.op_type, node.domain), ()):
+            if index >= len(node.inputs):
+                continue
+            value = node.inputs[index]
+            if value is None or not value.is_constant or value.dtype != np.int8:
+                continue
+            bits = value.quant.bits if value.quant is not None else None
+            if bits is None:
+                meta = node.meta.get("bits") if hasattr(node, "meta") and node.meta else None
+                bits = int(meta[0]) if meta else 8
+            bits = int(bits)
+            if bits == 1:
+                rng = (0, 0)
+            else:
+                lo, hi = qrange(bits, True)
+                const = value.const
+                rng = (min(lo, int(const.min())), max(hi, int(const.max())))
+            if id(value) in found and found[id(value)] != rng:
+                old = found[id(value)]
+                rng = (min(old[0], rng[0]), max(old[1], rng[1]))
+            found[id(value)] = rng
+    return found
+
+
+def _ste_round(x):
+    return x + (_torch().round(x) - x).detach()
+
+
+def _ste_floor(x):
+    return x + (_torch().floor(x) - x).detach()
+
+
+def _fake_quant_weight(shadow, rng: tuple[int, int]):
+    torch = _torch()
+    if rng == (0, 0):  # binary: sign (+1 for 0), gradient passed where |w| <= 1
+        sign = torch.where(shadow >= 0, 1.0, -1.0).to(shadow.dtype)
+        soft = torch.clamp(shadow, -1.0, 1.0)
+        return soft + (sign - soft).detach()
+    return _ste_round(torch.clamp(shadow, float(rng[0]), float(rng[1])))
+
+
+def _round_weight(shadow, rng: tuple[int, int]):
+    torch = _torch()
+    if rng == (0, 0):
+        return torch.where(shadow >= 0, 1, -1).to(torch.int8)
+    return torch.clamp(torch.round(shadow), rng[0], rng[1]).to(torch.int8)
+
+
+def _f64(x):
+    torch = _torch()
+    return x.to(torch.float64)
+
+
+def _rescale_ste(v, multiplier, shift):
+    """``(v * M + 2**(shift-1)) >> shift`` = ``floor(v * M / 2**shift + 1/2)`` (STE)."""
+    torch = _torch()
+    factor = _f64(torch.as_tensor(multiplier)) * torch.pow(
+        torch.tensor(2.0, dtype=torch.float64), -_f64(torch.as_tensor(shift)))
+    return _ste_floor(v * factor + 0.5)
+
+
+def _clamp_q(x, qmin, qmax):
+    return _torch().clamp(x, float(qmin), float(qmax))
+
+
+@torch_op("q.Quantize")
+def _q_quantize(node, x):
+    torch = _torch()
+    a = node.attrs
+    inv = torch.tensor(np.float32(1.0 / float(a["scale"])))
+    scaled = _f64(x.to(torch.float32) * inv)
+    return _clamp_q(_ste_round(scaled) + int(a.get("zero_point", 0)), a["qmin"], a["qmax"])
+
+
+@torch_op("q.Dequantize")
+def _q_dequantize(node, q):
+    torch = _torch()
+    v = (_f64(q) - int(node.attrs.get("zero_point", 0))).to(torch.float32)
+    return v * torch.tensor(np.float32(node.attrs["scale"]))
+
+
+@torch_op("q.Clip")
+def _q_clip(node, x):
+    return _clamp_q(_f64(x), node.attrs["qmin"], node.attrs["qmax"])
+
+
+@torch_op("q.Conv")
+def _q_conv(node, x, w, b=None):
+    F = _F()
+    a = node.attrs
+    pads = list(a.get("pads") or [0, 0, 0, 0])
+    torch_pads, _ = _pads_2d(pads)
+    x = _f64(x) - int(a.get("x_zero_point", 0))  # real-zero padding = 0 after this
+    if any(torch_pads):
+        x = F.pad(x, torch_pads)
+    y = F.conv2d(x, _f64(w), None, stride=list(a.get("strides") or [1, 1]),
+                 dilation=list(a.get("dilations") or [1, 1]), groups=int(a.get("group", 1)))
+    return y if b is None else y + _f64(b).reshape(1, -1, 1, 1)
+
+
+@torch_op("q.Gemm")
+def _q_gemm(node, a, b, c=None):
+    b = _f64(b)
+    b = b.t() if int(node.attrs.get("transB", 0)) else b
+    y = (_f64(a) - int(node.attrs.get("a_zero_point", 0))) @ b
+    return y if c is None else y + _f64(c).reshape(1, -1)
+
+
+@torch_op("q.MatMul")
+def _q_matmul(node, a, b):
+    return ((_f64(a) - int(node.attrs.get("a_zero_point", 0)))
+            @ (_f64(b) - int(node.attrs.get("b_zero_point", 0))))
+
+
+@torch_op("q.Requantize")
+def _q_requantize(node, acc, multiplier, shift):
+    a = node.attrs
+    acc = _f64(acc)
+    m, s = multiplier.reshape(-1), shift.reshape(-1)
+    if m.numel() > 1:
+        shape = [1] * acc.dim()
+        shape[int(a.get("axis", 1)) % acc.dim()] = m.numel()
+        m, s = m.reshape(shape), s.reshape(shape)
+    else:
+        m, s = m.reshape(()), s.reshape(())
+    y = _rescale_ste(acc, m, s) + int(a.get("zero_point", 0))
+    return _clamp_q(y, a["qmin"], a["qmax"])
+
+
+@torch_op("q.Add")
+def _q_add(node, x, y):
+    a = node.attrs
+    scale = 2.0 ** -int(a["shift"])
+    v = ((_f64(x) - int(a["a_zero_point"])) * (int(a["a_multiplier"]) * scale)
+         + (_f64(y) - int(a["b_zero_point"])) * (int(a["b_multiplier"]) * scale))
+    return _clamp_q(_ste_floor(v + 0.5) + int(a["zero_point"]), a["qmin"], a["qmax"])
+
+
+@torch_op("q.Concat")
+def _q_concat(node, *xs):
+    torch = _torch()
+    a = node.attrs
+    scale = 2.0 ** -int(a["shift"])
+    parts = [_clamp_q(_ste_floor((_f64(x) - int(zp)) * (int(m) * scale) + 0.5)
+                      + int(a["zero_point"]), a["qmin"], a["qmax"])
+             for x, zp, m in zip(xs, a["zero_points"], a["multipliers"])]
+    return torch.cat(parts, dim=int(a.get("axis", 1)))
+
+
+@torch_op("q.AveragePool")
+def _q_average_pool(node, x):
+    torch = _torch()
+    F = _F()
+    a = node.attrs
+    zp = int(a.get("zero_point", 0))
+    kernel = list(a["kernel_shape"])
+    strides = list(a.get("strides") or [1, 1])
+    pads = list(a.get("pads") or [0, 0, 0, 0])
+    torch_pads, _ = _pads_2d(pads)
+    ceil = bool(a.get("ceil_mode", 0))
+    v = F.pad(_f64(x) - zp, torch_pads)
+    total = F.avg_pool2d(v, kernel, strides, 0, ceil_mode=ceil, divisor_override=1)
+    ones = torch.ones((1, 1, *x.shape[2:]), dtype=torch.float64)
+    ones = F.pad(ones, torch_pads, value=1.0 if a.get("count_include_pad", 0) else 0.0)
+    count = F.avg_pool2d(ones, kernel, strides, 0, ceil_mode=ceil, divisor_override=1)
+    return _clamp_q(_ste_floor(total / count + 0.5) + zp, -128, 127)
+
+
+@torch_op("q.GlobalAveragePool")
+def _q_global_average_pool(node, x):
+    zp = int(node.attrs.get("zero_point", 0))
+    v = _f64(x) - zp
+    n = int(np.prod(list(v.shape[2:])))
+    total = v.sum(dim=tuple(range(2, v.dim())), keepdim=True)
+    return _clamp_q(_ste_floor(total / n + 0.5) + zp, -128, 127)
