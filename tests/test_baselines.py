@@ -96,3 +96,22 @@ def test_finetuning_recovers_a_damaged_model_and_keeps_zeros():
     for before, after in zip(damaged.constants, tuned.constants):
         if before.const.ndim >= 2:
             assert np.all(after.const[before.const == 0] == 0)
+
+
+@pytest.mark.slow
+def test_pretrained_digit_recognizer_reaches_its_published_accuracy():
+    """digit-recognizer-py's trained MNIST CNN (converted by scripts/prepare_models.py),
+    scored by our interpreter on the full real MNIST test set; the package reports 99.06 %."""
+    import dataclasses
+
+    from conftest import MODELS
+
+    path = MODELS / "digit_recognizer.onnx"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `python scripts/prepare_models.py`")
+    # the package's own preprocessing: Normalize((0.1307,), (0.3081,))
+    test = dataclasses.replace(load_dataset("mnist", "test"), mean=0.1307, std=0.3081)
+    result = evaluate(compiler.import_model(path), test)
+    print(f"\ndigit-recognizer-py CNN, MNIST test top-1: {result.value:.4f} ({result.samples})")
+    assert result.samples == 10000
+    assert result.value == pytest.approx(0.9906, abs=0.0005)
