@@ -50,13 +50,19 @@ def _float_input(node: Node, index: int = 0) -> np.dtype:
 # Conv
 # =====================================================================================
 
-def _infer_conv(node: Node):
+def _conv_operands(node: Node) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype]:
+    """X and W shapes and the float dtype shared by Conv and ConvTranspose, checked."""
     _check_auto_pad(node)
     x = input_shape(node, 0, "(X)")
     w = input_shape(node, 1, "(W)")
     dtype = _float_input(node)
     if len(x) < 3 or len(w) != len(x):
         raise invalid(node, f"X {x} and W {w} must have the same rank >= 3")
+    return x, w, dtype
+
+
+def _infer_conv(node: Node):
+    x, w, dtype = _conv_operands(node)
     nd = len(x) - 2
     group = int(node.attrs.get("group", 1))
     kernel, strides, pads, dilations = _window(node, nd, w[2:])
@@ -144,12 +150,7 @@ def _transpose_params(attrs: dict[str, Any], in_spatial, w_shape):
 
 
 def _infer_conv_transpose(node: Node):
-    _check_auto_pad(node)
-    x = input_shape(node, 0, "(X)")
-    w = input_shape(node, 1, "(W)")
-    dtype = _float_input(node)
-    if len(x) < 3 or len(w) != len(x):
-        raise invalid(node, f"X {x} and W {w} must have the same rank >= 3")
+    x, w, dtype = _conv_operands(node)
     group = int(node.attrs.get("group", 1))
     if group < 1 or x[1] != w[0] or x[1] % group:
         raise invalid(node, f"channels do not match: X {x}, W {w}, group={group}")
