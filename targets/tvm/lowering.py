@@ -389,16 +389,22 @@ def _bias_add(ctx: LowerContext, node: Node, y: relax.Expr, bias_index: int, ran
     return R.add(ctx.emit(y), b)
 
 
-@register_lowering("Conv")
-def _lower_conv(ctx: LowerContext, node: Node, args: list) -> relax.Expr:
+def _conv_shapes(node: Node, supported: dict, what: str) -> tuple[list, list, int, list]:
+    """X and W shapes, spatial rank and kernel of a Conv/ConvTranspose, checked."""
     x_shape = _shape(node, node.inputs[0])
     w_shape = _shape(node, node.inputs[1])
     rank = len(x_shape) - 2
-    if rank not in _CONV:
-        raise _unsupported(node, f"a {rank}-D convolution")
+    if rank not in supported:
+        raise _unsupported(node, f"a {rank}-D {what}")
     kernel = _ints(_attr(node, "kernel_shape")) or list(w_shape[2:])
     if list(kernel) != list(w_shape[2:]):
         raise _unsupported(node, f"kernel_shape={kernel} differing from the weight shape {w_shape}")
+    return x_shape, w_shape, rank, kernel
+
+
+@register_lowering("Conv")
+def _lower_conv(ctx: LowerContext, node: Node, args: list) -> relax.Expr:
+    x_shape, w_shape, rank, kernel = _conv_shapes(node, _CONV, "convolution")
     strides, dilations, pads = _spatial_attrs(node, x_shape[2:], kernel)
     group = int(_attr(node, "group", 1))
     name, data_layout, kernel_layout = _CONV[rank]
@@ -411,14 +417,7 @@ def _lower_conv(ctx: LowerContext, node: Node, args: list) -> relax.Expr:
 
 @register_lowering("ConvTranspose")
 def _lower_conv_transpose(ctx: LowerContext, node: Node, args: list) -> relax.Expr:
-    x_shape = _shape(node, node.inputs[0])
-    w_shape = _shape(node, node.inputs[1])
-    rank = len(x_shape) - 2
-    if rank not in _CONVT:
-        raise _unsupported(node, f"a {rank}-D transposed convolution")
-    kernel = _ints(_attr(node, "kernel_shape")) or list(w_shape[2:])
-    if list(kernel) != list(w_shape[2:]):
-        raise _unsupported(node, f"kernel_shape={kernel} differing from the weight shape {w_shape}")
+    x_shape, w_shape, rank, kernel = _conv_shapes(node, _CONVT, "transposed convolution")
     strides = _ints(_attr(node, "strides")) or [1] * rank
     dilations = _ints(_attr(node, "dilations")) or [1] * rank
     pads = _ints(_attr(node, "pads")) or [0] * (2 * rank)
