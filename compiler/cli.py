@@ -6,7 +6,7 @@
     compiler report OUT|MODEL.onnx [--passes ...] [--json]
     compiler show MODEL.onnx [--passes ...]
     compiler passes | compiler targets
-    compiler board start|stop|status          (the local emulated Cortex-A72 board)
+    compiler board start|stop|status [--boards N]  (the local emulated Cortex-A72 board)
 
 cortex-a72 models run/benchmark on a board through a TVM RPC tracker: --tracker HOST:PORT
 --key KEY (or COMPILER_TRACKER / COMPILER_RPC_KEY), else on the local EMULATED board.
@@ -122,7 +122,7 @@ def cmd_board(args: argparse.Namespace) -> int:
 
     if args.action == "start":
         t0 = time.monotonic()
-        status = board.start(timeout=args.timeout)
+        status = board.start(timeout=args.timeout, boards=args.boards)
         print(status)
         print(f"ready in {time.monotonic() - t0:.1f} s; timings from this board are EMULATED "
               "(qemu), never Cortex-A72 latency")
@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("board", help="start/stop/status of the local emulated Cortex-A72 board")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait at start")
+    p.add_argument("--boards", type=int, default=1,
+                   help="emulated boards behind the one tracker (a farm: tuning measures on "
+                        "all of them in parallel)")
     p.set_defaults(func=cmd_board)
 
     p = sub.add_parser("report", help="size, MACs, memory per layer")

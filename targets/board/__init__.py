@@ -162,8 +162,8 @@ def status(timeout: float = 5.0) -> BoardStatus:
     state = _read_state()
     if not state:
         return BoardStatus(False)
-    pids = {"tracker": state.get("tracker_pid"), "server": state.get("server_pid")}
-    if not all(_alive(p) for p in pids.values()):
+    pids = {"tracker": state.get("tracker_pid"), "servers": _server_pids(state)}
+    if not _alive(pids["tracker"]) or not all(_alive(p) for p in pids["servers"]):
         return BoardStatus(False, detail="stale state: a board process has exited", pids=pids)
     from ..tvm.rpc import RpcError, registered_keys, tracker_summary
 
@@ -207,12 +207,44 @@ def _kill_group(pid: int | None, timeout: float = 5.0) -> None:
             time.sleep(0.1)
 
 
-def start(timeout: float = 120.0, verbose: bool = False) -> BoardStatus:
-    """Start the local tracker and the emulated board (no-op when already running);
-    returns once the board has registered with the tracker."""
+def _server_pids(state: dict) -> list[int]:
+    pids = state.get("server_pids")
+    if pids is None:  # state written before farms existed
+        pids = [state["server_pid"]] if state.get("server_pid") else []
+    return [int(p) for p in pids]
+
+
+def spawn_server(tracker_port: int, key: str = BOARD_KEY, log: Path | None = None,
+                 d: Path | None = None) -> subprocess.Popen:
+    """Start one emulated Cortex-A72 RPC server that registers ``key`` at the local
+    tracker on ``tracker_port`` (detached, its own process group).  `start` uses it for
+    each board of the farm; tests use it for a board they may kill."""
+    d = d or board_dir()
+    run = _run_dir()
+    launcher = run / "aarch64-python"
+    launcher.write_text("#!/bin/sh\n"
+                        f'exec {QEMU} -L / -cpu cortex-a72 "{_python(d)}" "$@"\n')
+    launcher.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(PYTHONPATH=str(d / "site"), TVM_USE_RUNTIME_LIB="1",
+               PYTHONDONTWRITEBYTECODE="1", COMPILER_BOARD_LAUNCHER=str(launcher))
+    extra = d / "site" / "tvm" / "lib" / "libtvm_runtime_extra.so"
+    port = _free_port()
+    return _spawn([str(launcher), str(_HERE / "server_main.py"), "--host", HOST,
+                   "--port", str(port), "--port-end", str(port + 1),
+                   f"--tracker={HOST}:{tracker_port}", f"--key={key}",
+                   f"--load-library={extra}"], log or run / f"server-{key}-{port}.log", env=env)
+
+
+def start(timeout: float = 120.0, verbose: bool = False, boards: int = 1) -> BoardStatus:
+    """Start the local tracker and ``boards`` emulated boards under one key (a farm:
+    tuning measures on all of them in parallel); a no-op when that many are already
+    running.  Returns once every board has registered with the tracker."""
+    if not isinstance(boards, int) or not 1 <= boards <= 16:
+        raise BoardError(f"boards={boards!r}: choose 1..16 emulated boards")
     with _locked():
         current = status()
-        if current.running and current.registered:
+        if current.running and current.registered >= boards:
             return current
         _stop_unlocked()
         d = board_dir()
@@ -221,7 +253,7 @@ def start(timeout: float = 120.0, verbose: bool = False) -> BoardStatus:
                              "`bash scripts/setup.sh` (or `bash targets/board/install.sh`)")
         t0 = time.monotonic()
         run = _run_dir()
-        tracker_port, server_port = _free_port(), _free_port()
+        tracker_port = _free_port()
         tracker = _spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", HOST,
                           "--port", str(tracker_port), "--port-end", str(tracker_port + 1)],
                          run / "tracker.log")
@@ -239,38 +271,29 @@ def start(timeout: float = 120.0, verbose: bool = False) -> BoardStatus:
                     raise BoardError("the local RPC tracker did not start; see "
                                      f"{run / 'tracker.log'}") from None
                 time.sleep(0.2)
-        launcher = run / "aarch64-python"
-        launcher.write_text("#!/bin/sh\n"
-                            f'exec {QEMU} -L / -cpu cortex-a72 "{_python(d)}" "$@"\n')
-        launcher.chmod(0o755)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        env.update(PYTHONPATH=str(d / "site"), TVM_USE_RUNTIME_LIB="1",
-                   PYTHONDONTWRITEBYTECODE="1", COMPILER_BOARD_LAUNCHER=str(launcher))
-        extra = d / "site" / "tvm" / "lib" / "libtvm_runtime_extra.so"
-        server = _spawn([str(launcher), str(_HERE / "server_main.py"), "--host", HOST,
-                         "--port", str(server_port), "--port-end", str(server_port + 1),
-                         f"--tracker={HOST}:{tracker_port}", f"--key={BOARD_KEY}",
-                         f"--load-library={extra}"], run / "server.log", env=env)
-        state = {"tracker_pid": tracker.pid, "server_pid": server.pid,
-                 "tracker_port": tracker_port, "server_port": server_port, "key": BOARD_KEY,
+        servers = [spawn_server(tracker_port, BOARD_KEY, run / f"server{i}.log", d)
+                   for i in range(boards)]
+        state = {"tracker_pid": tracker.pid, "server_pids": [p.pid for p in servers],
+                 "tracker_port": tracker_port, "key": BOARD_KEY, "boards": boards,
                  "started": time.time()}
         _write_state(state)
 
         spec = remote_spec(state, connect_timeout=2.0)
         deadline = time.monotonic() + timeout
         while True:
-            if not _alive(server.pid) or not _alive(tracker.pid):
+            if not all(_alive(p.pid) for p in servers) or not _alive(tracker.pid):
                 _stop_unlocked()
-                raise BoardError("the emulated board exited while starting; see "
-                                 f"{run / 'server.log'} and {run / 'tracker.log'}")
+                raise BoardError("an emulated board exited while starting; see "
+                                 f"{run}/server*.log and {run / 'tracker.log'}")
             try:
-                wait_for_key(spec, timeout=min(2.0, max(0.0, deadline - time.monotonic())))
+                wait_for_key(spec, timeout=min(2.0, max(0.0, deadline - time.monotonic())),
+                             count=boards)
                 break
             except RpcError as exc:
                 if time.monotonic() >= deadline:
                     _stop_unlocked()
-                    raise BoardError(f"the emulated board did not register within {timeout:g} s "
-                                     f"({exc}); see {run / 'server.log'}") from None
+                    raise BoardError(f"{boards} emulated board(s) did not register within "
+                                     f"{timeout:g} s ({exc}); see {run}/server*.log") from None
         state["start_seconds"] = round(time.monotonic() - t0, 2)
         _write_state(state)
         if verbose:
@@ -281,7 +304,8 @@ def start(timeout: float = 120.0, verbose: bool = False) -> BoardStatus:
 def _stop_unlocked() -> None:
     state = _read_state()
     if state:
-        _kill_group(state.get("server_pid"))
+        for pid in _server_pids(state):
+            _kill_group(pid)
         _kill_group(state.get("tracker_pid"))
     _write_state(None)
 

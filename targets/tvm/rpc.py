@@ -27,7 +27,7 @@ import numpy as np
 from ..base import TargetUnavailableError
 
 __all__ = ["RpcError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
-           "check_key", "run_remote", "time_remote", "with_session"]
+           "check_key", "board_count", "run_remote", "time_remote", "with_session"]
 
 # The tracker protocol (tvm.rpc.base): int32 magic handshake, then [int32 length][json].
 _TRACKER_MAGIC = 0x2F271
@@ -145,16 +145,30 @@ def check_key(spec: RemoteSpec) -> dict:
     return summary
 
 
-def wait_for_key(spec: RemoteSpec, timeout: float, poll: float = 0.5) -> dict:
-    """Poll the tracker until a server is registered under ``spec.key`` (or raise)."""
+def wait_for_key(spec: RemoteSpec, timeout: float, poll: float = 0.5,
+                 count: int = 1) -> dict:
+    """Poll the tracker until ``count`` servers are registered under ``spec.key``
+    (or raise `RpcError` at ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return check_key(spec)
+            summary = check_key(spec)
+            have = registered_keys(summary).get(spec.key, 0)
+            if have >= count:
+                return summary
+            if time.monotonic() >= deadline:
+                raise RpcError(f"only {have} of {count} RPC servers registered under key "
+                               f"'{spec.key}' at tracker {spec.tracker}")
         except RpcError:
             if time.monotonic() >= deadline:
                 raise
         time.sleep(poll)
+
+
+def board_count(spec: RemoteSpec) -> int:
+    """How many servers (boards) are registered under ``spec.key``: the farm size that
+    tuning can measure on in parallel."""
+    return registered_keys(tracker_summary(spec)).get(spec.key, 0)
 
 
 def _request(spec: RemoteSpec):

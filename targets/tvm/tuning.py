@@ -201,15 +201,16 @@ def _make_runner(ms, opts: TuneOptions, remote: Any):
         return ms.runner.LocalRunner(
             timeout_sec=opts.run_timeout,
             evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50))
-    from .rpc import check_key
+    from .rpc import board_count, check_key
 
     check_key(remote)  # unknown key / unreachable tracker: a clear error, not a hang
+    boards = board_count(remote)  # a farm behind one tracker: measure on all in parallel
     config = ms.runner.RPCConfig(tracker_host=remote.host, tracker_port=remote.port,
                                  tracker_key=remote.key, session_priority=1,
                                  session_timeout_sec=int(max(opts.run_timeout, 30)))
     # Emulation is slow: one call per candidate is plenty to rank them.
     evaluator = ms.runner.EvaluatorConfig(number=1, repeat=1, min_repeat_ms=0)
-    return ms.runner.RPCRunner(config, evaluator, max_workers=1)
+    return ms.runner.RPCRunner(config, evaluator, max_workers=max(1, boards))
 
 
 def _progress_callback(ms, total: int, enabled: bool, counter: dict):

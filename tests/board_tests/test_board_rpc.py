@@ -134,3 +134,64 @@ def test_bad_remote_arguments():
 def test_host_target_is_not_remote():
     cm = compiler.compile(model_path("tinynet"), target="host")
     assert not cm.benchmark(repeat=2).emulated
+
+
+def _extra_boards(board, key: str, n: int):
+    """``n`` more emulated boards registered under ``key`` at the fixture's tracker."""
+    from targets.board import spawn_server
+    from targets.tvm.rpc import wait_for_key
+
+    servers = [spawn_server(board.port, key) for _ in range(n)]
+    spec = RemoteSpec(board.host, board.port, key, emulated=True, request_timeout=10.0,
+                      session_timeout=300.0, retries=1)
+    wait_for_key(spec, timeout=240, count=n)
+    return servers, spec
+
+
+def _kill(servers) -> None:
+    from targets.board import _kill_group
+
+    for s in servers:
+        _kill_group(s.pid)
+
+
+@pytest.mark.slow
+def test_board_farm_parallel_sessions_then_boards_die_mid_measurement(board):
+    """Two boards behind one tracker serve two sessions at once; when every board dies
+    in the middle of a measurement the caller gets a clear RpcError quickly, no hang."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from targets.tvm.rpc import board_count, time_remote
+
+    servers, spec = _extra_boards(board, f"farm-{time.monotonic_ns()}", 2)
+    try:
+        assert board_count(spec) == 2
+        a72 = compiler.compile(model_path("resnet_tiny"), target="cortex-a72")
+        host = compiler.compile(model_path("resnet_tiny"), target="host")
+        x = model_input("resnet_tiny")
+        target = get_target("cortex-a72")
+        from targets.tvm.rpc import run_remote
+
+        with ThreadPoolExecutor(2) as pool:
+            outs = list(pool.map(lambda _: run_remote(spec, a72.built, [x],
+                                                      cross_compiler=target.cross_compiler),
+                                 range(2)))
+        for out in outs:
+            assert_close(out[0], host.run([x])[0], what="farm board vs host")
+
+        # a long measurement; kill both boards once a session holds one of them
+        with ThreadPoolExecutor(1) as pool:
+            t0 = time.monotonic()
+            job = pool.submit(time_remote, spec, a72.built, [x], repeat=10_000,
+                              cross_compiler=target.cross_compiler)
+            while tracker_summary(spec)["queue_info"].get(spec.key, {}).get("free", 2) == 2:
+                assert time.monotonic() - t0 < 60, "no session started"
+                time.sleep(0.2)
+            time.sleep(3.0)
+            assert not job.done()
+            _kill(servers)
+            with pytest.raises(RpcError, match=f"key '{spec.key}'"):
+                job.result(timeout=120)
+            assert time.monotonic() - t0 < 120
+    finally:
+        _kill(servers)
