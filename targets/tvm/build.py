@@ -8,6 +8,7 @@ for the host CPU name.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -90,8 +91,12 @@ def export_library(executable: Executable, path: str | os.PathLike,
         from tvm.support import cc
 
         fcompile = cc.cross_compiler(cross_compiler)
-    executable.export_library(path, fcompile=fcompile, **kwargs)
+    with _EXPORT_LOCK:  # TVM frees twice when one module is exported from two threads
+        executable.export_library(path, fcompile=fcompile, **kwargs)
     return path
+
+
+_EXPORT_LOCK = threading.Lock()
 
 
 def load_library(path: str | os.PathLike) -> tvm.runtime.Module:
