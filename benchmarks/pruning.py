@@ -8,8 +8,12 @@ For every classification model of ``--datasets`` (default Fashion-MNIST) listed 
 ``baselines/baselines.json``:
 
 1. structured filter pruning (``prune``, Mean Weight) at several ratios: test accuracy
-   without and with fine-tuning, params, MACs, compiled host latency (TVM, ``fold-bn``,
-   median of ``--repeat`` runs) against the unpruned model compiled the same way;
+   without and with fine-tuning, params, MACs, host latency against the unpruned model
+   measured the same way in the same run: our build (TVM, ``fold-bn``, untuned) and
+   onnxruntime on the exported graph, ``--threads`` threads each, median of ``--repeat``
+   runs.  Untuned TVM kernels are far from optimal and their speed varies erratically with
+   channel counts, so its speedups can exceed the MACs ratio; onnxruntime's column is the
+   speedup on a well-optimized runtime;
 2. the largest filter-pruning ratio within 1 % accuracy drop (``prune-search``, half-interval
    search on the ``calib`` split, with and without fine-tuning), its test accuracy and
    measured speedup;
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import compiler  # noqa: E402
 from compiler.analysis import model_stats  # noqa: E402
@@ -143,10 +149,46 @@ class Bench:
         return finetune(g, self.train, epochs=self.ft_epochs, lr=self.args.ft_lr,
                         max_batches=self.ft_batches)
 
-    def latency(self, g) -> float:
+    def latency(self, g) -> "Latency":
+        """Median host latency of ``g`` compiled by us (TVM, untuned, ``fold-bn``) and
+        run by onnxruntime (the exported graph), same input, same thread count."""
+        import tempfile
+
+        from bench_host import time_ort
+
         cm = compiler.compile(g, target="host", passes=["fold-bn"])
-        cm.benchmark(repeat=3)  # warm-up
-        return cm.benchmark(repeat=self.args.repeat).median * 1e3
+        x = {cm.input_names[0]: self.test.inputs(0, 1)}
+        cm.benchmark(repeat=3, inputs=x)  # warm-up
+        tvm_ms = cm.benchmark(repeat=self.args.repeat, inputs=x).median * 1e3
+        with tempfile.TemporaryDirectory() as tmp:
+            path = cm.export_onnx(Path(tmp) / "pruned.onnx")
+            ort_ms = float(np.median(time_ort(path, x, self.args.repeat,
+                                              self.args.threads))) * 1e3
+        return Latency(tvm_ms, ort_ms)
+
+
+class Latency:
+    """Milliseconds on the host: our TVM build and onnxruntime on the same graph."""
+
+    def __init__(self, tvm_ms: float, ort_ms: float):
+        self.tvm, self.ort = tvm_ms, ort_ms
+
+    def __str__(self) -> str:
+        return f"{self.tvm:.3f} / {self.ort:.3f}"
+
+    def speedup(self, base: "Latency") -> str:
+        return f"{base.tvm / self.tvm:.2f}x / {base.ort / self.ort:.2f}x"
+
+    def to_dict(self) -> dict:
+        return {"latency_ms": self.tvm, "ort_latency_ms": self.ort}
+
+
+LAT, SPEED = "latency ms TVM / ORT", "speedup TVM / ORT"
+
+
+def _speedups(base: dict, row: dict) -> str:
+    return (f"{base['latency_ms'] / row['latency_ms']:.2f}x / "
+            f"{base['ort_latency_ms'] / row['ort_latency_ms']:.2f}x")
 
 
 def fmt_table(headers, rows) -> str:
@@ -169,13 +211,13 @@ def bench_model(b: Bench, name: str, graph) -> dict:
     st0 = model_stats(graph)
     lat0 = b.latency(graph)
     out.update(base_test=base_test, base_calib=base_calib, params=st0.params, macs=st0.macs,
-               latency_ms=lat0)
+               **lat0.to_dict())
     print(f"\n## {name}: test top-1 {pct(base_test)} %, calib {pct(base_calib)} %, "
-          f"params {st0.params}, MACs {st0.macs}, host latency {lat0:.3f} ms", flush=True)
+          f"params {st0.params}, MACs {st0.macs}, host latency TVM / ORT {lat0} ms", flush=True)
 
     # 1. ratio sweep
     ratios = [0.25, 0.5, 0.75] if b.quick else b.args.ratios
-    rows = [["0 (unpruned)", pct(base_test), "-", st0.params, st0.macs, f"{lat0:.3f}", "1.00x"]]
+    rows = [["0 (unpruned)", pct(base_test), "-", st0.params, st0.macs, str(lat0), "1.00x"]]
     sweep = []
     for r in ratios:
         g, st = prune_graph(graph.clone(), ratio=r, criterion="mean_weight")
@@ -183,14 +225,13 @@ def bench_model(b: Bench, name: str, graph) -> dict:
         a_ft = b.acc(b.tune(g))
         lat = b.latency(g)
         sweep.append(dict(ratio=r, acc=a, acc_ft=a_ft, params=st["params"][1],
-                          macs=st["macs"][1], latency_ms=lat))
-        rows.append([r, pct(a), pct(a_ft), st["params"][1], st["macs"][1], f"{lat:.3f}",
-                     f"{lat0 / lat:.2f}x"])
+                          macs=st["macs"][1], **lat.to_dict()))
+        rows.append([r, pct(a), pct(a_ft), st["params"][1], st["macs"][1], str(lat),
+                     lat.speedup(lat0)])
         print(f"  ratio {r}: {pct(a)} / ft {pct(a_ft)}", flush=True)
     out["sweep"] = sweep
     print("\nFilter pruning (Mean Weight, uniform ratio per group); accuracy = test top-1 %")
-    print(fmt_table(["ratio", "acc", "acc fine-tuned", "params", "MACs", "latency ms",
-                     "speedup"], rows))
+    print(fmt_table(["ratio", "acc", "acc fine-tuned", "params", "MACs", LAT, SPEED], rows))
 
     # 2. largest filter ratio within 1 % (on calib), without / with fine-tuning
     steps = 4 if b.quick else b.args.steps
@@ -207,9 +248,9 @@ def bench_model(b: Bench, name: str, graph) -> dict:
             f" (objective={objective}: rate = MACs removed)" if objective != "uniform" else "")
         srows.append([label, st["rate"], pct(a),
                       pct(base_test - a), st.get("params", [0, st0.params])[1],
-                      st.get("macs", [0, st0.macs])[1], f"{lat:.3f}", f"{lat0 / lat:.2f}x"])
+                      st.get("macs", [0, st0.macs])[1], str(lat), lat.speedup(lat0)])
         key = f"search_structured_ft{ft}" + ("" if objective == "uniform" else f"_{objective}")
-        out[key] = dict(rate=st["rate"], acc=a, latency_ms=lat, probes=st["probes"],
+        out[key] = dict(rate=st["rate"], acc=a, **lat.to_dict(), probes=st["probes"],
                         params=st.get("params", [0, st0.params])[1],
                         macs=st.get("macs", [0, st0.macs])[1])
     # 3. magnitude sparsity within 1 %
@@ -226,8 +267,8 @@ def bench_model(b: Bench, name: str, graph) -> dict:
                                                acc=a, probes=st["probes"])
     print("\nLargest rate within 1 % top-1 drop (half-interval search on calib; test reported; "
           "magnitude rate = achieved sparsity, shapes unchanged)")
-    print(fmt_table(["method", "rate", "test acc", "drop (pts)", "params", "MACs",
-                     "latency ms", "speedup"], srows))
+    print(fmt_table(["method", "rate", "test acc", "drop (pts)", "params", "MACs", LAT, SPEED],
+                    srows))
 
     # 4. criteria at the same budget
     crow = []
@@ -250,10 +291,10 @@ def bench_model(b: Bench, name: str, graph) -> dict:
         a, lat = b.acc(g), b.latency(g)
         print(f"\nT-sensitive (threshold 1 %, ratios {tr}): {len(chosen)}/{len(table)} groups "
               f"pruned, test {pct(a)} % (drop {pct(base_test - a)} pts), params "
-              f"{st['params'][1]}, MACs {st['macs'][1]}, latency {lat:.3f} ms "
-              f"({lat0 / lat:.2f}x)")
+              f"{st['params'][1]}, MACs {st['macs'][1]}, latency TVM / ORT {lat} ms "
+              f"({lat.speedup(lat0)})")
         out["t_sensitive"] = dict(ratios=chosen, acc=a, params=st["params"][1],
-                                  macs=st["macs"][1], latency_ms=lat)
+                                  macs=st["macs"][1], **lat.to_dict())
     else:
         print("\nT-sensitive (threshold 1 %): no group can be pruned within the threshold")
     print(f"({name}: {time.time() - t0:.0f} s)", flush=True)
@@ -268,6 +309,8 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", default="fashion-mnist",
                     help="data sets whose baselines to run (e.g. fashion-mnist,mnist)")
     ap.add_argument("--repeat", type=int, default=30, help="latency repeats (median)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads of both runtimes in the latency columns")
     ap.add_argument("--json", default="", help="write the results here")
     ap.add_argument("--ft-epochs", type=int, default=1, dest="ft_epochs",
                     help="fine-tuning epochs on the train split (Adam, cosine schedule)")
@@ -283,6 +326,7 @@ def main(argv=None) -> int:
                     type=lambda s: s.split(","),
                     help="criteria that also get a fine-tuned column at ratio 0.5")
     args = ap.parse_args(argv)
+    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     path = Path(args.baselines)
     jobs = []
@@ -313,10 +357,10 @@ def main(argv=None) -> int:
         s0, s1 = r["search_structured_ft0"], r["search_structured_ft1"]
         m0, m1 = r["search_magnitude_ft0"], r["search_magnitude_ft1"]
         summary.append([r["model"], pct(r["base_test"]),
-                        f"{s0['rate']} ({r['latency_ms'] / s0['latency_ms']:.2f}x)",
-                        f"{s1['rate']} ({r['latency_ms'] / s1['latency_ms']:.2f}x)",
+                        f"{s0['rate']} ({_speedups(r, s0)})", f"{s1['rate']} ({_speedups(r, s1)})",
                         f"{100 * m0['sparsity']:.1f} %", f"{100 * m1['sparsity']:.1f} %"])
-    print("\nSummary: largest rate within 1 % drop (measured host speedup, untuned TVM)")
+    print("\nSummary: largest rate within 1 % drop (measured host speedup: our untuned TVM "
+          "build / onnxruntime)")
     print(fmt_table(["model", "base acc", "filter ratio", "filter ratio + ft",
                      "magnitude sparsity", "magnitude + ft"], summary))
     if args.json:
