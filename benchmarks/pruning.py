@@ -215,12 +215,14 @@ def bench_model(b: Bench, name: str, graph) -> dict:
     print(f"\n## {name}: test top-1 {pct(base_test)} %, calib {pct(base_calib)} %, "
           f"params {st0.params}, MACs {st0.macs}, host latency TVM / ORT {lat0} ms", flush=True)
 
+    sections = b.args.sections
+    rt = b.args.round_to
     # 1. ratio sweep
-    ratios = [0.25, 0.5, 0.75] if b.quick else b.args.ratios
+    ratios = ([0.25, 0.5, 0.75] if b.quick else b.args.ratios) if "sweep" in sections else []
     rows = [["0 (unpruned)", pct(base_test), "-", st0.params, st0.macs, str(lat0), "1.00x"]]
     sweep = []
     for r in ratios:
-        g, st = prune_graph(graph.clone(), ratio=r, criterion="mean_weight")
+        g, st = prune_graph(graph.clone(), ratio=r, criterion="mean_weight", round_to=rt)
         a = b.acc(g)
         a_ft = b.acc(b.tune(g))
         lat = b.latency(g)
@@ -229,22 +231,25 @@ def bench_model(b: Bench, name: str, graph) -> dict:
         rows.append([r, pct(a), pct(a_ft), st["params"][1], st["macs"][1], str(lat),
                      lat.speedup(lat0)])
         print(f"  ratio {r}: {pct(a)} / ft {pct(a_ft)}", flush=True)
-    out["sweep"] = sweep
-    print("\nFilter pruning (Mean Weight, uniform ratio per group); accuracy = test top-1 %")
-    print(fmt_table(["ratio", "acc", "acc fine-tuned", "params", "MACs", LAT, SPEED], rows))
+    if sweep:
+        out["sweep"] = sweep
+        print(f"\nFilter pruning (Mean Weight, uniform ratio per group, round_to={rt}); "
+              "accuracy = test top-1 %")
+        print(fmt_table(["ratio", "acc", "acc fine-tuned", "params", "MACs", LAT, SPEED], rows))
 
     # 2. largest filter ratio within 1 % (on calib), without / with fine-tuning
     steps = 4 if b.quick else b.args.steps
     srows = []
     searches = [(0, "uniform"), (1, "uniform")] + [(1, o) for o in b.args.objectives]
-    for ft, objective in searches:
+    for ft, objective in searches if "search" in sections else []:
         best, st = search_rate(graph, b.acc_calib, max_drop=0.01, method="structured",
                                steps=steps, finetune_epochs=ft * b.ft_epochs,
-                               objective=objective, options=b.ctx_options,
+                               objective=objective, options=b.ctx_options, round_to=rt,
                                baseline=base_calib)
         a = b.acc(best)
         lat = b.latency(best)
-        label = "structured" + (" + fine-tune" if ft else "") + (
+        label = "structured" + (f" round_to={rt}" if rt > 1 else "") + (
+            " + fine-tune" if ft else "") + (
             f" (objective={objective}: rate = MACs removed)" if objective != "uniform" else "")
         srows.append([label, st["rate"], pct(a),
                       pct(base_test - a), st.get("params", [0, st0.params])[1],
@@ -254,7 +259,7 @@ def bench_model(b: Bench, name: str, graph) -> dict:
                         params=st.get("params", [0, st0.params])[1],
                         macs=st.get("macs", [0, st0.macs])[1])
     # 3. magnitude sparsity within 1 %
-    for ft in (0, 1):
+    for ft in (0, 1) if "magnitude" in sections else ():
         best, st = search_rate(graph, b.acc_calib, max_drop=0.01, method="magnitude",
                                scope="global", steps=steps + 1,
                                finetune_epochs=ft * b.ft_epochs,
@@ -265,27 +270,32 @@ def bench_model(b: Bench, name: str, graph) -> dict:
                       st0.macs, "-", "-"])
         out[f"search_magnitude_ft{ft}"] = dict(rate=st["rate"], sparsity=st.get("sparsity", 0),
                                                acc=a, probes=st["probes"])
-    print("\nLargest rate within 1 % top-1 drop (half-interval search on calib; test reported; "
-          "magnitude rate = achieved sparsity, shapes unchanged)")
-    print(fmt_table(["method", "rate", "test acc", "drop (pts)", "params", "MACs", LAT, SPEED],
-                    srows))
+    if srows:
+        print("\nLargest rate within 1 % top-1 drop (half-interval search on calib; test "
+              "reported; magnitude rate = achieved sparsity, shapes unchanged)")
+        print(fmt_table(["method", "rate", "test acc", "drop (pts)", "params", "MACs", LAT,
+                         SPEED], srows))
 
     # 4. criteria at the same budget
     crow = []
-    for crit in ("mean_weight", "l1", "l2", "bn_scale", "random"):
+    for crit in ("mean_weight", "l1", "l2", "bn_scale", "random") if "criteria" in sections else ():
         g, st = prune_graph(graph.clone(), ratio=0.5, criterion=crit, seed=0)
         a = b.acc(g)
         a_ft = b.acc(b.tune(g)) if crit in b.args.ft_criteria else None
         crow.append([crit, pct(a), "-" if a_ft is None else pct(a_ft), st["params"][1],
                      st["macs"][1]])
         out.setdefault("criteria", {})[crit] = dict(acc=a, acc_ft=a_ft)
-    print("\nCriteria at ratio 0.5 (same budget); test top-1 %")
-    print(fmt_table(["criterion", "acc", "acc fine-tuned", "params", "MACs"], crow))
+    if crow:
+        print("\nCriteria at ratio 0.5 (same budget); test top-1 %")
+        print(fmt_table(["criterion", "acc", "acc fine-tuned", "params", "MACs"], crow))
 
     # 5. T-sensitive
     tr = [0.25, 0.5, 0.75] if b.quick else b.args.ratios
-    base, table = layer_sensitivity(graph, b.acc_calib, tr, stop_above=0.01, baseline=base_calib)
-    chosen = choose_ratios(table, 0.01)
+    chosen = None
+    if "tsens" in sections:
+        base, table = layer_sensitivity(graph, b.acc_calib, tr, stop_above=0.01,
+                                        baseline=base_calib)
+        chosen = choose_ratios(table, 0.01)
     if chosen:
         g, st = prune_graph(graph.clone(), ratios=chosen)
         a, lat = b.acc(g), b.latency(g)
@@ -295,7 +305,7 @@ def bench_model(b: Bench, name: str, graph) -> dict:
               f"({lat.speedup(lat0)})")
         out["t_sensitive"] = dict(ratios=chosen, acc=a, params=st["params"][1],
                                   macs=st["macs"][1], **lat.to_dict())
-    else:
+    elif chosen is not None:
         print("\nT-sensitive (threshold 1 %): no group can be pruned within the threshold")
     print(f"({name}: {time.time() - t0:.0f} s)", flush=True)
     return out
@@ -318,6 +328,12 @@ def main(argv=None) -> int:
     ap.add_argument("--ratios", type=lambda s: [float(r) for r in s.split(",")],
                     default=[0.25, 0.5, 0.75], help="sweep / T-sensitive ratios")
     ap.add_argument("--steps", type=int, default=4, help="half-interval search probes")
+    ap.add_argument("--round-to", type=int, default=1, dest="round_to",
+                    help="surviving channel counts rounded up to a multiple of this (sweep "
+                         "and structured searches)")
+    ap.add_argument("--sections", default="sweep,search,magnitude,criteria,tsens",
+                    type=lambda s: set(s.split(",")),
+                    help="which tables to compute (default: all)")
     ap.add_argument("--calib", type=int, default=2000,
                     help="calib images that drive the searches (full runs)")
     ap.add_argument("--objectives", default=[], type=lambda s: [o for o in s.split(",") if o],
@@ -354,15 +370,18 @@ def main(argv=None) -> int:
         results.append(bench_model(b, name, graph))
     summary = []
     for r in results:
+        if "search_structured_ft0" not in r or "search_magnitude_ft0" not in r:
+            continue
         s0, s1 = r["search_structured_ft0"], r["search_structured_ft1"]
         m0, m1 = r["search_magnitude_ft0"], r["search_magnitude_ft1"]
         summary.append([r["model"], pct(r["base_test"]),
                         f"{s0['rate']} ({_speedups(r, s0)})", f"{s1['rate']} ({_speedups(r, s1)})",
                         f"{100 * m0['sparsity']:.1f} %", f"{100 * m1['sparsity']:.1f} %"])
-    print("\nSummary: largest rate within 1 % drop (measured host speedup: our untuned TVM "
-          "build / onnxruntime)")
-    print(fmt_table(["model", "base acc", "filter ratio", "filter ratio + ft",
-                     "magnitude sparsity", "magnitude + ft"], summary))
+    if summary:
+        print("\nSummary: largest rate within 1 % drop (measured host speedup: our untuned TVM "
+              "build / onnxruntime)")
+        print(fmt_table(["model", "base acc", "filter ratio", "filter ratio + ft",
+                         "magnitude sparsity", "magnitude + ft"], summary))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))
     return 0
