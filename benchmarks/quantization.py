@@ -6,7 +6,7 @@
 
 For every trained baseline in ``<baselines>/baselines.json`` (written by
 ``scripts/train_baselines.py``): fold BN, calibrate on the data set's ``calib`` split
-(min-max, or ``--calibration``), quantize at each setting below, score on the ``test`` split with the reference
+(``--calibration``, default percentile), quantize at each setting below, score on the ``test`` split with the reference
 interpreter (the integer graph, bit-exact with its TVM build) and report
 
 * the metric (top-1 accuracy, or mIoU for segmentation) of fp32 (onnxruntime, the file as
@@ -19,6 +19,15 @@ interpreter (the integer graph, bit-exact with its TVM build) and report
 Settings (weights/activations): 8/8, 6/6, 5/5, 4/4, 2/2, binary weights with 8- and 2-bit
 activations, and ``mixed``: binary weights / 2-bit activations with an 8-bit first layer
 (the IMVIP 2017 configuration).
+
+Every number above is post-training (PTQ: calibration only, no training).  With
+``--qat-batches N`` the settings named by ``--qat-settings`` are also **fine-tuned**
+(quantization-aware training, QAT): the integer graph of that setting is trained with
+`compiler.torch_bridge.finetune` (straight-through rounding, integer weights through float
+shadows; scales, zero points, biases and multipliers fixed) for ``N`` batches of
+``--qat-batch-size`` images of the data set's ``train`` split (Adam, ``--qat-lr``, cosine
+schedule, seed 0), then scored like the others; these are reported in a separate,
+labelled table.
 
 Without a ``baselines.json`` the script falls back to ``models/*.onnx`` with random inputs and
 reports top-1 *agreement* with the float model (a smoke test of the pipeline, not accuracy).
@@ -54,6 +63,9 @@ SETTINGS = [
     ("1/2", "quantize{bits=1,act_bits=2}"),
     ("mixed 1/2, first 8/8", "quantize{bits=1,act_bits=2,first_layer_bits=8}"),
 ]
+
+
+QAT_DEFAULT = ["5/5", "4/4", "2/2", "1/8", "1/2", "mixed 1/2, first 8/8"]
 
 
 def _quantize(graph, spec, calib, calibration="minmax"):
@@ -114,8 +126,12 @@ def bench_baseline(name: str, entry: dict, base_dir: Path, args) -> dict:
     row["fp32"] = _ort_metric(path, test_ds, n_test, metric)
     print(f"[{name}] fp32 {metric}={row['fp32']:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
     row["settings"] = {}
+    row["qat"] = {}
     int8 = None
+    train_ds = None
     for label, spec in SETTINGS:
+        if args.settings and label not in args.settings:
+            continue
         t = time.perf_counter()
         result = _quantize(graph, spec, calib, args.calibration)
         value = evaluate(result.graph, test_ds, metric, limit=n_test, batch_size=100).value
@@ -127,6 +143,22 @@ def bench_baseline(name: str, entry: dict, base_dir: Path, args) -> dict:
         print(f"[{name}] {label:22s} {metric}={value:.4f} theoretical x"
               f"{result.stats['theoretical_speedup']:.1f} ({time.perf_counter() - t:.0f} s)",
               flush=True)
+        if args.qat_batches > 0 and label in args.qat_settings:
+            from compiler.torch_bridge import finetune
+
+            if train_ds is None:
+                train_ds = load_dataset(entry["dataset"], "train")
+            t = time.perf_counter()
+            tuned = finetune(result.graph, train_ds, epochs=1, lr=args.qat_lr,
+                             batch_size=args.qat_batch_size, max_batches=args.qat_batches, seed=0)
+            q_value = evaluate(tuned, test_ds, metric, limit=n_test, batch_size=100).value
+            row["qat"][label] = {"value": q_value, "ptq": value, "batches": args.qat_batches,
+                                 "batch_size": args.qat_batch_size, "lr": args.qat_lr,
+                                 "seconds": round(time.perf_counter() - t, 1)}
+            print(f"[{name}] {label:22s} QAT ({args.qat_batches} x {args.qat_batch_size} train "
+                  f"images) {metric}={q_value:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
+    if args.repeat > 0 and int8 is None:  # 8/8 not scored in this run: built for timing
+        int8 = _quantize(graph, SETTINGS[0][1], calib, args.calibration).graph
     if args.repeat > 0 and int8 is not None:
         from passes.fold_bn import FoldBatchNorm
 
@@ -175,16 +207,29 @@ def bench_model_file(path: Path, args) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    labels = [label for label, _ in SETTINGS]
+    labels = [label for label, _ in SETTINGS if any(label in r["settings"] for r in rows)]
     head = "| model | metric | fp32 | " + " | ".join(labels) + " | host fp32 / int8 (ms) |"
     lines = [head, "|" + " --- |" * (len(labels) + 4)]
     for r in rows:
         cells = [f"{r['settings'][lab]['value']:.4f} (x{r['settings'][lab]['speedup']:.1f})"
-                 for lab in labels]
+                 if lab in r["settings"] else "-" for lab in labels]
         lat = (f"{r['latency_fp32_ms']:.2f} / {r['latency_int8_ms']:.2f}"
                if "latency_int8_ms" in r else "-")
         lines.append(f"| {r['model']} | {r['metric']} (n={r['test_samples']}) | {r['fp32']:.4f} | "
                      + " | ".join(cells) + f" | {lat} |")
+    qat_labels = [lab for lab in labels if any(lab in r.get("qat", {}) for r in rows)]
+    if qat_labels:
+        lines += ["", "Fine-tuned (QAT on the train split; batches x batch size, lr): "
+                  "PTQ -> QAT", "", "| model | fp32 | QAT budget | " + " | ".join(qat_labels)
+                  + " |", "|" + " --- |" * (len(qat_labels) + 3)]
+        for r in rows:
+            if not r.get("qat"):
+                continue
+            first = next(iter(r["qat"].values()))
+            cells = [(f"{r['qat'][lab]['ptq']:.4f} -> {r['qat'][lab]['value']:.4f}"
+                      if lab in r.get("qat", {}) else "-") for lab in qat_labels]
+            lines.append(f"| {r['model']} | {r['fp32']:.4f} | {first['batches']} x "
+                         f"{first['batch_size']}, lr {first['lr']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -197,9 +242,37 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=None)
     ap.add_argument("--seg-test", type=int, default=None, dest="seg_test")
     ap.add_argument("--repeat", type=int, default=None, help="latency timings (0: skip)")
-    ap.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"])
+    ap.add_argument("--calibration", default="percentile",
+                    choices=["minmax", "percentile", "entropy", "mse"],
+                    help="activation ranges (default percentile: the best at 5/5 on the "
+                         "full test sets, see benchmarks/README.md)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    ap.add_argument("--qat-batches", type=int, default=0, dest="qat_batches",
+                    help="also fine-tune (QAT) the --qat-settings for N train batches (0: off)")
+    ap.add_argument("--qat-settings", default=";".join(QAT_DEFAULT), dest="qat_settings",
+                    help=f"';'-separated setting labels to fine-tune (default: "
+                         f"{';'.join(QAT_DEFAULT)})")
+    ap.add_argument("--qat-lr", type=float, default=3e-3, dest="qat_lr")
+    ap.add_argument("--qat-batch-size", type=int, default=64, dest="qat_batch_size")
+    ap.add_argument("--settings", default=None,
+                    help="';'-separated setting labels to run (default: all)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (interpreter convolutions, fine-tuning)")
     args = ap.parse_args(argv)
+    args.qat_settings = [lab.strip() for lab in args.qat_settings.split(";") if lab.strip()]
+    args.settings = ([lab.strip() for lab in args.settings.split(";") if lab.strip()]
+                     if args.settings else None)
+    unknown = sorted((set(args.qat_settings) | set(args.settings or []))
+                     - {label for label, _ in SETTINGS})
+    if unknown:
+        ap.error(f"--settings/--qat-settings: unknown setting(s) {unknown}; settings: "
+                 f"{', '.join(label for label, _ in SETTINGS)}")
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    except ImportError:
+        pass
     args.calib = args.calib or (200 if args.quick else 1000)
     args.test = args.test or (1000 if args.quick else 10_000)
     args.seg_test = args.seg_test or (200 if args.quick else 2000)

@@ -5,11 +5,13 @@ tensors between ``QuantizeLinear``/``DequantizeLinear`` pairs around float ops, 
 runtimes fuse back into integer kernels.  Mapping:
 
 * ``q.Quantize`` -> (float ``Clip`` to the bit-width range) -> ``QuantizeLinear``
-* ``q.Conv``/``q.Gemm`` + ``q.Requantize`` -> ``DequantizeLinear`` of input, weight (per
-  channel) and int32 bias -> ``Conv``/``Gemm`` -> ``Clip`` (fused ReLU / bit range) ->
+* ``q.Conv``/``q.ConvTranspose``/``q.Gemm`` + ``q.Requantize`` -> ``DequantizeLinear`` of
+  input, weight (per channel) and int32 bias -> ``Conv``/``ConvTranspose``/``Gemm`` ->
+  ``Clip`` (fused ReLU / bit range) ->
   ``QuantizeLinear``
 * ``q.Add``/``q.Concat``/``q.Clip``/``q.AveragePool``/``q.GlobalAveragePool`` -> DQ, the
   float op, ``Clip``, Q
+* ``q.Resize`` -> DQ, ``MatMul`` by the two interpolation matrices (as float), Q
 * ``q.Dequantize`` -> ``DequantizeLinear``; int8 ``MaxPool`` and data movement stay as they are.
 
 Rounding differs in places (onnxruntime rounds float results half to even, our integer
@@ -109,10 +111,18 @@ class _Exporter:
                                      self.const(f"{name}_zp", np.array(a.get("zero_point", 0),
                                                                        q.dtype))],
                 {"axis": 1}, name=f"{name}_dq")
-        elif op in ("q.Conv", "q.Gemm"):
+        elif op in ("q.Conv", "q.ConvTranspose", "q.Gemm"):
             return  # emitted with its q.Requantize
         elif op == "q.Requantize":
             self.map[id(out)] = self.layer(node)
+        elif op == "q.Resize":  # the integer interpolation as two float MatMuls
+            xf = self.dq(node.inputs[0], f"{name}_in0")
+            frac = 2.0 ** -(int(a.get("shift", 16)) / 2)
+            mh = (node.inputs[1].const.astype(np.float64) * frac).astype(np.float32)
+            mwt = (node.inputs[2].const.astype(np.float64).T * frac).astype(np.float32)
+            y = self.node("MatMul", [self.const(f"{name}_mh", mh), xf], name=f"{name}_h")
+            y = self.node("MatMul", [y, self.const(f"{name}_mwt", mwt)], name=f"{name}_w")
+            self.map[id(out)] = self.q(y, out, name, -128, 127)
         elif op in ("q.Add", "q.Concat", "q.Clip", "q.AveragePool", "q.GlobalAveragePool"):
             xs = [self.dq(v, f"{name}_in{i}") for i, v in enumerate(node.inputs)]
             if op == "q.Add":
@@ -142,8 +152,10 @@ class _Exporter:
 
     def layer(self, rq: Node) -> Value:
         acc_node = rq.inputs[0].producer
-        if acc_node is None or acc_node.domain != "q" or acc_node.op_type not in ("Conv", "Gemm"):
-            raise QDQExportError(f"q.Requantize '{rq.name}' does not follow a q.Conv/q.Gemm")
+        if acc_node is None or acc_node.domain != "q" or \
+                acc_node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+            raise QDQExportError(f"q.Requantize '{rq.name}' does not follow a "
+                                 "q.Conv/q.ConvTranspose/q.Gemm")
         name = acc_node.name
         x, w = acc_node.inputs[0], acc_node.inputs[1]
         bias = acc_node.inputs[2] if len(acc_node.inputs) > 2 else None
@@ -168,6 +180,11 @@ class _Exporter:
                      if k in a}
             attrs["auto_pad"] = "NOTSET"
             y = self.node("Conv", ins, attrs, name=name)
+        elif acc_node.op_type == "ConvTranspose":
+            attrs = {k: a[k] for k in ("kernel_shape", "strides", "pads", "dilations", "group",
+                                       "output_padding") if k in a}
+            attrs["auto_pad"] = "NOTSET"
+            y = self.node("ConvTranspose", ins, attrs, name=name)
         else:
             y = self.node("Gemm", ins, {"alpha": 1.0, "beta": 1.0, "transA": 0,
                                         "transB": int(a.get("transB", 0))}, name=name)

@@ -260,7 +260,9 @@ def _relu(node, x):
 @torch_op("Clip")
 def _clip(node, x, lo=None, hi=None):
     torch = _torch()
-    return torch.clamp(x, None if lo is None else float(lo), None if hi is None else float(hi))
+    # the bounds are constants of the graph (ReLU6's 0 and 6), never trained
+    return torch.clamp(x, None if lo is None else float(lo.detach()),
+                       None if hi is None else float(hi.detach()))
 
 
 @torch_op("LeakyRelu")
@@ -479,7 +481,7 @@ def _resize(node, x, roi=None, scales=None, sizes=None):
 # integers; rounding uses the straight-through estimator (value of round, gradient of
 # identity) and clamps pass no gradient outside their range.
 
-_WEIGHT_INPUTS = {"q.Conv": (1,), "q.Gemm": (1,), "q.MatMul": (0, 1)}
+_WEIGHT_INPUTS = {"q.Conv": (1,), "q.ConvTranspose": (1,), "q.Gemm": (1,), "q.MatMul": (0, 1)}
 
 
 def _integer_weights(graph: Graph) -> dict[int, tuple[int, int]]:
@@ -587,6 +589,23 @@ def _q_conv(node, x, w, b=None):
     y = F.conv2d(x, _f64(w), None, stride=list(a.get("strides") or [1, 1]),
                  dilation=list(a.get("dilations") or [1, 1]), groups=int(a.get("group", 1)))
     return y if b is None else y + _f64(b).reshape(1, -1, 1, 1)
+
+
+@torch_op("q.ConvTranspose")
+def _q_conv_transpose(node, x, w, b=None):
+    """conv_transpose(x - x_zero_point, w) + bias, with the float ConvTranspose's crop/extend."""
+    y = _conv_transpose(node, _f64(x) - int(node.attrs.get("x_zero_point", 0)), _f64(w))
+    return y if b is None else y + _f64(b).reshape(1, -1, 1, 1)
+
+
+@torch_op("q.Resize")
+def _q_resize(node, x, mh, mw):
+    """zp + round_half_up(mh @ (x - zp) @ mw.T / 2**shift) (STE)."""
+    a = node.attrs
+    zp = int(a.get("zero_point", 0))
+    v = _f64(mh) @ (_f64(x) - zp) @ _f64(mw).t()
+    v = v * 2.0 ** -int(a.get("shift", 16))
+    return _clamp_q(_ste_floor(v + 0.5) + zp, -128, 127)
 
 
 @torch_op("q.Gemm")

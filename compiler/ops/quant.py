@@ -31,6 +31,10 @@ Ops of domain ``q`` (all attributes explicit, all written by the ``quantize`` pa
 x_zero_point} -> i32``
     ``conv(x - x_zero_point, w) + bias``; padding is zero *in the real domain* (the
     input is padded with ``x_zero_point``).
+``q.ConvTranspose(x: i8, w: i8 [C, M/group, kh, kw], bias: i32?) {kernel_shape, strides,
+pads, dilations, group, output_padding, x_zero_point} -> i32``
+    ``conv_transpose(x - x_zero_point, w) + bias`` (2-D, explicit pads, which may be
+    negative at the end: zero rows, + bias).
 ``q.Gemm(a: i8 [M,K], b: i8, bias: i32?) {transB, a_zero_point} -> i32``
     ``(a - a_zero_point) @ op(b) + bias``.
 ``q.MatMul(a: i8, b: i8) {a_zero_point, b_zero_point} -> i32``
@@ -50,7 +54,13 @@ zero_point, qmin, qmax} -> i8``
 zero_point}`` and ``q.GlobalAveragePool(x: i8) {zero_point}``
     same scale and zero point out as in; ``zp + floor((2 * S + n) / (2 * n))`` where ``S``
     is the window's sum of ``x - zp`` over ``n`` counted pixels (round half up).
-Max pooling needs no op of its own: ONNX ``MaxPool`` on int8 is exact (same params).
+``q.Resize(x: i8 [N,C,H,W], mh: i32 [Ho,H], mw: i32 [Wo,W]) {shift, zero_point} -> i8``
+    separable interpolation with integer weights (each row sums to ``2**(shift/2)``):
+    ``zp + ((mh @ (x - zp) @ mw.T + 2**(shift-1)) >> shift)``, clipped to int8; same scale
+    and zero point out as in.  `resize_matrices` builds ``mh``/``mw`` from an ONNX Resize
+    (linear or cubic; any coordinate transform but tf_crop_and_resize).
+Max pooling needs no op of its own: ONNX ``MaxPool`` on int8 is exact (same params), nor
+does nearest ``Resize`` (pure data movement on int8).
 
 ONNX ops registered here so that already-quantized models import
 -------------------------------------------------------------------------------
@@ -68,7 +78,8 @@ from .conv_util import (conv_output_shape, has_input, input_dtype, input_shape, 
                         normalize_axis, pool_output_shape, strided_window, window_params)
 from .registry import UnsupportedOpError, register_op
 
-__all__ = ["Q", "quantize_multiplier", "rescale", "qrange", "conv_int", "int_pool_sum"]
+__all__ = ["Q", "quantize_multiplier", "rescale", "qrange", "conv_int", "conv_transpose_int",
+           "int_pool_sum", "resize_matrices", "RESIZE_FRAC_BITS"]
 
 Q = "q"  # the domain of our integer ops
 
@@ -245,13 +256,19 @@ def q_clip(attrs, x):
 # q.Conv / q.Gemm / q.MatMul (int8 x int8 -> int32)
 # =====================================================================================
 
-def _infer_qconv(node: Node):
+def _int8_conv_operands(node: Node) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """X and W shapes of q.Conv / q.ConvTranspose: int8, 2-D (rank 4)."""
     _expect(node, 0, [np.int8], "X")
     _expect(node, 1, [np.int8], "W")
     x = input_shape(node, 0, "(X)")
     w = input_shape(node, 1, "(W)")
     if len(x) != 4 or len(w) != 4:
-        raise invalid(node, f"q.Conv is 2-D: X {x}, W {w}")
+        raise invalid(node, f"q.{node.op_type} is 2-D: X {x}, W {w}")
+    return x, w
+
+
+def _infer_qconv(node: Node):
+    x, w = _int8_conv_operands(node)
     group = int(node.attrs.get("group", 1))
     kernel, strides, pads, dilations = window_params(node.attrs, 2, w[2:])
     if list(kernel) != list(w[2:]):
@@ -274,6 +291,62 @@ def q_conv(attrs, x, w, bias=None):
     _, strides, pads, dilations = window_params(attrs, 2, w.shape[2:])
     xz = x.astype(np.int64) - int(attrs.get("x_zero_point", 0))
     y = conv_int(xz, w.astype(np.int64), strides, pads, dilations, int(attrs.get("group", 1)))
+    if bias is not None:
+        y = y + bias.astype(np.int64).reshape(1, -1, 1, 1)
+    return y.astype(np.int32)
+
+
+def _qconvt_params(attrs, w_shape):
+    kernel, strides, pads, dilations = window_params(attrs, 2, w_shape[2:])
+    opad = [int(v) for v in (attrs.get("output_padding") or [0, 0])]
+    return kernel, strides, pads, dilations, opad
+
+
+def _infer_qconv_transpose(node: Node):
+    x, w = _int8_conv_operands(node)
+    if node.attrs.get("output_shape"):
+        raise invalid(node, "output_shape must be resolved into pads")
+    group = int(node.attrs.get("group", 1))
+    kernel, strides, pads, dilations, opad = _qconvt_params(node.attrs, w)
+    if list(kernel) != list(w[2:]):
+        raise invalid(node, f"kernel_shape {kernel} does not match W {w}")
+    if len(opad) != 2:
+        raise invalid(node, f"output_padding {opad} is not 2-D")
+    if group < 1 or x[1] != w[0] or x[1] % group:
+        raise invalid(node, f"channels do not match: X {x}, W {w}, group={group}")
+    if any(p < 0 for p in pads[:2]):
+        raise invalid(node, f"negative begin pads {pads[:2]}")
+    m = w[1] * group
+    if has_input(node, 2):
+        _expect(node, 2, [np.int32], "bias")
+        if input_shape(node, 2) != (m,):
+            raise invalid(node, f"bias shape {input_shape(node, 2)} is not ({m},)")
+    from .conv_util import conv_transpose_output_shape
+
+    out = conv_transpose_output_shape(x[2:], kernel, strides, pads, dilations, opad)
+    if any(o < 1 for o in out):
+        raise invalid(node, f"output spatial size {out} is empty")
+    return [((x[0], m, *out), _I32)]
+
+
+def conv_transpose_int(x: np.ndarray, w: np.ndarray, strides, pads, dilations, group: int,
+                       output_padding) -> np.ndarray:
+    """Exact integer transposed convolution of int arrays -> int64 (float64 inside: every
+    product and partial sum of int8 ranges is an integer far below 2**53)."""
+    from .nn import conv_transpose_nd
+
+    y = conv_transpose_nd(x.astype(np.float64), w.astype(np.float64), None, strides, pads,
+                          dilations, group, output_padding)
+    return np.rint(y).astype(np.int64)
+
+
+@register_op("ConvTranspose", infer=_infer_qconv_transpose, domain=Q)
+def q_conv_transpose(attrs, x, w, bias=None):
+    """int8 transposed conv, int32 result: conv_transpose(x - x_zero_point, w) + bias."""
+    _, strides, pads, dilations, opad = _qconvt_params(attrs, w.shape)
+    xz = x.astype(np.int64) - int(attrs.get("x_zero_point", 0))
+    y = conv_transpose_int(xz, w.astype(np.int64), strides, pads, dilations,
+                           int(attrs.get("group", 1)), opad)
     if bias is not None:
         y = y + bias.astype(np.int64).reshape(1, -1, 1, 1)
     return y.astype(np.int32)
@@ -491,6 +564,82 @@ def q_global_average_pool(attrs, x):
     n = int(np.prod(x.shape[2:]))
     total = np.sum(x.astype(np.int64) - zp, axis=axes, keepdims=True)
     return np.clip(round_div(total, np.int64(n)) + zp, -128, 127).astype(np.int8)
+
+
+# =====================================================================================
+# q.Resize
+# =====================================================================================
+
+RESIZE_FRAC_BITS = 8  # interpolation weights in units of 2**-8 (per axis)
+
+
+def _integer_rows(m: np.ndarray, frac_bits: int) -> np.ndarray:
+    """``round(m * 2**frac_bits)`` with every row corrected to sum to exactly
+    ``2**frac_bits`` (the correction goes to the row's largest weight)."""
+    one = 1 << frac_bits
+    q = np.rint(m * one).astype(np.int64)
+    for r in range(q.shape[0]):
+        q[r, int(np.argmax(np.abs(m[r])))] += one - int(q[r].sum())
+    return q
+
+
+def resize_matrices(attrs, in_shape, scales=None, sizes=None,
+                    frac_bits: int = RESIZE_FRAC_BITS) -> tuple[np.ndarray, np.ndarray]:
+    """Integer interpolation matrices ``(mh [Ho,H], mw [Wo,W])`` of a 4-D ONNX Resize that
+    scales only H and W: the float kernel's own per-axis weights (``nn._resize_axis`` on an
+    identity), rounded to ``frac_bits`` bits.  Raises ValueError for what it cannot
+    express (tf_crop_and_resize, resized N or C)."""
+    from .nn import _nonempty, _resize_axis, resize_output_shape
+
+    if attrs.get("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
+        raise ValueError("tf_crop_and_resize is not a fixed interpolation matrix")
+    scales, sizes = _nonempty(scales), _nonempty(sizes)
+    out_shape = resize_output_shape(tuple(in_shape), scales, sizes)
+    if len(in_shape) != 4 or tuple(out_shape[:2]) != tuple(in_shape[:2]):
+        raise ValueError(f"only H and W of a 4-D tensor may be resized ({in_shape} -> {out_shape})")
+    if scales is not None:
+        scale_list = [float(v) for v in np.asarray(scales, dtype=np.float32).reshape(-1)]
+    else:
+        scale_list = [o / i if i else 1.0 for o, i in zip(out_shape, in_shape)]
+    if scale_list[0] != 1.0 or scale_list[1] != 1.0:
+        raise ValueError(f"scales {scale_list} resize N or C")
+    mats = []
+    for axis in (2, 3):
+        n_in, n_out = int(in_shape[axis]), int(out_shape[axis])
+        eye = np.eye(n_in, dtype=np.float64)
+        if n_out == n_in and scale_list[axis] == 1.0 and \
+                attrs.get("coordinate_transformation_mode") != "tf_half_pixel_for_nn":
+            m = eye
+        else:
+            m = _resize_axis(eye, 0, n_out, scale_list[axis], attrs, 0.0, 1.0)[0]
+        mats.append(_integer_rows(m, frac_bits).astype(np.int32))
+    return mats[0], mats[1]
+
+
+def _infer_qresize(node: Node):
+    _expect(node, 0, [np.int8], "X")
+    _expect(node, 1, [np.int32], "mh")
+    _expect(node, 2, [np.int32], "mw")
+    x = input_shape(node, 0, "(X)")
+    mh, mw = input_shape(node, 1), input_shape(node, 2)
+    if len(x) != 4 or len(mh) != 2 or len(mw) != 2 or mh[1] != x[2] or mw[1] != x[3]:
+        raise invalid(node, f"X {x} needs mh [Ho, {x[2] if len(x) == 4 else 'H'}] and mw "
+                            f"[Wo, {x[3] if len(x) == 4 else 'W'}], got {mh} and {mw}")
+    shift = int(node.attrs.get("shift", 2 * RESIZE_FRAC_BITS))
+    if not 1 <= shift <= 40:
+        raise invalid(node, f"shift={shift} is outside 1..40")
+    return [((x[0], x[1], mh[0], mw[0]), _I8)]
+
+
+@register_op("Resize", infer=_infer_qresize, domain=Q)
+def q_resize(attrs, x, mh, mw):
+    """int8 resize: zp + round_half_up(mh @ (x - zp) @ mw.T / 2**shift), same scale."""
+    zp = int(attrs.get("zero_point", 0))
+    s = np.int64(int(attrs.get("shift", 2 * RESIZE_FRAC_BITS)))
+    xc = x.astype(np.int64) - zp
+    acc = np.matmul(np.matmul(mh.astype(np.int64), xc), mw.astype(np.int64).T)
+    y = ((acc + (np.int64(1) << (s - 1))) >> s) + zp
+    return np.clip(y, -128, 127).astype(np.int8)
 
 
 # =====================================================================================

@@ -19,8 +19,8 @@ __all__ = ["LayerCost", "layer_macs", "multiply_layers", "bit_ops", "theoretical
            "cost_table"]
 
 FLOAT_BITS = 32
-_MUL_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "q.Conv", "q.Gemm", "q.MatMul",
-            "ConvInteger", "MatMulInteger"}
+_MUL_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "q.Conv", "q.ConvTranspose", "q.Gemm",
+            "q.MatMul", "ConvInteger", "MatMulInteger"}
 
 
 @dataclass
@@ -47,7 +47,7 @@ def layer_macs(node: Node) -> int:
         out = node.outputs[0].shape
         w = node.inputs[1].shape
         return int(np.prod(out, dtype=np.int64) * int(np.prod(w[1:], dtype=np.int64)))
-    if op == "ConvTranspose":
+    if op in ("ConvTranspose", "q.ConvTranspose"):
         x = node.inputs[0].shape
         w = node.inputs[1].shape
         return int(np.prod(x, dtype=np.int64) * int(np.prod(w[1:], dtype=np.int64)))

@@ -17,7 +17,7 @@ from tvm import relax
 from tvm.relax import op as R
 
 from compiler.ops.conv_util import pool_output_shape, window_params
-from compiler.ops.quant import int_pool_sum
+from compiler.ops.quant import conv_transpose_int, int_pool_sum
 
 from .lowering import LowerContext, _shape, _unsupported, register_lowering
 
@@ -99,6 +99,50 @@ def _q_conv(ctx, node, args):
     if not bias.any() and len(node.inputs) <= 2:
         return y
     return R.add(y, ctx.weight(bias.astype(np.int32).reshape(1, -1, 1, 1), node.name + "_bias"))
+
+
+@register_lowering("q.ConvTranspose")
+def _q_conv_transpose(ctx, node, args):
+    """int8 x int8 -> int32 transposed conv; the zero point's contribution
+    ``conv_transpose(zp, w)`` (position-dependent at the borders) is a compile-time int32
+    constant subtracted with the bias, so the input stays int8."""
+    a = node.attrs
+    w_value = node.inputs[1]
+    if w_value.const is None:
+        raise _unsupported(node, "a run-time weight")
+    w = w_value.const
+    x_shape = _shape(node, node.inputs[0])
+    _, strides, pads, dilations = window_params(a, 2, w.shape[2:])
+    opad = [int(v) for v in (a.get("output_padding") or [0, 0])]
+    group = int(a.get("group", 1))
+    zp = int(a.get("x_zero_point", 0))
+    # as the float lowering: Relax gets only the crop; output rows past the natural size
+    # (output_padding beyond the end pad) are zeros appended here
+    end_pads = [max(0, pads[2 + i] - opad[i]) for i in range(2)]
+    extend = [max(0, opad[i] - pads[2 + i]) for i in range(2)]
+    y = ctx.emit(R.nn.conv2d_transpose(args[0], ctx.value_const(w_value), strides=strides,
+                                       padding=list(pads[:2]) + end_pads,
+                                       output_padding=[0, 0], dilation=dilations, groups=group,
+                                       data_layout="NCHW", kernel_layout="IOHW",
+                                       out_dtype="int32"))
+    if any(extend):
+        y = ctx.emit(R.nn.pad(y, [0, 0, 0, 0, 0, extend[0], 0, extend[1]], "constant", 0))
+    out_shape = _shape(node, node.output)
+    const = np.zeros((1, *out_shape[1:]), np.int64)
+    if zp:
+        ones = np.full((1, *x_shape[1:]), zp, np.int64)
+        const = const - conv_transpose_int(ones, w.astype(np.int64), strides, pads, dilations,
+                                           group, opad)
+    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+    if has_bias:
+        if node.inputs[2].const is None:
+            raise _unsupported(node, "a run-time bias")
+        const = const + node.inputs[2].const.astype(np.int64).reshape(1, -1, 1, 1)
+    if not const.any() and not has_bias:
+        return y
+    if zp:
+        return R.add(y, ctx.weight(const.astype(np.int32), node.name + "_bias"))
+    return R.add(y, ctx.weight(const[:, :, :1, :1].astype(np.int32), node.name + "_bias"))
 
 
 @register_lowering("q.Gemm")
@@ -260,6 +304,27 @@ def _q_gap(ctx, node, args):
     if zp:
         total = ctx.emit(R.subtract(total, ctx.scalar(zp * n, np.int64)))
     return _round_div_zp(ctx, total, np.int64(n), zp)
+
+
+# -- q.Resize -------------------------------------------------------------------------------
+
+@register_lowering("q.Resize")
+def _q_resize(ctx, node, args):
+    mh_value, mw_value = node.inputs[1], node.inputs[2]
+    if mh_value.const is None or mw_value.const is None:
+        raise _unsupported(node, "run-time interpolation matrices")
+    zp = int(node.attrs.get("zero_point", 0))
+    s = int(node.attrs.get("shift", 16))
+    x = _centered_i64(ctx, args[0], zp)
+    mh = _i64(ctx, mh_value.const, node.name + "_mh")
+    mwt = _i64(ctx, np.ascontiguousarray(mw_value.const.T), node.name + "_mwt")
+    y = ctx.emit(R.matmul(mh, x, out_dtype="int64"))  # (Ho,H) @ (N,C,H,W) -> (N,C,Ho,W)
+    y = ctx.emit(R.matmul(y, mwt, out_dtype="int64"))  # -> (N,C,Ho,Wo)
+    y = ctx.emit(R.add(y, ctx.scalar(1 << (s - 1), np.int64)))
+    y = ctx.emit(R.right_shift(y, ctx.scalar(s, np.int64)))
+    if zp:
+        y = ctx.emit(R.add(y, ctx.scalar(zp, np.int64)))
+    return _clip_cast(ctx, y, -128, 127)
 
 
 # -- ONNX integer ops -----------------------------------------------------------------------

@@ -8,7 +8,8 @@ from compiler.interpreter import Interpreter
 from compiler.ir import Graph
 
 # the ops this directory checks (for tests/ops_tests' "every op has a check" rule)
-QUANT_TESTED_OPS = {"q.Quantize", "q.Dequantize", "q.Clip", "q.Conv", "q.Gemm", "q.MatMul",
+QUANT_TESTED_OPS = {"q.Quantize", "q.Dequantize", "q.Clip", "q.Conv", "q.ConvTranspose", "q.Gemm",
+                    "q.MatMul", "q.Resize",
                     "q.Requantize", "q.Add", "q.Concat", "q.AveragePool", "q.GlobalAveragePool",
                     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
                     "MatMulInteger"}

@@ -57,6 +57,80 @@ def test_conv_requantize_pools_add_concat_bit_exact(x_zp, pads, group):
     assert out[1].min() >= -100 and out[1].max() <= 90 and len(np.unique(out[1])) > 20
 
 
+@pytest.mark.parametrize("x_zp,pads,opad,group,strides,dilations", [
+    (0, [0, 0, 0, 0], [0, 0], 1, [2, 2], [1, 1]),
+    (-5, [1, 0, 0, 1], [1, 0], 1, [2, 2], [1, 1]),
+    (7, [0, 1, 2, 0], [0, 1], 2, [3, 2], [1, 2]),
+])
+def test_conv_transpose_bit_exact_and_equal_to_onnxruntime(x_zp, pads, opad, group, strides,
+                                                           dilations):
+    """q.ConvTranspose = ONNX ConvTranspose of (x - zp) plus the bias, exactly (the float32
+    sums of these small integers are exact), in the interpreter and in TVM."""
+    from tests.conftest import ort_run
+
+    x = _i8(2, 4, 5, 6)
+    w = _i8(4, 6 // group, 3, 2, lo=-7, hi=8)
+    bias = rng.integers(-1000, 1000, (6,)).astype(np.int32)
+    attrs = dict(kernel_shape=[3, 2], strides=strides, pads=pads, dilations=dilations,
+                 group=group, output_padding=opad)
+    g = Graph()
+    xv = g.add_input("x", x.shape, np.int8)
+    acc = g.add_node("ConvTranspose", [xv, g.add_constant("w", w), g.add_constant("b", bias)],
+                     dict(attrs, x_zero_point=x_zp), domain="q").output
+    m = g.add_constant("m", rng.integers(2 ** 30, 2 ** 31 - 1, (6,)).astype(np.int32))
+    s = g.add_constant("s", rng.integers(36, 39, (6,)).astype(np.int32))
+    y = g.add_node("Requantize", [acc, m, s], dict(axis=1, zero_point=-3, qmin=-3, qmax=100),
+                   domain="q").output
+    g.outputs += [acc, y]
+    typed(g)
+    out = assert_bit_exact(g, {"x": x})
+    model, feeds = _onnx_single("ConvTranspose", [
+        ("x", (x.astype(np.float32) - x_zp)), ("w", w.astype(np.float32)),
+        ("b", bias.astype(np.float32))], {"w", "b"}, attrs)
+    expected = ort_run(model, feeds)[0]
+    assert np.abs(expected).max() < 2 ** 24  # float32 holds these sums exactly
+    np.testing.assert_array_equal(out[0], expected.astype(np.int32))
+    assert len(np.unique(out[1])) > 20
+
+
+@pytest.mark.parametrize("attrs,scales", [
+    (dict(mode="linear", coordinate_transformation_mode="half_pixel"), [1, 1, 2, 2]),
+    (dict(mode="linear", coordinate_transformation_mode="align_corners"), [1, 1, 1.5, 0.5]),
+    (dict(mode="cubic", coordinate_transformation_mode="pytorch_half_pixel",
+          cubic_coeff_a=-0.75), [1, 1, 2, 3]),
+    (dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+     [1, 1, 2, 2]),
+])
+def test_resize_bit_exact_and_close_to_onnxruntime(attrs, scales):
+    """q.Resize (integer interpolation matrices) vs TVM bit-exact, and vs onnxruntime's float
+    Resize of the same integers: within rounding (exact for nearest and for the dyadic
+    weights of a 2x linear half_pixel resize, up to the final rounding)."""
+    from compiler.ops.quant import resize_matrices
+    from tests.conftest import ort_run
+
+    zp = -7
+    x = _i8(2, 3, 6, 5)
+    mh, mw = resize_matrices(attrs, x.shape, np.array(scales, np.float32))
+    assert (mh.sum(axis=1) == 256).all() and (mw.sum(axis=1) == 256).all()
+    g = Graph()
+    xv = g.add_input("x", x.shape, np.int8)
+    y = g.add_node("Resize", [xv, g.add_constant("mh", mh), g.add_constant("mw", mw)],
+                   dict(shift=16, zero_point=zp), domain="q").output
+    g.outputs.append(y)
+    typed(g)
+    out = assert_bit_exact(g, {"x": x})[0].astype(np.float64)
+    model, feeds = _onnx_single("Resize", [("x", x.astype(np.float32) - zp),
+                                           ("roi", np.zeros(0, np.float32)),
+                                           ("scales", np.array(scales, np.float32))],
+                                {"roi", "scales"}, attrs)
+    ref = np.clip(ort_run(model, feeds)[0] + zp, -128, 127)
+    assert out.shape == ref.shape
+    tol = {"nearest": 0.0, "linear": 0.5 + 255 * 2 ** -9, "cubic": 1.5}[attrs["mode"]]
+    assert np.abs(out - ref).max() <= tol + 1e-6
+    if attrs["mode"] == "nearest":
+        assert set(np.unique(out)) <= set(np.unique(x))
+
+
 def test_gemm_matmul_dequantize_bit_exact():
     g = Graph()
     a = g.add_input("a", (3, 20), np.int8)

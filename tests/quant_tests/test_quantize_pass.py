@@ -47,17 +47,91 @@ def test_model_bit_exact_on_tvm_and_close_to_float_and_ort_qdq(name):
     out_scale = qg.outputs[0].producer.attrs["scale"]
     assert np.abs(ours - ref).max() < 0.05 * np.abs(ref).max() + 4 * out_scale
     assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] > 0.999
-    # QDQ export runs in onnxruntime and agrees within one output step
+    # QDQ export runs in onnxruntime and agrees within one output step (two at a few
+    # outputs: onnxruntime rounds half to even where we round half up, at every integer
+    # op of the chain)
     ort = ort_run(export_qdq(qg), x)[0]
-    assert np.abs(ort - ours).max() <= out_scale * 1.001
+    diff = np.abs(ort - ours)
+    assert diff.max() <= 2 * out_scale * 1.001
+    assert np.mean(diff > out_scale * 1.001) < 1e-3
 
 
 def test_unet_keeps_uncovered_ops_float_with_a_warning_and_stat():
     graph, calib, x = _setup("unet_tiny")
-    with pytest.warns(QuantizationWarning, match="Resize"):
+    with pytest.warns(QuantizationWarning, match="HardSigmoid"):
         result = parse_pass("quantize")(graph.clone(), PassContext(calibration_data=calib))
-    assert result.stats["float_ops"].get("Resize") == 1
+    assert result.stats["float_ops"] == {"LeakyRelu": 1, "HardSigmoid": 1, "Mul": 2,
+                                         "Sigmoid": 1}
     assert result.stats["dequantize_nodes"] >= 2 and result.stats["quantize_nodes"] >= 2
+    # the transposed convolution and the (linear) Resize are integer
+    ops = [f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in result.graph.topo_order()]
+    assert "q.ConvTranspose" in ops and "ConvTranspose" not in ops
+    assert "q.Resize" in ops and "Resize" not in ops
+    for node in result.graph.topo_order():  # every float op is fed by a q.Dequantize
+        if not node.domain and node.op_type in result.stats["float_ops"]:
+            assert all(v.dtype == np.float32 for v in node.inputs if v is not None)
+
+
+def _dw_model(small: float):
+    """Conv(1->4) -> ReLU6 -> depthwise 3x3 -> ReLU -> 1x1 Conv(4->3); channel 1 of the
+    first conv is ``small`` times the others and the depthwise filter makes up for it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    w1 = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    w1[1] *= small
+    w2 = rng.standard_normal((4, 1, 3, 3)).astype(np.float32) * 0.5
+    w2[1] /= small
+    w3 = rng.standard_normal((3, 4, 1, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in [
+        (w1, "w1"), (rng.standard_normal(4).astype(np.float32) * 0.1, "b1"), (w2, "w2"),
+        (w3, "w3"), (np.array(0, np.float32), "lo"), (np.array(6, np.float32), "hi")]]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=4),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["y"])]
+    g = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     [1, 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return import_model(model)
+
+
+def test_depthwise_channel_equalization_is_exact_and_recovers_small_channels():
+    graph = _dw_model(0.03)
+    rng = np.random.default_rng(5)
+    calib = [{"x": rng.standard_normal((16, 1, 8, 8)).astype(np.float32)}]
+    xs = rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
+    from compiler.batching import with_batch_size
+
+    ref = Interpreter(with_batch_size(graph, 32)).run({"x": xs})[0]
+    errors, results = {}, {}
+    for mode in ("off", "depthwise"):
+        result = _quantize(graph, calib, f"quantize{{bits=8,act_bits=5,equalize={mode}}}")
+        out = Interpreter(with_batch_size(result.graph, 32)).run({"x": xs})[0]
+        errors[mode] = float(np.sqrt(np.mean((out - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))
+        results[mode] = result
+    assert results["off"].stats["equalized_tensors"] == 0
+    assert results["depthwise"].stats["equalized_tensors"] == 1  # only the depthwise input
+    assert errors["depthwise"] < 0.5 * errors["off"], errors
+    # exact in real arithmetic: per-channel weights absorb the gains, so the integer weights
+    # and biases are the same; only weight scales and requantize multipliers moved
+    convs = {mode: [n for n in r.graph.topo_order() if n.domain == "q" and n.op_type == "Conv"]
+             for mode, r in results.items()}
+    wq = {mode: [n.inputs[1] for n in nodes] for mode, nodes in convs.items()}
+    for a, b in zip(convs["off"][:2], convs["depthwise"][:2]):
+        for va, vb in zip(a.inputs[1:], b.inputs[1:]):  # integer weights (and bias)
+            np.testing.assert_array_equal(va.const, vb.const)
+    gain = wq["depthwise"][0].quant.scale / wq["off"][0].quant.scale
+    assert gain[1] > 10 and np.all(gain >= 1 - 1e-9)
+    np.testing.assert_allclose(wq["depthwise"][1].quant.scale * gain, wq["off"][1].quant.scale,
+                               rtol=1e-9)
+    assert_bit_exact(results["depthwise"].graph, {"x": xs[:1]})
+    with pytest.raises(PassOptionError, match="equalize"):
+        parse_pass("quantize{equalize=sometimes}")
 
 
 @pytest.mark.parametrize("spec,on_tvm", [
@@ -121,7 +195,7 @@ def test_calibration_errors_are_clear():
 @pytest.mark.parametrize("spec", ["quantize{bits=0}", "quantize{bits=9}", "quantize{act_bits=16}",
                                   "quantize{first_layer_bits=12}",
                                   "quantize{bits_per_layer=[conv:9]}",
-                                  "quantize{calibration=mse}"])
+                                  "quantize{calibration=l2}"])
 def test_bad_bits_raise_pass_option_error(spec):
     with pytest.raises(PassOptionError):
         parse_pass(spec)
