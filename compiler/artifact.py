@@ -6,6 +6,12 @@ built for and the target's built code.  ``save`` writes a directory::
     meta.json    format version, target, inputs/outputs, pass pipeline and stats
     model.onnx   the optimized graph (opset 17)
     model.so     the target library (when the target can export one)
+    weights.bin  with ``save(path, compress=True)``: every constant of the graph in the
+                 checked container of `compiler.compression` (codebooks, Huffman-coded
+                 indices and sparse gaps); model.onnx then holds the structure only, its
+                 initializers marked external, and ``load`` restores them bit for bit
+
+Format version 2 added ``weights.bin``; version-1 directories still load.
 
 The directory appears whole or not at all (it is assembled beside the destination and
 renamed into place).
@@ -26,7 +32,8 @@ from .analysis import ModelStats, model_stats
 from .interpreter import check_inputs
 from .ir import Graph
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+WEIGHTS_FILE = "weights.bin"
 
 __all__ = ["CompiledModel", "Report", "ArtifactError"]
 
@@ -46,6 +53,7 @@ class CompiledModel:
         self.pass_stats = pass_stats or {}
         self.timing = None
         self.tuning: dict | None = None  # MetaSchedule stats when compiled with tune=...
+        self.compression: dict | None = None  # weights.bin stats of a compressed save/load
 
     # -- execution ------------------------------------------------------------
     @property
@@ -78,15 +86,23 @@ class CompiledModel:
         export_model(self.graph, path)
         return Path(path)
 
-    def save(self, path: "str | os.PathLike") -> Path:
-        """Write the model directory atomically; returns its path."""
+    def save(self, path: "str | os.PathLike", *, compress: bool = False) -> Path:
+        """Write the model directory atomically; returns its path.
+
+        ``compress=True`` stores the weights losslessly coded in ``weights.bin`` (see the
+        module docstring) and fills ``self.compression`` (bytes per tensor)."""
         from .onnx_io import export_model
 
         dest = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
-            export_model(self.graph, tmp / "model.onnx")
+            weights = None
+            if compress:
+                weights = _write_compressed(self.graph, tmp)
+                self.compression = weights
+            else:
+                export_model(self.graph, tmp / "model.onnx")
             library = None
             if self.built is not None:
                 library = "model" + self.target.library_suffix
@@ -104,6 +120,8 @@ class CompiledModel:
             }
             if self.tuning is not None:
                 meta["tuning"] = _jsonable(self.tuning)
+            if weights is not None:
+                meta["weights"] = _jsonable(weights)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             if dest.exists():
                 old = dest.with_name(dest.name + ".old")
@@ -136,7 +154,11 @@ class CompiledModel:
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ArtifactError(f"{meta_file}: format version {version!r} is not supported "
                                 f"(this compiler reads up to {FORMAT_VERSION})")
-        graph = import_model(path / "model.onnx", fold=False)
+        weights = meta.get("weights")
+        if weights:
+            graph = _read_compressed(path, weights)
+        else:
+            graph = import_model(path / "model.onnx", fold=False)
         target = get_target(meta["target"])
         built = None
         if meta.get("library"):
@@ -147,6 +169,7 @@ class CompiledModel:
         model = cls(graph, target, built, pipeline=meta.get("pipeline", ""),
                     pass_stats=meta.get("pass_stats") or {})
         model.tuning = meta.get("tuning")
+        model.compression = weights or None
         if meta.get("original_stats"):
             stats = dict(meta["original_stats"])
             stats.pop("layers", None)
@@ -158,6 +181,7 @@ class CompiledModel:
         report = Report(self.target.name, self.pipeline, model_stats(self.graph),
                         self.original_stats, self.pass_stats, self.timing)
         report.tuning = self.tuning
+        report.compression = self.compression
         return report
 
     def __repr__(self) -> str:
@@ -173,10 +197,12 @@ class Report:
     pass_stats: dict = field(default_factory=dict)
     timing: Any = None
     tuning: dict | None = None
+    compression: dict | None = None
 
     def to_dict(self) -> dict:
         return _jsonable({"target": self.target, "pipeline": self.pipeline,
                           "tuning": self.tuning,
+                          "compression": self.compression,
                           "stats": self.stats.to_dict(),
                           "original": self.original.to_dict() if self.original else None,
                           "pass_stats": self.pass_stats,
@@ -201,6 +227,11 @@ class Report:
                 ratio = f"{old / new:.2f}x" if new else "-"
                 line += f"{fmt(old):>16}{ratio:>9}"
             rows.append(line)
+        if self.compression:
+            c = self.compression
+            rows.append(f"{'weights.bin':<24}{_bytes(c['bytes']):>16}"
+                        + (f"{_bytes(o.param_bytes):>16}{o.param_bytes / c['bytes']:>8.1f}x"
+                           if o and c["bytes"] else ""))
         if self.tuning:
             t = self.tuning
             rows.append(f"{'tuning':<24}{t.get('trials', 0)} trials this build, "
@@ -246,3 +277,70 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return obj
+
+
+def _write_compressed(graph: Graph, directory: Path) -> dict:
+    """model.onnx without tensor data + weights.bin; returns the meta.json entry."""
+    import hashlib
+
+    import onnx
+
+    from .compression import compress_graph
+    from .onnx_io import export_model
+
+    per_tensor: dict = {}
+    blob = compress_graph(graph, per_tensor)
+    proto = export_model(graph, None)
+    for init in proto.graph.initializer:
+        if init.name not in per_tensor:
+            continue
+        stub = onnx.TensorProto(name=init.name, data_type=init.data_type, dims=init.dims)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        entry = stub.external_data.add()
+        entry.key, entry.value = "location", WEIGHTS_FILE
+        init.CopyFrom(stub)
+    (directory / "model.onnx").write_bytes(proto.SerializeToString())
+    (directory / WEIGHTS_FILE).write_bytes(blob)
+    return {"file": WEIGHTS_FILE, "bytes": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "tensors": {k: v for k, v in per_tensor.items()}}
+
+
+def _read_compressed(path: Path, weights: dict) -> Graph:
+    """The graph of a compressed directory, its constants decoded from weights.bin."""
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    from .compression import CompressionError, decode_container, load_weights_into
+    from .onnx_io import import_model
+
+    file = path / str(weights.get("file", WEIGHTS_FILE))
+    if not file.exists():
+        raise ArtifactError(f"{file}: compressed weights file is missing")
+    blob = file.read_bytes()
+    try:
+        tensors = decode_container(blob, str(file))
+    except CompressionError as exc:
+        raise ArtifactError(str(exc)) from None
+    if weights.get("sha256") and hashlib.sha256(blob).hexdigest() != weights["sha256"]:
+        raise ArtifactError(f"{file}: checksum does not match meta.json (the file was "
+                            "replaced or corrupted)")
+    model_file = path / "model.onnx"
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(model_file.read_bytes())
+    except Exception as exc:
+        raise ArtifactError(f"{model_file}: corrupt model structure ({exc})") from None
+    for init in proto.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            if init.name not in tensors:
+                raise ArtifactError(f"{file}: tensor '{init.name}' of model.onnx is missing")
+            init.CopyFrom(numpy_helper.from_array(tensors[init.name], init.name))
+    graph = import_model(proto, fold=False)
+    try:  # the constants are the decoded arrays themselves (no round trip through protobuf)
+        load_weights_into(graph, tensors, str(file))
+    except CompressionError as exc:
+        raise ArtifactError(str(exc)) from None
+    return graph

@@ -63,7 +63,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         tune = {"trials": args.tune, "database": args.tune_db}
     cm = compile(args.model, target=_target_arg(args), passes=_passes_arg(args.passes),
                  input_shapes=_parse_shapes(args.input_shape), tune=tune)
-    out = cm.save(args.output)
+    out = cm.save(args.output, compress=getattr(args, "compress", False))
     print(cm.report() if args.verbose else _summary(cm))
     print(f"saved {out}")
     return 0
@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-layer report")
+    p.add_argument("--compress", action="store_true",
+                   help="store the weights losslessly coded in weights.bin (Huffman, sparse)")
     p.add_argument("--tune", type=int, metavar="TRIALS",
                    help="auto-tune with MetaSchedule within TRIALS measured candidates")
     p.add_argument("--tune-db", metavar="FILE.json",

@@ -86,8 +86,8 @@ def to_torch(graph: Graph) -> Any:
 
         def apply_masks(self) -> None:
             with torch.no_grad():
-                for key, mask in self.masks.items():
-                    getattr(self, key).mul_(mask)
+                for key, mask in self.masks.items():  # +0.0, not -0.0 (coders see bits)
+                    getattr(self, key).masked_fill_(~mask, 0.0)
 
         def forward(self, *inputs: Any) -> Any:
             env: dict[int, Any] = {id(v): x for v, x in zip(self.graph.inputs, inputs)}
