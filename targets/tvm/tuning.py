@@ -12,10 +12,16 @@ a small budget a random search).
 The database is one JSON file written atomically (temp + rename) that holds
 MetaSchedule's JSON-database lines per target, plus the format and TVM versions.
 A corrupt or foreign-version file is set aside (``<file>.bad``) and tuning starts from
-scratch: it never crashes a compile.
+scratch: it never crashes a compile.  Every read-modify-write of the file holds an
+exclusive ``fcntl.flock`` on a sidecar ``<file>.lock``; the new records are merged into
+what is on disk *at write time* (workload indices remapped), so two compiles sharing a
+database keep each other's records.  A lock not obtained within ``lock_timeout``
+seconds raises `DatabaseLockTimeout` naming the file.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -29,7 +35,8 @@ from typing import Any, Callable
 import tvm
 from tvm import relax
 
-__all__ = ["TuneOptions", "tune_and_build", "load_database_file", "DB_FORMAT"]
+__all__ = ["TuneOptions", "tune_and_build", "load_database_file", "DB_FORMAT",
+           "DatabaseLockTimeout", "database_lock", "merge_into_database"]
 
 DB_FORMAT = "embedded-cnn-compiler/metaschedule-db"
 DB_VERSION = 1
@@ -49,6 +56,8 @@ class TuneOptions:
     run_timeout: float = 60.0
     progress: bool = True
     seed: int | None = 0
+    lock_timeout: float = 120.0            # seconds to wait for the database's lock
+    verbose: bool = False                  # MetaSchedule's INFO log on the console
 
     @classmethod
     def from_any(cls, value: Any) -> "TuneOptions":
@@ -122,6 +131,79 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+class DatabaseLockTimeout(TimeoutError):
+    """Another process held the tuning database's lock for longer than the timeout."""
+
+
+@contextlib.contextmanager
+def database_lock(path: Path, timeout: float = 120.0):
+    """Exclusive ``flock`` on ``<path>.lock`` for the body (polled, so it can time out)."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DatabaseLockTimeout(
+                        f"tuning database {path}: could not lock {lock_path} within "
+                        f"{timeout:g} s (another compile is writing it; raise tune option "
+                        f"'lock_timeout' or use another database file)") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _merge_section(old: dict, workloads: list[str], records: list[str]) -> dict:
+    """``old`` section plus ``workloads``/``records`` (MetaSchedule JSON-database lines;
+    a record is ``[workload_index, ...]``), indices remapped, duplicates dropped."""
+    out_w = list(old.get("workloads", []))
+    out_r = list(old.get("records", []))
+    index = {w: i for i, w in enumerate(out_w)}
+    seen = set()
+    for line in out_r:
+        try:
+            rec = json.loads(line)
+            seen.add((out_w[rec[0]], json.dumps(rec[1:], sort_keys=True)))
+        except (ValueError, IndexError, TypeError, KeyError):
+            continue
+    for line in records:
+        rec = json.loads(line)
+        wl = workloads[rec[0]]
+        key = (wl, json.dumps(rec[1:], sort_keys=True))
+        if key in seen:
+            continue
+        seen.add(key)
+        if wl not in index:
+            index[wl] = len(out_w)
+            out_w.append(wl)
+        out_r.append(json.dumps([index[wl], *rec[1:]]))
+    return {"workloads": out_w, "records": out_r}
+
+
+def merge_into_database(path: Path, target_key: str, workloads: list[str],
+                        records: list[str], *, lock_timeout: float = 120.0) -> dict:
+    """Under the lock: re-read ``path``, merge this target's new lines into it and write
+    it back atomically.  Returns the merged target section."""
+    with database_lock(path, lock_timeout):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a bad file was already reported at load
+            whole, section, _ = load_database_file(path, target_key)
+        merged = _merge_section(section, workloads, records)
+        whole.setdefault("targets", {})[target_key] = merged
+        whole.update(format=DB_FORMAT, version=DB_VERSION, tvm=tvm.__version__)
+        _write_atomic(path, json.dumps(whole))
+    return merged
+
+
 def _lines(path: str) -> list[str]:
     try:
         return [line for line in Path(path).read_text().splitlines() if line.strip()]
@@ -141,7 +223,10 @@ def _import_tensor_intrin() -> None:
     import inspect
     import sys
 
+    from .intrin import fix_x86_vnni
+
     if "tvm.s_tir.tensor_intrin" in sys.modules:
+        fix_x86_vnni()
         return
     original = inspect.stack
 
@@ -161,6 +246,8 @@ def _import_tensor_intrin() -> None:
     inspect.stack = stack
     try:
         import tvm.s_tir.tensor_intrin  # noqa: F401
+
+        fix_x86_vnni()  # (its own @T.prim_func parses under the same fast stack)
     finally:
         inspect.stack = original
 
@@ -250,7 +337,11 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
     t0 = time.monotonic()
     _import_tensor_intrin()
     db_path = Path(opts.database).expanduser() if opts.database else None
-    whole, section, db_status = load_database_file(db_path, _target_key(tgt))
+    if db_path is not None:
+        with database_lock(db_path, opts.lock_timeout):
+            _, section, db_status = load_database_file(db_path, _target_key(tgt))
+    else:
+        _, section, db_status = load_database_file(None, _target_key(tgt))
 
     fused = relax.get_pipeline("zero")(mod)
     tasks = ms.relax_integration.extract_tasks(fused, tgt)
@@ -277,9 +368,11 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         stats["tasks_tuned"] = 0
         counter = {"trials": 0, "measured": 0}
         if todo and opts.trials > 0:
-            ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-            if ms_logger.level == logging.NOTSET:  # keep the console quiet: tqdm shows progress
-                ms_logger.setLevel(logging.WARNING)
+            # Keep the console quiet (tqdm shows progress).  MetaSchedule's own logging
+            # config sets its logger to DEBUG on the first tuning of a process, so this
+            # is set every time, unless ``verbose``.
+            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(
+                logging.INFO if opts.verbose else logging.WARNING)
             # MetaSchedule's default search (population 512, 4 genetic rounds per
             # iteration) costs seconds per task and round on 2 cores; a small budget
             # gains nothing from it, so the population is sized to the budget.
@@ -314,10 +407,8 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         stats["tune_seconds"] = round(time.monotonic() - t0, 2)
         executable = ms.relax_integration.compile_relax(db, mod, tgt, params=None)
         if db_path is not None and (counter["trials"] or db_status != "ok"):
-            whole.setdefault("targets", {})[_target_key(tgt)] = {
-                "workloads": _lines(wl_file), "records": _lines(rec_file)}
-            whole.update(format=DB_FORMAT, version=DB_VERSION, tvm=tvm.__version__)
-            _write_atomic(db_path, json.dumps(whole))
+            merge_into_database(db_path, _target_key(tgt), _lines(wl_file), _lines(rec_file),
+                                lock_timeout=opts.lock_timeout)
     stats["seconds"] = round(time.monotonic() - t0, 2)
     return executable, stats
 

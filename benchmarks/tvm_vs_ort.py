@@ -1,0 +1,272 @@
+"""Our TVM builds (fp32 and int8, untuned and MetaSchedule-tuned) against onnxruntime
+(fp32 and int8), same inputs, same threads, one process.
+
+For every model: compile fp32 (passes ``fold-bn,cleanup``) and int8 (``+ quantize{bits=8,
+act_bits=8}`` calibrated on the calibration batch), untuned (NCHW kernels) and tuned
+(``--trials`` per build, packed ``nchwc`` layout unless ``--tuned-layout nchw``); build
+onnxruntime sessions for the fp32 model and for an int8 QDQ model made by
+``onnxruntime.quantization.quantize_static`` (u8 activations, s8 weights, the same
+calibration batch).  Outputs are checked (fp32 vs onnxruntime: max error relative to
+max|ref|; int8 tuned vs int8 untuned: must be bit-exact... up to the float dequantize).
+Timing is interleaved: each round times every variant once (TVM ``time_evaluator`` with
+``--number`` calls, onnxruntime the same number of calls), medians over ``--repeat``
+rounds, so machine load hits all variants alike.  Neither runtime busy-waits between
+calls (onnxruntime ``allow_spinning=0``, ``TVM_THREAD_POOL_SPIN_COUNT=0``): spinning
+threads of one would steal the cores from the variant timed next.
+
+    python benchmarks/tvm_vs_ort.py --models resnet_fmnist,mobilenet_v2 --trials 200 \
+        [--repeat 15] [--threads 2] [--db-dir out/tune-db] [--json out.json]
+
+Models: the shipped baselines (``baselines/*.onnx``), ``mobilenet_v2``, ``tinynet``, and
+``conv64`` (one 3x3 conv 64->64 at 56x56 + ReLU, the notes' reference layer).  Tuning
+records go to ``--db-dir/<model>-<variant>.json`` (reused on a second run: the tuning
+time then says so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+MODELS = {
+    "conv64": None,  # synthetic, made below
+    "tinynet": ROOT / "examples" / "tinynet.onnx",
+    "lenet5_mnist": ROOT / "baselines" / "lenet5_mnist.onnx",
+    "plaincnn_fmnist": ROOT / "baselines" / "plaincnn_fmnist.onnx",
+    "vgg_fmnist": ROOT / "baselines" / "vgg_fmnist.onnx",
+    "resnet_fmnist": ROOT / "baselines" / "resnet_fmnist.onnx",
+    "mobilenet_fmnist": ROOT / "baselines" / "mobilenet_fmnist.onnx",
+    "unet_seg": ROOT / "baselines" / "unet_seg.onnx",
+    "mobilenet_v2": ROOT / "models" / "mobilenet_v2.onnx",
+}
+
+
+def conv64_model(path: Path, c: int = 64, size: int = 56) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32)
+    b = (rng.standard_normal(c) * 0.1).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["output"])], "conv64",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, c, size, size])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def input_spec(path: Path) -> tuple[str, tuple[int, ...]]:
+    import onnx
+
+    inp = onnx.load(str(path), load_external_data=False).graph.input[0]
+    dims = tuple(d.dim_value if d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim)
+    return inp.name, dims
+
+
+def ort_session(model, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # no busy-waiting between runs: spinning pool threads would steal the cores from
+    # the variant timed next (TVM's pool is set alike, TVM_THREAD_POOL_SPIN_COUNT=0)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def ort_int8(path: Path, name: str, calib: np.ndarray, out: Path) -> Path:
+    """onnxruntime's own static quantization (QDQ, u8 activations, s8 weights)."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{name: calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    pre = out.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
+        src = pre
+    except Exception:  # noqa: BLE001  (pre-processing is an optimization only)
+        src = path
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet_fmnist,mobilenet_v2")
+    ap.add_argument("--trials", type=int, default=200, help="MetaSchedule trials per tuned build")
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--number", type=int, default=0, help="calls per sample (0: auto)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--calib", type=int, default=8, help="calibration inputs (seeded normal)")
+    ap.add_argument("--variants", default="fp32,int8",
+                    help="comma list of fp32,int8 (tuned and untuned of each)")
+    ap.add_argument("--tune-variants", default=None,
+                    help="variants that get tuned rows (default: all of --variants)")
+    ap.add_argument("--tuned-layout", default="nchwc", choices=["nchw", "nchwc"])
+    ap.add_argument("--also-nchw-tuned", default="", metavar="VARIANTS",
+                    help="also tune these variants (e.g. fp32,int8) with the plain NCHW "
+                         "layout, for the layout comparison")
+    ap.add_argument("--no-tune", action="store_true")
+    ap.add_argument("--db-dir", default=None, help="tuning databases (default: a temp dir)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+
+    import compiler
+    from targets import get_target
+    from targets.tvm.build import time_local
+
+    host = get_target("host")
+    work = Path(tempfile.mkdtemp(prefix="tvm-vs-ort-"))
+    db_dir = Path(args.db_dir) if args.db_dir else work
+    db_dir.mkdir(parents=True, exist_ok=True)
+    all_rows = []
+    for model_name in args.models.split(","):
+        path = MODELS[model_name]
+        if path is None:
+            path = conv64_model(work / "conv64.onnx")
+        if not path.exists():
+            print(f"skip {model_name}: {path} missing")
+            continue
+        name, shape = input_spec(path)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape).astype(np.float32)
+        calib = rng.standard_normal((args.calib,) + shape[1:]).astype(np.float32)
+        feed = {name: x}
+        calib_data = [{name: calib}]
+        variants = []   # (label, kind, callable timing one sample of `number` calls, info)
+
+        ref = ort_session(path, args.threads).run(None, feed)[0]
+        scale = max(float(np.max(np.abs(ref))), 1e-6)
+        builds = []
+        for v in args.variants.split(","):
+            passes = "fold-bn,cleanup" + (",quantize{bits=8,act_bits=8}" if v == "int8" else "")
+            plans = [("untuned", "nchw", None)]
+            tuned_variants = (args.tune_variants or args.variants).split(",")
+            if not args.no_tune and v in tuned_variants:
+                plans.append(("tuned", args.tuned_layout, args.trials))
+                if v in args.also_nchw_tuned.split(",") and args.tuned_layout != "nchw":
+                    plans.append(("tuned", "nchw", args.trials))
+            for tag, layout, trials in plans:
+                tgt = host.with_layout(layout)
+                tune = None
+                if trials is not None:
+                    tune = {"trials": trials, "progress": False,
+                            "database": str(db_dir / f"{model_name}-{v}-{layout}.json")}
+                t0 = time.monotonic()
+                cm = compiler.compile(path, target=tgt, passes=passes, tune=tune,
+                                      calibration_data=calib_data if v == "int8" else None)
+                secs = time.monotonic() - t0
+                out = cm.run(feed)[0]
+                err = float(np.max(np.abs(out.astype(np.float64) - ref)) / scale)
+                st = dict(cm.tuning or {})
+                if tune is not None:
+                    # a rerun reuses the database: report the run that did the tuning
+                    side = Path(tune["database"] + ".bench.json")
+                    if st.get("trials"):
+                        side.write_text(json.dumps({k: st.get(k) for k in (
+                            "trials", "tune_seconds", "tasks", "trials_measured_ok")}))
+                    elif side.exists():
+                        st.update(json.loads(side.read_text()), reused_database=True)
+                label = f"TVM {v} {tag} {layout}"
+                info = {"build_s": round(secs, 1), "err_vs_ort_fp32": err,
+                        "trials": st.get("trials"), "tasks": st.get("tasks"),
+                        "tune_s": st.get("tune_seconds"),
+                        "reused_db": bool(st.get("reused_database"))}
+                builds.append((label, cm, out))
+                print(f"{model_name}: {label}: built in {secs:.1f}s, err {err:.2e} "
+                      f"{'' if not st else st}", flush=True)
+                arrays = [feed[name]]
+                built = cm.built
+                variants.append((label, "tvm", (built, arrays), info))
+        # onnxruntime fp32 and int8 (QDQ u8s8, same calibration batch)
+        sess32 = ort_session(path, args.threads)
+        variants.append(("ORT fp32", "ort", sess32, {}))
+        if "int8" in args.variants:
+            try:
+                q = ort_int8(path, name, calib, work / f"{model_name}.int8.onnx")
+                sess8 = ort_session(q, args.threads)
+                q_out = sess8.run(None, feed)[0]
+                variants.append(("ORT int8", "ort", sess8, {
+                    "err_vs_ort_fp32": float(np.max(np.abs(q_out - ref)) / scale)}))
+            except Exception as exc:  # noqa: BLE001
+                print(f"{model_name}: onnxruntime int8 quantization failed: {exc}")
+
+        for _, kind, obj, _ in variants:  # warm up (onnxruntime initializes lazily)
+            if kind == "ort":
+                for _ in range(5):
+                    obj.run(None, feed)
+        # calls per sample: ~30 ms of onnxruntime fp32 work, at least 1
+        number = args.number
+        if number <= 0:
+            t0 = time.perf_counter()
+            for _ in range(5):
+                sess32.run(None, feed)
+            number = max(1, min(200, int(0.03 / max((time.perf_counter() - t0) / 5, 1e-6))))
+        samples = {label: [] for label, *_ in variants}
+        for _ in range(args.repeat):
+            for label, kind, obj, _ in variants:
+                if kind == "tvm":
+                    built, arrays = obj
+                    samples[label].append(time_local(built, arrays, repeat=1, number=number)[0])
+                else:
+                    t0 = time.perf_counter()
+                    for _ in range(number):
+                        obj.run(None, feed)
+                    samples[label].append((time.perf_counter() - t0) / number)
+        med = {label: float(np.median(s)) for label, s in samples.items()}
+        ort32 = med["ORT fp32"]
+        ort8 = med.get("ORT int8")
+        print(f"\n{model_name} {shape}: {args.threads} threads, medians over {args.repeat} "
+              f"rounds of {number} calls, interleaved")
+        print(f"| variant | ms | /ORT fp32 | /ORT int8 | trials | tasks | tune s | err vs ORT fp32 |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for label, kind, obj, info in variants:
+            ms = med[label] * 1e3
+            r8 = f"{med[label] / ort8:.2f}x" if ort8 else "-"
+            tr = info.get("trials")
+            tune_s = info.get("tune_s")
+            print(f"| {label} | {ms:.3f} | {med[label] / ort32:.2f}x | {r8} | "
+                  f"{'-' if tr is None else tr} | {info.get('tasks') or '-'} | "
+                  f"{'-' if tune_s is None else tune_s} | "
+                  f"{info.get('err_vs_ort_fp32', 0.0):.1e} |", flush=True)
+            all_rows.append({"model": model_name, "variant": label, "ms": ms,
+                             "vs_ort_fp32": med[label] / ort32,
+                             "vs_ort_int8": (med[label] / ort8) if ort8 else None,
+                             "number": number, "repeat": args.repeat, **info})
+        print()
+    if args.json:
+        Path(args.json).write_text(json.dumps(all_rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

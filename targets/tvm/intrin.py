@@ -1,0 +1,51 @@
+"""Fixes to TVM 0.27's registered tensor intrinsics for the LLVM it ships with.
+
+``dot_16x4_vnni`` (x86 ``vpdpbusd``, u8 x s8 -> s32; what MetaSchedule's x86 rules use
+to tensorize int8 convs) is written for LLVM < 20, where the intrinsic took its byte
+operands as ``<16 x i32>``.  From LLVM 20 on (this wheel links LLVM 22) they are
+``<64 x i8>``, so every tensorized candidate failed LLVM's module verification ("Call
+parameter type does not match function signature").  `fix_x86_vnni` re-registers the
+intrinsic under the same name with the byte operands as ``int8x64``; same semantics.
+"""
+from __future__ import annotations
+
+import tvm
+
+__all__ = ["fix_x86_vnni"]
+
+_DONE = False
+
+
+def fix_x86_vnni() -> bool:
+    """Re-register ``dot_16x4_vnni`` for LLVM >= 20 (idempotent); True if replaced."""
+    global _DONE
+    if _DONE:
+        return True
+    if tvm.target.codegen.llvm_version_major() < 20:
+        return False
+    from tvm.s_tir import TensorIntrin
+    from tvm.s_tir.tensor_intrin.x86 import VNNI_DOT_16x4_INTRIN, dot_product_16x4_u8i8i32_desc
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def vnni_impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            A_u8x4 = A.vload([0], "uint8x4")
+            A_i32 = T.reinterpret(A_u8x4, dtype="int32")
+            A_i8x64 = T.reinterpret(T.broadcast(A_i32, 16), dtype="int8x64")
+            B_i8x64 = B.vload([0, 0], dtype="int8x64")
+            C_i32x16 = C.vload([0], dtype="int32x16")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C_i32x16, A_i8x64, B_i8x64, dtype="int32x16")
+
+    TensorIntrin.register(VNNI_DOT_16x4_INTRIN, dot_product_16x4_u8i8i32_desc, vnni_impl,
+                          override=True)
+    _DONE = True
+    return True

@@ -1,0 +1,292 @@
+"""Packed (NCHWc) convolutions for CPU targets.
+
+``pack_convolutions(mod, "nchwc")`` rewrites our lowered NCHW Relax module before it is
+built or tuned:
+
+1. ``relax.transform.ConvertLayout`` with a per-conv choice (`_choose_layouts`): dense
+   convs get ``NCHW{ib}c`` data, ``OIHW{ib}i{ob}o`` weights and ``NCHW{ob}c`` output
+   (blocks of up to 16 channels: one AVX-512 register of fp32), depthwise convs
+   ``NCHW{b}c`` / ``OIHW1i{b}o``.  Relax propagates the packed layout through the
+   elementwise ops, adds, pools and reductions in between, so activations stay packed from
+   conv to conv and layout transforms are only left at the edges (and where a block size
+   changes).  Other grouped convs keep NCHW.
+2. ``FoldConstant``: the weights' layout transforms run once, at build time (weights are
+   stored pre-packed; nothing is transformed at run time).
+3. ``LegalizeOps`` with our own TE kernels for the packed layouts (TVM's legalization has
+   none).  The bias / activation / requantize ops that follow a conv are elementwise in
+   the packed layout, so the fusion pipeline puts them into the conv's kernel.
+
+int8 x int8 -> int32 convs (from ``q.Conv``) whose channels allow it (inputs a multiple
+of 4, outputs of 16) are laid out for dot-product instructions: the data is shifted to
+uint8 (``x + 128``, padded with 128 -- a real zero) in a small pack kernel, weights are
+``O/16, I/ib, KH, KW, ib/4, 16o, 4i``, and the conv's innermost ``16 x 4`` reduction
+block is exactly x86 VNNI's ``vpdpbusd`` (TVM's ``dot_16x4_vnni`` tensor intrinsic,
+u8 x s8 -> s32), which MetaSchedule's x86 rules tensorize.  ``128 * sum(w)`` per output
+channel is subtracted in a fused epilogue, so results stay bit-exact.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx
+
+__all__ = ["pack_convolutions", "LAYOUTS", "packed_conv_count", "check_layout",
+           "apply_layout"]
+
+LAYOUTS = ("nchw", "nchwc")
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS + ("auto",):
+        raise ValueError(f"unknown conv layout {layout!r}; known: {list(LAYOUTS) + ['auto']}")
+    return layout
+
+
+def _block(c: int, choices=(16, 8, 4, 2, 1)) -> int:
+    for b in choices:
+        if c % b == 0:
+            return b
+    return 1
+
+
+def _ints(arr) -> list[int]:
+    return [int(v) for v in arr]
+
+
+def _default_conv2d_legalize():
+    return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")
+
+
+# -- TE stages ----------------------------------------------------------------------------
+
+def _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype):
+    n, icc, _, _, ib = _ints(xp.shape)
+    occ, _, kh, kw, _, ob = _ints(wp.shape)
+    oh, ow = out_hw
+    sh, sw = strides
+    dh, dw = dilation
+    rc = te.reduce_axis((0, icc), "rc")
+    ri = te.reduce_axis((0, ib), "ri")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, occ, oh, ow, ob),
+        lambda b, oc, y, x, o: te.sum(
+            xp[b, rc, y * sh + ry * dh, x * sw + rx * dw, ri].astype(out_dtype)
+            * wp[oc, rc, ry, rx, ri, o].astype(out_dtype), axis=[rc, ry, rx, ri]),
+        name="conv2d_nchwc")
+
+
+def _conv_u8s8_te(xp, wp, out_hw, strides, dilation):
+    n, icc, _, _, ib = _ints(xp.shape)
+    occ, _, kh, kw, i4, ob, four = _ints(wp.shape)
+    oh, ow = out_hw
+    sh, sw = strides
+    dh, dw = dilation
+    rc = te.reduce_axis((0, icc), "rc")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    rm = te.reduce_axis((0, i4), "rm")
+    ri = te.reduce_axis((0, four), "ri")
+    return te.compute(
+        (n, occ, oh, ow, ob),
+        lambda b, oc, y, x, o: te.sum(
+            xp[b, rc, y * sh + ry * dh, x * sw + rx * dw, rm * 4 + ri].astype("int32")
+            * wp[oc, rc, ry, rx, rm, o, ri].astype("int32"), axis=[rc, ry, rx, rm, ri]),
+        name="conv2d_nchwc_u8s8")
+
+
+# -- layout choice (ConvertLayout callback) ----------------------------------------------
+
+def _static_shape(expr) -> list[int] | None:
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or any(not isinstance(d, tirx.IntImm) for d in shape):
+        return None
+    return [int(d) for d in shape]
+
+
+def _vnni_shape(c: int, o: int) -> bool:
+    return c % 4 == 0 and o % 16 == 0
+
+
+def _choose_layouts(call: relax.Call) -> dict:
+    """Per-conv layouts for ``ConvertLayout``: ``[data, kernel, out]``; ``{}`` keeps NCHW."""
+    if not isinstance(call.op, tvm.ir.Op):
+        return {}
+    if call.op.name == "relax.nn.conv2d_transpose":
+        # Relax's layout inference for it fails on packed inputs ("Layouts must have the
+        # same size"): asking for NCHW explicitly makes it unpack the input instead.
+        return {"relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
+    if call.op.name != "relax.nn.conv2d":
+        return {}
+    a = call.attrs
+    if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or a.out_layout not in ("", "NCHW"):
+        return {}
+    if not isinstance(call.args[1], tvm.ir.expr.Constant):
+        return {}  # weights as run-time parameters: nothing to pre-pack, keep NCHW
+    xs, ws = _static_shape(call.args[0]), _static_shape(call.args[1])
+    if xs is None or ws is None or len(xs) != 4:
+        return {}
+    c, o, g = xs[1], ws[0], int(a.groups)
+    dtype = call.args[0].ty.dtype
+    if g == 1:
+        if dtype == "int8" and _vnni_shape(c, o):
+            ib = _block(c, (16, 8, 4))
+            return {"relax.nn.conv2d": [f"NCHW{ib}c", f"OIHW{ib}i16o", "NCHW16c"]}
+        ib, ob = _block(c), _block(o)
+        return {"relax.nn.conv2d": [f"NCHW{ib}c", f"OIHW{ib}i{ob}o", f"NCHW{ob}c"]}
+    if g == c == o and ws[1] == 1:  # depthwise
+        b = _block(c)
+        return {"relax.nn.conv2d": [f"NCHW{b}c", f"OIHW1i{b}o", f"NCHW{b}c"]}
+    return {}
+
+
+# -- TE kernels for the packed layouts ----------------------------------------------------
+
+def _pad5(x, pads, fill):
+    """Spatial padding (t, l, b, r) of packed NCHWc data, inside the conv's PrimFunc."""
+    n, cc, h, w, cb = _ints(x.shape)
+    pt, pl, pb, pr = pads
+    if not any(pads):
+        return x
+
+    def f(b, c, y, xx, i):
+        iy, ix = y - pt, xx - pl
+        inside = tvm.tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
+        return tvm.tirx.if_then_else(inside, x[b, c, iy, ix, i], tvm.tirx.const(fill, x.dtype))
+
+    return te.compute((n, cc, h + pt + pb, w + pl + pr, cb), f, name="pad")
+
+
+def _conv_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype):
+    xp = _pad5(x, pads, 0)
+    return _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype)
+
+
+def _depthwise_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype):
+    xp = _pad5(x, pads, 0)
+    n, cc, _, _, cb = _ints(xp.shape)
+    _, _, kh, kw, _, _ = _ints(wp.shape)
+    oh, ow = out_hw
+    sh, sw = strides
+    dh, dw = dilation
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, cc, oh, ow, cb),
+        lambda b, c, y, xx, i: te.sum(
+            xp[b, c, y * sh + ry * dh, xx * sw + rx * dw, i].astype(out_dtype)
+            * wp[c, 0, ry, rx, 0, i].astype(out_dtype), axis=[ry, rx]),
+        name="depthwise_conv2d_nchwc")
+
+
+def _pack_u8_te(x, pads):
+    """int8 NCHW{ib}c -> uint8 (``x + 128``), spatially padded with 128 (a real zero)."""
+    n, cc, h, w, cb = _ints(x.shape)
+    pt, pl, pb, pr = pads
+
+    def f(b, c, y, xx, i):
+        iy, ix = y - pt, xx - pl
+        inside = tvm.tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
+        v = x[b, c, tvm.tirx.max(tvm.tirx.min(iy, h - 1), 0),
+              tvm.tirx.max(tvm.tirx.min(ix, w - 1), 0), i]
+        v = (v.astype("int32") + 128).astype("uint8")
+        return tvm.tirx.if_then_else(inside, v, tvm.tirx.const(128, "uint8"))
+
+    return te.compute((n, cc, h + pt + pb, w + pl + pr, cb), f, name="pack_u8")
+
+
+def _subtract_te(y, corr):
+    return te.compute(y.shape, lambda *i: y(*i) - corr[0, i[1], 0, 0, i[4]], name="zp_correct")
+
+
+def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    a = call.attrs
+    dl, kl, ol = str(a.data_layout), str(a.kernel_layout), str(a.out_layout or a.data_layout)
+    if dl == "NCHW" and kl == "OIHW" and ol == "NCHW":
+        return _default_conv2d_legalize()(bb, call)
+    x, w = call.args
+    ok = (dl.startswith("NCHW") and ol.startswith("NCHW") and kl.startswith("OIHW")
+          and isinstance(w, tvm.ir.expr.Constant) and _static_shape(x) is not None)
+    if not ok:
+        raise ValueError(f"packed conv2d {dl}/{kl}/{ol} with a non-constant weight or "
+                         "dynamic shape is not supported")
+    wv = w.value.numpy()
+    strides, dilation = _ints(a.strides), _ints(a.dilation)
+    pads = _ints(a.padding)
+    pads = {1: pads * 4, 2: [pads[0], pads[1]] * 2, 4: pads}[len(pads)]
+    n, cc, h, wd, ib = _static_shape(x)
+    kh, kw = wv.shape[2], wv.shape[3]
+    oh = (h + pads[0] + pads[2] - (kh - 1) * dilation[0] - 1) // strides[0] + 1
+    ow = (wd + pads[1] + pads[3] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+    out_dtype = call.ty.dtype
+    groups = int(a.groups)
+    if groups > 1:
+        return bb.call_te(_depthwise_nchwc_te, x, w, pads, (oh, ow), strides, dilation,
+                          out_dtype, primfunc_name_hint="depthwise_conv2d_nchwc")
+    ob = wv.shape[5]
+    if x.ty.dtype == "int8" and w.ty.dtype == "int8" and ob == 16 and ib % 4 == 0:
+        # O/16, I/ib, KH, KW, ib, 16 -> O/16, I/ib, KH, KW, ib/4, 16, 4 (u8 x s8 dot products)
+        occ, icc = wv.shape[0], wv.shape[1]
+        wq = wv.reshape(occ, icc, kh, kw, ib // 4, 4, 16).transpose(0, 1, 2, 3, 4, 6, 5)
+        wq = relax.const(np.ascontiguousarray(wq), "int8")
+        # sum over the input channels of each output channel, in the packed output layout
+        wsum = wv.astype(np.int64).sum(axis=(1, 2, 3, 4))          # (O/16, 16)
+        corr = relax.const((128 * wsum).astype(np.int32).reshape(1, occ, 1, 1, 16), "int32")
+        xp = bb.emit_te(_pack_u8_te, x, pads, primfunc_name_hint="pack_u8")
+        y = bb.emit_te(_conv_u8s8_te, xp, wq, (oh, ow), strides, dilation,
+                       primfunc_name_hint="conv2d_nchwc_u8s8")
+        return bb.call_te(_subtract_te, y, corr, primfunc_name_hint="zp_correct")
+    return bb.call_te(_conv_nchwc_te, x, w, pads, (oh, ow), strides, dilation, out_dtype,
+                      primfunc_name_hint="conv2d_nchwc")
+
+
+def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc") -> tvm.IRModule:
+    """Convert ``mod``'s convolutions to packed layouts (``layout="nchwc"``: activations
+    stay packed between convs and elementwise ops, weights are packed at build time) and
+    legalize them; ``"nchw"`` returns ``mod`` unchanged.  The result goes through the
+    normal build / tuning pipeline."""
+    if check_layout(layout) == "auto":
+        raise ValueError("layout 'auto' is resolved by the target (nchwc when tuning)")
+    if layout == "nchw":
+        return mod
+    seq = tvm.transform.Sequential([
+        relax.transform.ConvertLayout({}, layout_cb=_choose_layouts),
+        relax.transform.Normalize(),
+        relax.transform.FoldConstant(),   # packs the constant weights, once, here
+        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": _legalize_conv2d}),
+    ])
+    return seq(mod)
+
+
+def apply_layout(mod: tvm.IRModule, layout: str) -> tuple[tvm.IRModule, str]:
+    """`pack_convolutions`, falling back to NCHW (with a warning) when TVM's layout
+    conversion fails on some op of the model (seen: ``relax.image.resize2d`` /
+    ``conv2d_transpose`` in a U-Net: "Layouts must have the same size").  Returns
+    ``(module, layout used)``."""
+    try:
+        return pack_convolutions(mod, layout), layout
+    except Exception as exc:  # noqa: BLE001  (TVM raises its own error types)
+        if layout == "nchw":
+            raise
+        import warnings
+
+        msg = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"packed conv layout '{layout}' failed ({msg}); using nchw")
+        return mod, "nchw"
+
+
+def packed_conv_count(mod: tvm.IRModule) -> dict[str, int]:
+    """How many packed conv kernels ``mod`` holds (by kind): for tests and reports."""
+    out = {"conv": 0, "u8s8": 0, "depthwise": 0}
+    for gv, _ in mod.functions_items():
+        name = gv.name_hint
+        if name.startswith("conv2d_nchwc_u8s8"):
+            out["u8s8"] += 1
+        elif name.startswith("conv2d_nchwc"):
+            out["conv"] += 1
+        elif name.startswith("depthwise_conv2d_nchwc"):
+            out["depthwise"] += 1
+    return out
