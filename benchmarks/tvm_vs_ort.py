@@ -3,7 +3,8 @@
 
 For every model: compile fp32 (passes ``fold-bn,cleanup``) and int8 (``+ quantize{bits=8,
 act_bits=8}`` calibrated on the calibration batch), untuned (NCHW kernels) and tuned
-(``--trials`` per build, packed ``nchwc`` layout unless ``--tuned-layout nchw``); build
+(``--trials`` per build, in the target's ``auto`` layout unless ``--tuned-layout``
+says otherwise: NCHW for fp32, packed ``nchwc`` with VNNI for int8); build
 onnxruntime sessions for the fp32 model and for an int8 QDQ model made by
 ``onnxruntime.quantization.quantize_static`` (u8 activations, s8 weights, the same
 calibration batch).  Outputs are checked (fp32 vs onnxruntime: max error relative to
@@ -129,7 +130,9 @@ def main(argv=None) -> int:
                     help="comma list of fp32,int8 (tuned and untuned of each)")
     ap.add_argument("--tune-variants", default=None,
                     help="variants that get tuned rows (default: all of --variants)")
-    ap.add_argument("--tuned-layout", default="nchwc", choices=["nchw", "nchwc"])
+    ap.add_argument("--tuned-layout", default="auto", choices=["auto", "nchw", "nchwc"],
+                    help="conv layout of tuned builds (auto: the target's rule, nchw for "
+                         "float graphs, packed nchwc for integer graphs)")
     ap.add_argument("--also-nchw-tuned", default="", metavar="VARIANTS",
                     help="also tune these variants (e.g. fp32,int8) with the plain NCHW "
                          "layout, for the layout comparison")
@@ -196,6 +199,8 @@ def main(argv=None) -> int:
                             "trials", "tune_seconds", "tasks", "trials_measured_ok")}))
                     elif side.exists():
                         st.update(json.loads(side.read_text()), reused_database=True)
+                if tune is not None:
+                    layout = st.get("layout", layout)  # "auto" resolved by the target
                 label = f"TVM {v} {tag} {layout}"
                 info = {"build_s": round(secs, 1), "err_vs_ort_fp32": err,
                         "trials": st.get("trials"), "tasks": st.get("tasks"),

@@ -60,7 +60,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     tune = None
     if args.tune is not None:
-        tune = {"trials": args.tune, "database": args.tune_db}
+        tune = {"trials": args.tune, "database": args.tune_db,
+                "max_seconds": args.tune_seconds}
     cm = compile(args.model, target=_target_arg(args), passes=_passes_arg(args.passes),
                  input_shapes=_parse_shapes(args.input_shape), tune=tune)
     out = cm.save(args.output, compress=getattr(args, "compress", False))
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the weights losslessly coded in weights.bin (Huffman, sparse)")
     p.add_argument("--tune", type=int, metavar="TRIALS",
                    help="auto-tune with MetaSchedule within TRIALS measured candidates")
+    p.add_argument("--tune-seconds", type=float, metavar="S",
+                   help="also stop tuning after S seconds (records so far are kept)")
     p.add_argument("--tune-db", metavar="FILE.json",
                    help="persistent tuning database (reused: known tasks are not re-tuned)")
     model_opts(p)

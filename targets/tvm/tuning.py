@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -46,9 +47,11 @@ _log = logging.getLogger(__name__)
 @dataclass
 class TuneOptions:
     """``trials``: measured candidates in all (the budget); ``database``: the JSON file
-    (None: a temporary one, nothing kept)."""
+    (None: a temporary one, nothing kept); ``max_seconds``: a wall-clock budget as well
+    (tuning stops at whichever comes first, keeping every record measured so far)."""
 
     trials: int = 64
+    max_seconds: float | None = None
     database: str | os.PathLike | None = None
     trials_per_iter: int | None = None     # default: budget / tasks, at most 64
     warmup: int | None = None              # XGBoost warm-up samples; default: sized to budget
@@ -77,6 +80,10 @@ class TuneOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.trials, int) or self.trials < 0:
             raise ValueError(f"tune trials must be a non-negative integer, got {self.trials!r}")
+        if self.max_seconds is not None and not (
+                isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0):
+            raise ValueError(f"tune max_seconds must be a positive number of seconds, "
+                             f"got {self.max_seconds!r}")
 
 
 # -- the database file ---------------------------------------------------------------
@@ -300,7 +307,13 @@ def _make_runner(ms, opts: TuneOptions, remote: Any):
     return ms.runner.RPCRunner(config, evaluator, max_workers=max(1, boards))
 
 
-def _progress_callback(ms, total: int, enabled: bool, counter: dict):
+def _progress_callback(ms, total: int, enabled: bool, counter: dict,
+                       deadline: float | None = None):
+    """A measure callback that counts trials, drives the progress bar (trials, best
+    latency of the task just measured, time left) and enforces the time budget: past
+    ``deadline`` (``time.monotonic()``) every task still alive is terminated, so the
+    scheduler stops after the batch in flight.  (Callbacks run only once the first
+    round-robin round is joined, when terminating a task is safe.)"""
     from tqdm import tqdm
 
     from tvm.ir.utils import derived_object
@@ -311,9 +324,24 @@ def _progress_callback(ms, total: int, enabled: bool, counter: dict):
     class Progress(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
                   runner_results):
-            ok = sum(1 for r in runner_results if r.run_secs is not None and r.error_msg is None)
+            ok = [float(np.mean([float(s) for s in r.run_secs])) for r in runner_results
+                  if r.run_secs is not None and r.error_msg is None]
             counter["trials"] += len(measure_candidates)
-            counter["measured"] += ok
+            counter["measured"] += len(ok)
+            if ok:
+                best = counter["best_ms"].get(task_id, float("inf"))
+                counter["best_ms"][task_id] = min(best, min(ok) * 1e3)
+            if deadline is not None and time.monotonic() > deadline:
+                for i, rec in enumerate(task_scheduler.tasks_):
+                    if not rec.is_terminated:
+                        task_scheduler.terminate_task(i)
+                counter["stopped_by_time"] = True
+            postfix = {"task": task_id}
+            if task_id in counter["best_ms"]:
+                postfix["best_ms"] = f"{counter['best_ms'][task_id]:.3f}"
+            if deadline is not None:
+                postfix["left_s"] = max(0, int(deadline - time.monotonic()))
+            bar.set_postfix(postfix, refresh=False)
             bar.update(len(measure_candidates))
 
     return Progress(), bar
@@ -366,7 +394,7 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         todo = [t for t in tasks if not _has_record(db, t, tgt)]
         stats["tasks_from_database"] = len(tasks) - len(todo)
         stats["tasks_tuned"] = 0
-        counter = {"trials": 0, "measured": 0}
+        counter = {"trials": 0, "measured": 0, "best_ms": {}, "stopped_by_time": False}
         if todo and opts.trials > 0:
             # Keep the console quiet (tqdm shows progress).  MetaSchedule's own logging
             # config sets its logger to DEBUG on the first tuning of a process, so this
@@ -385,7 +413,9 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
             per_iter = opts.trials_per_iter or max(1, min(64, opts.trials // max(1, len(contexts))))
             warmup = opts.warmup if opts.warmup is not None else max(
                 1, min(100, opts.trials // 4))
-            progress, bar = _progress_callback(ms, opts.trials, opts.progress, counter)
+            deadline = None if opts.max_seconds is None else t0 + float(opts.max_seconds)
+            progress, bar = _progress_callback(ms, opts.trials, opts.progress, counter,
+                                               deadline)
             callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
             stats["trials_per_iter"], stats["warmup"] = per_iter, warmup
             try:
@@ -403,6 +433,7 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
             stats["tasks_tuned"] = len(contexts)
         stats["trials"] = counter["trials"]
         stats["trials_measured_ok"] = counter["measured"]
+        stats["stopped_by_time"] = counter["stopped_by_time"]
         stats["tasks_with_records"] = sum(1 for t in tasks if _has_record(db, t, tgt))
         stats["tune_seconds"] = round(time.monotonic() - t0, 2)
         executable = ms.relax_integration.compile_relax(db, mod, tgt, params=None)

@@ -107,12 +107,33 @@ def test_foreign_or_damaged_database_files(tmp_path):
     assert load_database_file(tmp_path / "missing.json", "llvm")[2] == "new"
 
 
+@pytest.mark.slow
+def test_time_budget_stops_tuning_and_keeps_records(tmp_path):
+    # a trial budget far beyond what 20 s allow: the time budget ends the tuning, the
+    # records measured so far are stored and used, the outputs are unchanged
+    model = _conv_model(tmp_path / "conv.onnx", c_out=8, size=16)
+    db = tmp_path / "tune.json"
+    cm = compiler.compile(model, target="host", tune={
+        "trials": 5000, "max_seconds": 20, "trials_per_iter": 4, "database": str(db),
+        "progress": False})
+    st = cm.tuning
+    assert st["stopped_by_time"] is True, st
+    # (no wall-clock bound here: a loaded machine stretches every batch; the trial
+    # count shows the budget that stopped the search)
+    assert 0 < st["trials"] < 500 and st["tasks_with_records"] == st["tasks"], st
+    _close(cm.run(_x()), compiler.compile(model, target="host").run(_x()))
+    assert json.loads(db.read_text())["format"] == DB_FORMAT
+
+
 def test_tune_options_are_checked_before_work(tmp_path):
     with pytest.raises(ValueError, match="unknown tune option"):
         compiler.compile(tmp_path / "missing.onnx", target="host", tune={"trails": 8})
     with pytest.raises(ValueError, match="non-negative"):
         TuneOptions.from_any({"trials": -1})
     assert TuneOptions.from_any(16).trials == 16
+    for bad in (0, -5, "10"):
+        with pytest.raises(ValueError, match="max_seconds"):
+            TuneOptions.from_any({"trials": 8, "max_seconds": bad})
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from compiler.ir import Graph  # noqa: E402
 from compiler.onnx_io import import_model  # noqa: E402
 from compiler.ops.registry import UnsupportedOpError, supported_ops  # noqa: E402
 from targets.tvm.build import (build, export_library, host_target, load_library,  # noqa: E402
-                               run, time_local)
+                               profile_local, run, time_local)
 from targets.tvm.lowering import (LOWERINGS, LoweringError, lower_graph,  # noqa: E402
                                   lower_graph_with_params)
 
@@ -565,6 +565,26 @@ def test_report_conv_build_and_run_time(request):
         f"lower {1e3 * (t1 - t0):.0f} ms, build {t2 - t1:.2f} s, first run "
         f"{1e3 * (t3 - t2):.0f} ms, steady run {1e3 * float(np.median(samples)):.0f} ms "
         f"(median of {len(samples)})"])
+
+
+def test_profile_local_attributes_time_to_kernels():
+    """Per-kernel profile: a heavy conv next to a cheap add; the conv must dominate,
+    every kernel is listed with its call count, the shares add up to one."""
+    g = Graph()
+    x = g.add_input("x", (1, 16, 32, 32), np.float32)
+    w = g.add_constant("w", f32(16, 16, 3, 3, scale=0.1))
+    conv = g.add_node("Conv", [x, w], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
+                                       "strides": [1, 1], "dilations": [1, 1], "group": 1})
+    conv.output.shape, conv.output.dtype = (1, 16, 32, 32), np.dtype(np.float32)
+    add = g.add_node("Add", [conv.output, conv.output], {})
+    add.output.shape, add.output.dtype = (1, 16, 32, 32), np.dtype(np.float32)
+    g.outputs = [add.output]
+    rows = profile_local(build(lower_graph(g), _TARGET), [f32(1, 16, 32, 32)], repeat=3)
+    kernels = {r["kernel"]: r for r in rows}
+    conv_rows = [r for name, r in kernels.items() if "conv2d" in name]
+    assert conv_rows and all(r["calls"] >= 1 for r in rows), kernels
+    assert rows[0]["kernel"] == conv_rows[0]["kernel"], rows  # the conv is the slowest
+    assert abs(sum(r["share"] for r in rows) - 1.0) < 1e-6
 
 
 # -- the two registries ---------------------------------------------------------------
