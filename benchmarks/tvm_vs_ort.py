@@ -122,6 +122,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet_fmnist,mobilenet_v2")
     ap.add_argument("--trials", type=int, default=200, help="MetaSchedule trials per tuned build")
+    ap.add_argument("--tune-seconds", type=float, default=None,
+                    help="wall-clock budget per tuned build (stops at trials or seconds)")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--number", type=int, default=0, help="calls per sample (0: auto)")
     ap.add_argument("--threads", type=int, default=2)
@@ -183,6 +185,7 @@ def main(argv=None) -> int:
                 tune = None
                 if trials is not None:
                     tune = {"trials": trials, "progress": False,
+                            "max_seconds": args.tune_seconds,
                             "database": str(db_dir / f"{model_name}-{v}-{layout}.json")}
                 t0 = time.monotonic()
                 cm = compiler.compile(path, target=tgt, passes=passes, tune=tune,
@@ -196,7 +199,8 @@ def main(argv=None) -> int:
                     side = Path(tune["database"] + ".bench.json")
                     if st.get("trials"):
                         side.write_text(json.dumps({k: st.get(k) for k in (
-                            "trials", "tune_seconds", "tasks", "trials_measured_ok")}))
+                            "trials", "tune_seconds", "tasks", "trials_measured_ok",
+                            "stopped_by_time")}))
                     elif side.exists():
                         st.update(json.loads(side.read_text()), reused_database=True)
                 if tune is not None:

@@ -79,6 +79,17 @@ class CompiledModel:
                                           repeat=repeat, number=number)
         return self.timing
 
+    def profile(self, *, repeat: int = 10,
+                inputs: "Mapping[str, Any] | None" = None) -> list[dict]:
+        """Where the time goes on the target: one row per kernel (``kernel``, median
+        ``ms`` per run, ``calls``, ``share`` of the kernel total), slowest first.  Local
+        targets only (a board's kernels are timed as a whole by `benchmark`)."""
+        from .interpreter import random_inputs
+
+        arrays = check_inputs(self.graph, inputs if inputs is not None else random_inputs(self.graph))
+        return self.target.profile(self.built, [arrays[v.name] for v in self.graph.inputs],
+                                   repeat=repeat)
+
     # -- files ----------------------------------------------------------------
     def export_onnx(self, path: "str | os.PathLike") -> Path:
         from .onnx_io import export_model

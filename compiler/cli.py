@@ -113,6 +113,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     cm = _load_for_target(args)
     print(cm.benchmark(repeat=args.repeat, number=args.number))
+    if args.profile:
+        rows = cm.profile(repeat=args.repeat)
+        print(f"{'kernel':<48} {'ms':>9} {'calls':>5} {'share':>6}")
+        for row in rows[:args.profile]:
+            print(f"{row['kernel'][:48]:<48} {row['ms']:9.3f} {row['calls']:5d} "
+                  f"{100 * row['share']:5.1f}%")
     return 0
 
 
@@ -232,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="compiled model directory")
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--number", type=int, default=1)
+    p.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
+                   help="also print the N slowest kernels (local targets; default 15)")
     remote_opts(p)
     p.set_defaults(func=cmd_benchmark)
 

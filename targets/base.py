@@ -77,6 +77,10 @@ class Target:
                 number: int = 1) -> Timing:
         raise NotImplementedError(f"target '{self.name}' cannot measure")
 
+    def profile(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10) -> list[dict]:
+        """Per-kernel time (rows: kernel, ms, calls, share), slowest first."""
+        raise NotImplementedError(f"target '{self.name}' cannot profile kernels")
+
     @property
     def library_suffix(self) -> str:
         return ".so"

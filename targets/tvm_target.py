@@ -135,6 +135,12 @@ class TvmTarget(Target):
 
         return load_library(str(path))
 
+    def profile(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10) -> list[dict]:
+        self._require_local("be profiled kernel by kernel")
+        from .tvm.build import profile_local
+
+        return profile_local(built, inputs, repeat=repeat)
+
     def measure(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10,
                 number: int = 1) -> Timing:
         if not self.runs_locally:

@@ -79,6 +79,10 @@ def test_cli_compile_run_report(tmp_path):
     assert done.returncode == 0 and "shape=[1, 10]" in done.stdout, done.stderr
     done = subprocess.run(cli + ["report", str(out)], capture_output=True, text=True)
     assert done.returncode == 0 and "MACs" in done.stdout
+    done = subprocess.run(cli + ["benchmark", str(out), "--repeat", "3", "--profile", "5"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "share" in done.stdout and "conv2d" in done.stdout, (
+        done.stdout + done.stderr)
 
 
 @pytest.mark.parametrize("args, message", [
