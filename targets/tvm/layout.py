@@ -22,7 +22,10 @@ uint8 (``x + 128``, padded with 128 -- a real zero) in a small pack kernel, weig
 ``O/16, I/ib, KH, KW, ib/4, 16o, 4i``, and the conv's innermost ``16 x 4`` reduction
 block is exactly x86 VNNI's ``vpdpbusd`` (TVM's ``dot_16x4_vnni`` tensor intrinsic,
 u8 x s8 -> s32), which MetaSchedule's x86 rules tensorize.  ``128 * sum(w)`` per output
-channel is subtracted in a fused epilogue, so results stay bit-exact.
+channel is subtracted in a fused epilogue, so results stay bit-exact.  A conv whose
+data is already uint8 (the lowering shifts an input with zero point -128, a ReLU's
+output, to ``x + 128`` inside the producer's epilogue) skips both: zero padding, no
+correction, no pack kernel.
 """
 from __future__ import annotations
 
@@ -132,7 +135,7 @@ def _choose_layouts(call: relax.Call) -> dict:
     c, o, g = xs[1], ws[0], int(a.groups)
     dtype = call.args[0].ty.dtype
     if g == 1:
-        if dtype == "int8" and _vnni_shape(c, o):
+        if dtype in ("int8", "uint8") and _vnni_shape(c, o):
             ib = _block(c, (16, 8, 4))
             return {"relax.nn.conv2d": [f"NCHW{ib}c", f"OIHW{ib}i16o", "NCHW16c"]}
         ib, ob = _block(c), _block(o)
@@ -198,6 +201,18 @@ def _pack_u8_te(x, pads):
     return te.compute((n, cc, h + pt + pb, w + pl + pr, cb), f, name="pack_u8")
 
 
+def _conv_u8s8_padded_te(x, wq, pads, out_hw, strides, dilation):
+    return _conv_u8s8_te(_pad5(x, pads, 0), wq, out_hw, strides, dilation)
+
+
+def _vnni_weights(wv: np.ndarray) -> relax.Constant:
+    """Packed ``O/16, I/ib, KH, KW, ib, 16`` int8 weights regrouped for u8 x s8 dot
+    products: ``O/16, I/ib, KH, KW, ib/4, 16, 4`` (16 outputs x 4 inputs per step)."""
+    occ, icc, kh, kw, ib, ob = wv.shape
+    wq = wv.reshape(occ, icc, kh, kw, ib // 4, 4, ob).transpose(0, 1, 2, 3, 4, 6, 5)
+    return relax.const(np.ascontiguousarray(wq), "int8")
+
+
 def _subtract_te(y, corr):
     return te.compute(y.shape, lambda *i: y(*i) - corr[0, i[1], 0, 0, i[4]], name="zp_correct")
 
@@ -227,11 +242,14 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return bb.call_te(_depthwise_nchwc_te, x, w, pads, (oh, ow), strides, dilation,
                           out_dtype, primfunc_name_hint="depthwise_conv2d_nchwc")
     ob = wv.shape[5]
+    if x.ty.dtype == "uint8" and w.ty.dtype == "int8" and ob == 16 and ib % 4 == 0:
+        # already u8 (the lowering shifted a zero point of -128 away): zero padding,
+        # no correction, the pad inlined into the conv's PrimFunc
+        return bb.call_te(_conv_u8s8_padded_te, x, _vnni_weights(wv), pads, (oh, ow),
+                          strides, dilation, primfunc_name_hint="conv2d_nchwc_u8s8")
     if x.ty.dtype == "int8" and w.ty.dtype == "int8" and ob == 16 and ib % 4 == 0:
-        # O/16, I/ib, KH, KW, ib, 16 -> O/16, I/ib, KH, KW, ib/4, 16, 4 (u8 x s8 dot products)
-        occ, icc = wv.shape[0], wv.shape[1]
-        wq = wv.reshape(occ, icc, kh, kw, ib // 4, 4, 16).transpose(0, 1, 2, 3, 4, 6, 5)
-        wq = relax.const(np.ascontiguousarray(wq), "int8")
+        wq = _vnni_weights(wv)
+        occ = wv.shape[0]
         # sum over the input channels of each output channel, in the packed output layout
         wsum = wv.astype(np.int64).sum(axis=(1, 2, 3, 4))          # (O/16, 16)
         corr = relax.const((128 * wsum).astype(np.int32).reshape(1, occ, 1, 1, 16), "int32")

@@ -6,7 +6,8 @@ Storage is int8, products accumulate in int32 (``R.nn.conv2d``/``R.matmul`` with
 an add of ``2**(shift-1)`` and an arithmetic right shift, then clip and cast.  Zero-point
 corrections are folded into the int32 bias at compile time (``bias - zp * sum(w)``), and
 an input with a non-zero zero point is padded with that zero point, so padding stays a
-real zero.  The only float arithmetic is in ``q.Quantize``/``q.Dequantize`` (and the
+real zero; a conv input with zero point -128 is shifted to uint8 instead (``x + 128``,
+padded with 0), the operand dot-product instructions want.  The only float arithmetic is in ``q.Quantize``/``q.Dequantize`` (and the
 ONNX Quantize/DequantizeLinear), where it is the same IEEE float32 operation as in numpy
 (a multiply or divide, then round-half-to-even).
 """
@@ -28,9 +29,17 @@ def _i64(ctx: LowerContext, array, name: str) -> relax.Expr:
     return ctx.weight(np.asarray(array, dtype=np.int64), name)
 
 
-def _clip_cast(ctx: LowerContext, y: relax.Expr, qmin: int, qmax: int, dtype: str = "int8"):
-    y = ctx.emit(R.clip(y, int(qmin), int(qmax)))
-    return R.astype(y, dtype)
+def _clamp(ctx: LowerContext, y: relax.Var, lo: int, hi: int) -> relax.Expr:
+    """``min(max(y, lo), hi)`` on an integer tensor.  Not ``R.clip``: Relax's layout
+    conversion does not see through it, so every clip would unpack a packed (NCHWc)
+    activation and pack it again; maximum/minimum with scalars keep it packed."""
+    dtype = str(y.ty.dtype)
+    y = ctx.emit(R.maximum(y, ctx.scalar(int(lo), dtype)))
+    return R.minimum(y, ctx.scalar(int(hi), dtype))
+
+
+def _clip_cast(ctx: LowerContext, y: relax.Var, qmin: int, qmax: int, dtype: str = "int8"):
+    return R.astype(ctx.emit(_clamp(ctx, y, qmin, qmax)), dtype)
 
 
 def _param_shape(rank: int, axis: int, size: int) -> tuple[int, ...]:
@@ -66,7 +75,7 @@ def _q_dequantize(ctx, node, args):
 
 @register_lowering("q.Clip")
 def _q_clip(ctx, node, args):
-    return R.clip(args[0], int(node.attrs["qmin"]), int(node.attrs["qmax"]))
+    return _clamp(ctx, args[0], node.attrs["qmin"], node.attrs["qmax"])
 
 
 # -- q.Conv / q.Gemm / q.MatMul ---------------------------------------------------------
@@ -82,6 +91,14 @@ def _q_conv(ctx, node, args):
     group = int(a.get("group", 1))
     zp = int(a.get("x_zero_point", 0))
     x = args[0]
+    if zp == -128 and node.inputs[0].dtype == np.int8:
+        # The usual case (a ReLU's output uses the whole int8 range): x - zp = x + 128
+        # fits uint8 exactly, so convolve that instead.  Zero padding is then a real
+        # zero, no zero-point correction is needed, the shift fuses into the producer's
+        # epilogue, and u8 x s8 is what dot-product instructions (VNNI) take.
+        x = ctx.emit(R.astype(ctx.emit(R.add(ctx.emit(R.astype(x, "int16")),
+                                              ctx.scalar(128, np.int16))), "uint8"))
+        zp = 0
     if zp and any(pads):
         x = ctx.emit(R.nn.pad(x, [0, 0, 0, 0, pads[0], pads[2], pads[1], pads[3]],
                               "constant", zp))

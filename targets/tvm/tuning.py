@@ -328,17 +328,18 @@ def _progress_callback(ms, total: int, enabled: bool, counter: dict,
                   if r.run_secs is not None and r.error_msg is None]
             counter["trials"] += len(measure_candidates)
             counter["measured"] += len(ok)
+            name = str(task_scheduler.tasks_[task_id].ctx.task_name)
             if ok:
-                best = counter["best_ms"].get(task_id, float("inf"))
-                counter["best_ms"][task_id] = min(best, min(ok) * 1e3)
+                best = counter["best_ms"].get(name, float("inf"))
+                counter["best_ms"][name] = min(best, min(ok) * 1e3)
             if deadline is not None and time.monotonic() > deadline:
                 for i, rec in enumerate(task_scheduler.tasks_):
                     if not rec.is_terminated:
                         task_scheduler.terminate_task(i)
                 counter["stopped_by_time"] = True
-            postfix = {"task": task_id}
-            if task_id in counter["best_ms"]:
-                postfix["best_ms"] = f"{counter['best_ms'][task_id]:.3f}"
+            postfix = {"task": name[:24]}
+            if name in counter["best_ms"]:
+                postfix["best_ms"] = f"{counter['best_ms'][name]:.3f}"
             if deadline is not None:
                 postfix["left_s"] = max(0, int(deadline - time.monotonic()))
             bar.set_postfix(postfix, refresh=False)
@@ -401,36 +402,42 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
             # is set every time, unless ``verbose``.
             logging.getLogger("tvm.s_tir.meta_schedule").setLevel(
                 logging.INFO if opts.verbose else logging.WARNING)
-            # MetaSchedule's default search (population 512, 4 genetic rounds per
-            # iteration) costs seconds per task and round on 2 cores; a small budget
-            # gains nothing from it, so the population is sized to the budget.
-            strategy = ms.search_strategy.EvolutionarySearch(
-                population_size=max(32, min(512, 8 * opts.trials)),
-                init_min_unmeasured=max(8, min(50, opts.trials)),
-                genetic_num_iters=2 if opts.trials < 256 else 4)
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                todo, os.path.join(work, "logs"), strategy=strategy, seed=opts.seed)
-            per_iter = opts.trials_per_iter or max(1, min(64, opts.trials // max(1, len(contexts))))
-            warmup = opts.warmup if opts.warmup is not None else max(
-                1, min(100, opts.trials // 4))
+            # Kernels without a reduction (layout transforms, elementwise chains, pads)
+            # need one parallel + vectorized schedule, not a search: they get a couple
+            # of candidates each, first, and the rest of the budget goes to the convs
+            # and matmuls (MetaSchedule would otherwise split it evenly).
+            heavy = [t for t in todo if _has_reduction(t)]
+            light = [t for t in todo if not _has_reduction(t)]
+            light_budget = min(2 * len(light), opts.trials // 4 if heavy else opts.trials)
             deadline = None if opts.max_seconds is None else t0 + float(opts.max_seconds)
             progress, bar = _progress_callback(ms, opts.trials, opts.progress, counter,
                                                deadline)
             callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
-            stats["trials_per_iter"], stats["warmup"] = per_iter, warmup
+            builder = _make_builder(ms, opts, cross_compiler)
+            runner = _make_runner(ms, opts, remote)
+            tuned = 0
             try:
-                ms.tune.tune_tasks(
-                    tasks=contexts, task_weights=weights, work_dir=work,
-                    max_trials_global=opts.trials, num_trials_per_iter=per_iter,
-                    builder=_make_builder(ms, opts, cross_compiler),
-                    runner=_make_runner(ms, opts, remote),
-                    database=db,
-                    cost_model=ms.cost_model.XGBModel(num_warmup_samples=warmup,
-                                                      adaptive_training=True),
-                    measure_callbacks=callbacks, task_scheduler="gradient")
+                if light and light_budget > 0:
+                    tuned += _tune_phase(ms, light, light_budget, 2, opts, work, "light",
+                                         builder, runner, db, callbacks,
+                                         population=16, warmup=1)
+                budget = opts.trials - counter["trials"]
+                if heavy and budget > 0 and not counter["stopped_by_time"]:
+                    # half the budget in the first round-robin round, the other half
+                    # where the gradient scheduler sees the most latency to win
+                    per_iter = opts.trials_per_iter or max(
+                        1, min(64, budget // max(1, 2 * len(heavy))))
+                    warmup = opts.warmup if opts.warmup is not None else max(
+                        1, min(100, budget // 4))
+                    stats["trials_per_iter"], stats["warmup"] = per_iter, warmup
+                    tuned += _tune_phase(ms, heavy, budget, per_iter, opts, work, "heavy",
+                                         builder, runner, db, callbacks,
+                                         population=max(32, min(512, 8 * budget)),
+                                         warmup=warmup)
             finally:
                 bar.close()
-            stats["tasks_tuned"] = len(contexts)
+            stats["tasks_light"], stats["tasks_heavy"] = len(light), len(heavy)
+            stats["tasks_tuned"] = tuned
         stats["trials"] = counter["trials"]
         stats["trials_measured_ok"] = counter["measured"]
         stats["stopped_by_time"] = counter["stopped_by_time"]
@@ -442,6 +449,49 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
                                 lock_timeout=opts.lock_timeout)
     stats["seconds"] = round(time.monotonic() - t0, 2)
     return executable, stats
+
+
+def _tune_phase(ms, tasks: list, budget: int, per_iter: int, opts: TuneOptions, work: str,
+                name: str, builder: Any, runner: Any, db: Any, callbacks: list, *,
+                population: int, warmup: int) -> int:
+    """One ``tune_tasks`` run over ``tasks`` within ``budget`` trials; returns how many
+    tasks it tuned.  MetaSchedule's default search (population 512, 4 genetic rounds
+    per iteration) costs seconds per task and round on 2 cores; a small budget gains
+    nothing from it, so the population is sized to the budget."""
+    strategy = ms.search_strategy.EvolutionarySearch(
+        population_size=population, init_min_unmeasured=max(2, min(50, budget, population)),
+        genetic_num_iters=2 if budget < 256 else 4)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, os.path.join(work, "logs-" + name), strategy=strategy, seed=opts.seed)
+    if not contexts:
+        return 0
+    ms.tune.tune_tasks(
+        tasks=contexts, task_weights=weights, work_dir=work,
+        max_trials_global=budget, num_trials_per_iter=per_iter,
+        builder=builder, runner=runner, database=db,
+        cost_model=ms.cost_model.XGBModel(num_warmup_samples=warmup, adaptive_training=True),
+        measure_callbacks=callbacks, task_scheduler="gradient")
+    return len(contexts)
+
+
+def _has_reduction(task: Any) -> bool:
+    """Whether the task's kernel reduces (a conv, matmul, pooling, sum); kernels that
+    do not are layout transforms and elementwise chains.  An unanalysable kernel
+    counts as reducing (it gets tuned)."""
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    mod = task.dispatched[0]
+    names = [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    if len(names) != 1:
+        return True
+    sch = s_tir.Schedule(mod)
+    sch.work_on(names[0])
+    try:
+        infos = normalize_prim_func(sch)
+    except Exception:  # noqa: BLE001  (analysis limits: tune the kernel)
+        return True
+    return infos is None or any(info.is_reduction() for info in infos)
 
 
 def _has_record(db: Any, task: Any, target: Any) -> bool:
