@@ -309,11 +309,8 @@ def _make_runner(ms, opts: TuneOptions, remote: Any):
 
 def _progress_callback(ms, total: int, enabled: bool, counter: dict,
                        deadline: float | None = None):
-    """A measure callback that counts trials, drives the progress bar (trials, best
-    latency of the task just measured, time left) and enforces the time budget: past
-    ``deadline`` (``time.monotonic()``) every task still alive is terminated, so the
-    scheduler stops after the batch in flight.  (Callbacks run only once the first
-    round-robin round is joined, when terminating a task is safe.)"""
+    """A measure callback that counts trials and drives the progress bar (trials, best
+    latency of the task just measured, time left until ``deadline``)."""
     from tqdm import tqdm
 
     from tvm.ir.utils import derived_object
@@ -332,11 +329,6 @@ def _progress_callback(ms, total: int, enabled: bool, counter: dict,
             if ok:
                 best = counter["best_ms"].get(name, float("inf"))
                 counter["best_ms"][name] = min(best, min(ok) * 1e3)
-            if deadline is not None and time.monotonic() > deadline:
-                for i, rec in enumerate(task_scheduler.tasks_):
-                    if not rec.is_terminated:
-                        task_scheduler.terminate_task(i)
-                counter["stopped_by_time"] = True
             postfix = {"task": name[:24]}
             if name in counter["best_ms"]:
                 postfix["best_ms"] = f"{counter['best_ms'][name]:.3f}"
@@ -397,11 +389,6 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         stats["tasks_tuned"] = 0
         counter = {"trials": 0, "measured": 0, "best_ms": {}, "stopped_by_time": False}
         if todo and opts.trials > 0:
-            # Keep the console quiet (tqdm shows progress).  MetaSchedule's own logging
-            # config sets its logger to DEBUG on the first tuning of a process, so this
-            # is set every time, unless ``verbose``.
-            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(
-                logging.INFO if opts.verbose else logging.WARNING)
             # Kernels without a reduction (layout transforms, elementwise chains, pads)
             # need one parallel + vectorized schedule, not a search: they get a couple
             # of candidates each, first, and the rest of the budget goes to the convs
@@ -420,9 +407,10 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
                 if light and light_budget > 0:
                     tuned += _tune_phase(ms, light, light_budget, 2, opts, work, "light",
                                          builder, runner, db, callbacks,
-                                         population=16, warmup=1)
+                                         population=16, warmup=1, deadline=deadline,
+                                         counter=counter)
                 budget = opts.trials - counter["trials"]
-                if heavy and budget > 0 and not counter["stopped_by_time"]:
+                if heavy and budget > 0:  # (past the deadline: one batch per task)
                     # half the budget in the first round-robin round, the other half
                     # where the gradient scheduler sees the most latency to win
                     per_iter = opts.trials_per_iter or max(
@@ -433,7 +421,7 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
                     tuned += _tune_phase(ms, heavy, budget, per_iter, opts, work, "heavy",
                                          builder, runner, db, callbacks,
                                          population=max(32, min(512, 8 * budget)),
-                                         warmup=warmup)
+                                         warmup=warmup, deadline=deadline, counter=counter)
             finally:
                 bar.close()
             stats["tasks_light"], stats["tasks_heavy"] = len(light), len(heavy)
@@ -451,20 +439,69 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
     return executable, stats
 
 
+def _with_deadline(ms, strategy: Any, deadline: float | None, counter: dict) -> Any:
+    """``strategy`` that proposes no more candidates past ``deadline``
+    (``time.monotonic()``) once it has proposed one batch (every task gets measured at
+    least once, so none is left unscheduled): the scheduler then ends each task itself,
+    the one safe way to stop early (terminating tasks from a measure callback trips
+    MetaSchedule's checks when the task being joined is the one it picks next)."""
+    if deadline is None:
+        return strategy
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class Deadline(ms.search_strategy.PySearchStrategy):
+        def __init__(self, inner):
+            self.inner = inner
+            self.proposed = False
+
+        def _initialize_with_tune_context(self, context):
+            self.inner._initialize_with_tune_context(context)
+
+        def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database=None,
+                       cost_model=None):
+            self.inner.pre_tuning(max_trials, num_trials_per_iter, design_spaces, database,
+                                  cost_model)
+
+        def post_tuning(self):
+            self.inner.post_tuning()
+
+        def generate_measure_candidates(self):
+            if self.proposed and time.monotonic() > deadline:
+                counter["stopped_by_time"] = True
+                return None
+            self.proposed = True
+            return self.inner.generate_measure_candidates()
+
+        def notify_runner_results(self, measure_candidates, results):
+            self.inner.notify_runner_results(measure_candidates, results)
+
+        def clone(self):
+            return Deadline(self.inner.clone())
+
+    return Deadline(strategy)
+
+
 def _tune_phase(ms, tasks: list, budget: int, per_iter: int, opts: TuneOptions, work: str,
                 name: str, builder: Any, runner: Any, db: Any, callbacks: list, *,
-                population: int, warmup: int) -> int:
+                population: int, warmup: int, deadline: float | None = None,
+                counter: dict | None = None) -> int:
     """One ``tune_tasks`` run over ``tasks`` within ``budget`` trials; returns how many
     tasks it tuned.  MetaSchedule's default search (population 512, 4 genetic rounds
     per iteration) costs seconds per task and round on 2 cores; a small budget gains
     nothing from it, so the population is sized to the budget."""
-    strategy = ms.search_strategy.EvolutionarySearch(
+    search = ms.search_strategy.EvolutionarySearch(
         population_size=population, init_min_unmeasured=max(2, min(50, budget, population)),
         genetic_num_iters=2 if budget < 256 else 4)
+    strategy = _with_deadline(ms, search, deadline, counter if counter is not None else {})
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, os.path.join(work, "logs-" + name), strategy=strategy, seed=opts.seed)
     if not contexts:
         return 0
+    # Keep the console quiet (tqdm shows progress).  MetaSchedule configures its logger
+    # (to DEBUG) whenever it creates the loggers above, so this comes after, every time.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(
+        logging.INFO if opts.verbose else logging.WARNING)
     ms.tune.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=work,
         max_trials_global=budget, num_trials_per_iter=per_iter,

@@ -24,16 +24,23 @@ from targets.tvm.tuning import DB_FORMAT, TuneOptions, load_database_file  # noq
 
 
 
-def _conv_model(path: Path, c_in: int = 3, c_out: int = 8, size: int = 16) -> Path:
+def _conv_model(path: Path, c_in: int = 3, c_out: int = 8, size: int = 16,
+                second_conv: bool = False) -> Path:
+    """conv 3x3 + ReLU (+ a 1x1 conv c_out -> c_out: a second tuning task)."""
     rng = np.random.default_rng(0)
     w = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
     b = rng.standard_normal(c_out).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["y"])]
+             helper.make_node("Relu", ["c"], ["y" if not second_conv else "r"])]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    if second_conv:
+        w2 = rng.standard_normal((c_out, c_out, 1, 1)).astype(np.float32)
+        nodes.append(helper.make_node("Conv", ["r", "w2"], ["y"]))
+        inits.append(numpy_helper.from_array(w2, "w2"))
     graph = helper.make_graph(
         nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c_out, size, size])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+        inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)
@@ -110,8 +117,10 @@ def test_foreign_or_damaged_database_files(tmp_path):
 @pytest.mark.slow
 def test_time_budget_stops_tuning_and_keeps_records(tmp_path):
     # a trial budget far beyond what 20 s allow: the time budget ends the tuning, the
-    # records measured so far are stored and used, the outputs are unchanged
-    model = _conv_model(tmp_path / "conv.onnx", c_out=8, size=16)
+    # records measured so far are stored and used, the outputs are unchanged.  Two
+    # tasks, so the deadline falls in the gradient scheduler's phase (where stopping
+    # by terminating tasks from a callback crashed MetaSchedule)
+    model = _conv_model(tmp_path / "conv.onnx", c_out=8, size=16, second_conv=True)
     db = tmp_path / "tune.json"
     cm = compiler.compile(model, target="host", tune={
         "trials": 5000, "max_seconds": 20, "trials_per_iter": 4, "database": str(db),
