@@ -18,12 +18,15 @@ four Fashion-MNIST models by default):
    for Fashion-MNIST (the issue's targets).
    The chosen graph is retrained ``--final-epochs`` more epochs.
 2. **share**: ``share-weights`` per layer, k = 4, 8, 16, 32 clusters for fully connected
-   layers and max(k, 16) for convolutions, ``bias_clusters=8`` (``--bias-clusters``),
-   ``bf16=true``, and ``--share-epochs`` epochs of centroid fine-tuning each (rate
-   ``--share-lr``); the smallest k whose ``calib`` accuracy is within
-   ``--share-budget`` of ``max_drop`` is kept.  (Both budgets default to the whole
-   ``max_drop``; the best of several noisy ``calib`` probes can overstate the ``test``
-   accuracy, so lower them to be conservative.)
+   layers and max(k, 16) for convolutions (``--conv-clusters``), ``bias_clusters=8``
+   (``--bias-clusters``; 0 keeps fp32 biases), ``bf16=true``; with ``--small-layer N`` a
+   layer of at most N weights gets at least ``--small-clusters`` (64) entries (the first
+   conv and MobileNet's depthwise convs, whose weights span a wide range after folding
+   BatchNorm and suffer from a 16-entry codebook, cost little at any k), and ``--share-epochs`` epochs of
+   centroid fine-tuning each (rate ``--share-lr``); the smallest k whose ``calib``
+   accuracy is within ``--share-budget`` of ``max_drop`` is kept.  (Both budgets default
+   to the whole ``max_drop``; the best of several noisy ``calib`` probes can overstate the
+   ``test`` accuracy, so lower them to be conservative.)
 3. **code**: the lossless container of `compiler.compression` over every constant of the
    graph (weights, codebooks, indices, biases, shape operands, names, checksum); it is
    decoded again and checked bit for bit.
@@ -159,26 +162,35 @@ def prune_stage(graph, base_acc, evaluate, train, budget, ft_batches, epochs, lo
     return ok_graph, 1 - ok_d, history
 
 
-def share(graph, k: int, bias_clusters: int = 8):
-    """k clusters for fully connected layers, max(k, 16) for convolutions (Deep Compression
-    also gives convs more bits), 8 for biases; bfloat16 centroids."""
+def share(graph, k: int, bias_clusters: int = 8, conv_clusters: int = 16,
+          small_layer: int = 0, small_clusters: int = 64):
+    """k clusters for fully connected layers, max(k, ``conv_clusters``) for convolutions
+    (Deep Compression also gives convs more bits), ``bias_clusters`` per bias vector (0:
+    biases stay fp32); bfloat16 centroids.  A layer with at most ``small_layer`` weights
+    (0: off) gets at least ``small_clusters``: its codebook costs little, and small layers
+    (depthwise convs with folded BatchNorm, the first conv) lose the most from a coarse
+    codebook."""
     from passes.pruning.magnitude import weight_layers
 
-    convs = [n.name for n in weight_layers(graph) if n.op_type in ("Conv", "ConvTranspose")]
-    fcs = [n.name for n in weight_layers(graph) if n.name not in convs]
+    groups: dict[int, list[str]] = {}
+    for n in weight_layers(graph):
+        kk = max(k, conv_clusters) if n.op_type in ("Conv", "ConvTranspose") else k
+        if small_layer and n.inputs[1].const.size <= small_layer:
+            kk = max(kk, small_clusters)
+        groups.setdefault(min(kk, 256), []).append(n.name)
     g = graph
-    for names, kk in ((convs, max(k, 16)), (fcs, k)):
-        if names:
-            g, _ = share_weights(g, clusters=kk, bias_clusters=bias_clusters, layers=names,
-                                 bf16=True)
+    for kk, names in sorted(groups.items()):
+        g, _ = share_weights(g, clusters=kk, bias_clusters=bias_clusters, layers=names,
+                             bf16=True)
     return g
 
 
 def share_stage(graph, base_acc, evaluate, train, budget, ks, ft_batches, log,
-                epochs: int = 1, lr: float = 1e-4, bias_clusters: int = 8):
+                epochs: int = 1, lr: float = 1e-4, bias_clusters: int = 8,
+                conv_clusters: int = 16, small_layer: int = 0, small_clusters: int = 64):
     tried, fallback = [], None
     for k in ks:
-        g = share(graph.clone(), k, bias_clusters)
+        g = share(graph.clone(), k, bias_clusters, conv_clusters, small_layer, small_clusters)
         g = finetune_centroids(g, train, epochs=epochs, lr=lr, max_batches=ft_batches)
         acc = evaluate(g)
         tried.append([k, round(acc, 5)])
@@ -222,7 +234,9 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
     ks = (8, 16) if args.quick else (4, 8, 16, 32)
     shared, k, share_hist = share_stage(pruned, base_calib, evaluate, train,
                                         args.share_budget * max_drop, ks, ft, log,
-                                        args.share_epochs, args.share_lr, args.bias_clusters)
+                                        args.share_epochs, args.share_lr, args.bias_clusters,
+                                        args.conv_clusters, args.small_layer,
+                                        args.small_clusters)
     layer_stats: dict = {}
     blob = compress_graph(shared, layer_stats)
     decoded = decode_container(blob, name)
@@ -290,6 +304,12 @@ def main(argv=None) -> int:
     ap.add_argument("--share-epochs", type=int, default=1, help="centroid fine-tuning epochs")
     ap.add_argument("--share-lr", type=float, default=1e-4, help="centroid fine-tuning rate")
     ap.add_argument("--bias-clusters", type=int, default=8, help="clusters per bias vector")
+    ap.add_argument("--conv-clusters", type=int, default=16,
+                    help="least clusters per convolution")
+    ap.add_argument("--small-layer", type=int, default=0,
+                    help="layers with at most this many weights get --small-clusters (0: off)")
+    ap.add_argument("--small-clusters", type=int, default=64,
+                    help="least clusters of a small layer (--small-layer)")
     ap.add_argument("--final-epochs", type=int, default=2,
                     help="epochs of retraining at the chosen sparsity, before sharing")
     ap.add_argument("--finetune-batches", type=int, default=None,
