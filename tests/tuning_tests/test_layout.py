@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import tvm
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -86,9 +87,47 @@ def test_int8_nchwc_is_bit_exact_and_uses_u8s8_kernels(tmp_path):
         a, b = packed.run(x)[0], plain.run(x)[0]
         assert np.array_equal(a, b), np.max(np.abs(a - b))
         assert np.abs(a).max() > 0
-    counts = packed_conv_count(pack_convolutions(lower_graph(packed.graph), "nchwc"))
+    mod = pack_convolutions(lower_graph(packed.graph), "nchwc")
+    counts = packed_conv_count(mod)
     # 16->24 / 24->8 outputs are not multiples of 16: those stay generic packed kernels
     assert counts["u8s8"] >= 1 and counts["depthwise"] == 1, counts
+    # activations stay packed from the first conv to the last: the only transform back
+    # to NCHW is the model's output (clips and zero-point shifts used to unpack them)
+    assert _unpacking_transforms(mod) == 1
+    # and the four convs after a ReLU (zero point -128) take uint8 (x + 128) directly:
+    # zero padding, no zero-point correction, no pack kernel
+    assert _conv_data_dtypes(lower_graph(packed.graph)).count("uint8") == 4
+
+
+def _conv_data_dtypes(mod) -> list[str]:
+    from tvm import relax
+
+    found = []
+
+    def visit(node):
+        if isinstance(node, relax.Call) and isinstance(node.op, tvm.ir.Op) and \
+                node.op.name == "relax.nn.conv2d":
+            found.append(str(node.args[0].ty.dtype))
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return found
+
+
+def _unpacking_transforms(mod) -> int:
+    """Layout transforms in ``main`` whose result is a plain 4-D (NCHW) tensor."""
+    from tvm import relax
+
+    found = []
+
+    def visit(node):
+        if isinstance(node, relax.Call) and len(node.args) >= 1 and isinstance(
+                node.args[0], tvm.ir.GlobalVar) and \
+                node.args[0].name_hint.startswith("te_layout_transform") and \
+                len(node.ty.shape) == 4:
+            found.append(node.args[0].name_hint)
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return len(found)
 
 
 def test_unknown_layout_is_refused():
