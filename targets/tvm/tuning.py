@@ -60,6 +60,7 @@ class TuneOptions:
     progress: bool = True
     seed: int | None = 0
     lock_timeout: float = 120.0            # seconds to wait for the database's lock
+    checkpoint_seconds: float = 60.0       # merge new records into the file this often
     verbose: bool = False                  # MetaSchedule's INFO log on the console
 
     @classmethod
@@ -308,9 +309,14 @@ def _make_runner(ms, opts: TuneOptions, remote: Any):
 
 
 def _progress_callback(ms, total: int, enabled: bool, counter: dict,
-                       deadline: float | None = None):
-    """A measure callback that counts trials and drives the progress bar (trials, best
-    latency of the task just measured, time left until ``deadline``)."""
+                       deadline: float | None = None,
+                       checkpoint: "Callable[[], None] | None" = None,
+                       checkpoint_seconds: float = 60.0):
+    """A measure callback that counts trials, drives the progress bar (trials, best
+    latency of the task just measured, time left until ``deadline``) and calls
+    ``checkpoint`` every ``checkpoint_seconds`` (records reach the database file while
+    tuning runs, so an interrupted tuning keeps what it measured)."""
+    last = [time.monotonic()]
     from tqdm import tqdm
 
     from tvm.ir.utils import derived_object
@@ -336,6 +342,9 @@ def _progress_callback(ms, total: int, enabled: bool, counter: dict,
                 postfix["left_s"] = max(0, int(deadline - time.monotonic()))
             bar.set_postfix(postfix, refresh=False)
             bar.update(len(measure_candidates))
+            if checkpoint is not None and time.monotonic() - last[0] >= checkpoint_seconds:
+                checkpoint()
+                last[0] = time.monotonic()
 
     return Progress(), bar
 
@@ -397,8 +406,13 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
             light = [t for t in todo if not _has_reduction(t)]
             light_budget = min(2 * len(light), opts.trials // 4 if heavy else opts.trials)
             deadline = None if opts.max_seconds is None else t0 + float(opts.max_seconds)
+            checkpoint = None
+            if db_path is not None:
+                def checkpoint():
+                    merge_into_database(db_path, _target_key(tgt), _lines(wl_file),
+                                        _lines(rec_file), lock_timeout=opts.lock_timeout)
             progress, bar = _progress_callback(ms, opts.trials, opts.progress, counter,
-                                               deadline)
+                                               deadline, checkpoint, opts.checkpoint_seconds)
             callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
             builder = _make_builder(ms, opts, cross_compiler)
             runner = _make_runner(ms, opts, remote)

@@ -134,6 +134,26 @@ def test_time_budget_stops_tuning_and_keeps_records(tmp_path):
     assert json.loads(db.read_text())["format"] == DB_FORMAT
 
 
+@pytest.mark.slow
+def test_records_reach_the_database_while_tuning(tmp_path, monkeypatch):
+    # the build after tuning fails (as a kill would stop it): the records measured
+    # so far were already merged into the file by the checkpoints
+    from tvm.s_tir import meta_schedule as ms
+
+    def broken_build(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(ms.relax_integration, "compile_relax", broken_build)
+    model = _conv_model(tmp_path / "conv.onnx", c_out=4, size=8)
+    db = tmp_path / "tune.json"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        compiler.compile(model, target="host", tune={
+            "trials": 4, "trials_per_iter": 2, "checkpoint_seconds": 0,
+            "database": str(db), "progress": False})
+    records = next(iter(json.loads(db.read_text())["targets"].values()))["records"]
+    assert len(records) >= 2
+
+
 def test_tune_options_are_checked_before_work(tmp_path):
     with pytest.raises(ValueError, match="unknown tune option"):
         compiler.compile(tmp_path / "missing.onnx", target="host", tune={"trails": 8})
