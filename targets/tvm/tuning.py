@@ -402,8 +402,9 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
             # need one parallel + vectorized schedule, not a search: they get a couple
             # of candidates each, first, and the rest of the budget goes to the convs
             # and matmuls (MetaSchedule would otherwise split it evenly).
-            heavy = [t for t in todo if _has_reduction(t)]
-            light = [t for t in todo if not _has_reduction(t)]
+            reduces = [_has_reduction(t) for t in todo]
+            heavy = [t for t, r in zip(todo, reduces) if r]
+            light = [t for t, r in zip(todo, reduces) if not r]
             light_budget = min(2 * len(light), opts.trials // 4 if heavy else opts.trials)
             deadline = None if opts.max_seconds is None else t0 + float(opts.max_seconds)
             checkpoint = None
