@@ -393,6 +393,10 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
                 Path(f).write_text("")
             db = ms.database.JSONDatabase(wl_file, rec_file, allow_missing=True)
 
+        def save_records() -> None:
+            merge_into_database(db_path, _target_key(tgt), _lines(wl_file), _lines(rec_file),
+                                lock_timeout=opts.lock_timeout)
+
         todo = [t for t in tasks if not _has_record(db, t, tgt)]
         stats["tasks_from_database"] = len(tasks) - len(todo)
         stats["tasks_tuned"] = 0
@@ -407,13 +411,9 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
             light = [t for t, r in zip(todo, reduces) if not r]
             light_budget = min(2 * len(light), opts.trials // 4 if heavy else opts.trials)
             deadline = None if opts.max_seconds is None else t0 + float(opts.max_seconds)
-            checkpoint = None
-            if db_path is not None:
-                def checkpoint():
-                    merge_into_database(db_path, _target_key(tgt), _lines(wl_file),
-                                        _lines(rec_file), lock_timeout=opts.lock_timeout)
-            progress, bar = _progress_callback(ms, opts.trials, opts.progress, counter,
-                                               deadline, checkpoint, opts.checkpoint_seconds)
+            progress, bar = _progress_callback(
+                ms, opts.trials, opts.progress, counter, deadline,
+                save_records if db_path is not None else None, opts.checkpoint_seconds)
             callbacks = ms.measure_callback.MeasureCallback.create("default") + [progress]
             builder = _make_builder(ms, opts, cross_compiler)
             runner = _make_runner(ms, opts, remote)
@@ -448,8 +448,7 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         stats["tune_seconds"] = round(time.monotonic() - t0, 2)
         executable = ms.relax_integration.compile_relax(db, mod, tgt, params=None)
         if db_path is not None and (counter["trials"] or db_status != "ok"):
-            merge_into_database(db_path, _target_key(tgt), _lines(wl_file), _lines(rec_file),
-                                lock_timeout=opts.lock_timeout)
+            save_records()
     stats["seconds"] = round(time.monotonic() - t0, 2)
     return executable, stats
 
@@ -499,8 +498,8 @@ def _with_deadline(ms, strategy: Any, deadline: float | None, counter: dict) -> 
 
 def _tune_phase(ms, tasks: list, budget: int, per_iter: int, opts: TuneOptions, work: str,
                 name: str, builder: Any, runner: Any, db: Any, callbacks: list, *,
-                population: int, warmup: int, deadline: float | None = None,
-                counter: dict | None = None) -> int:
+                population: int, warmup: int, deadline: float | None,
+                counter: dict) -> int:
     """One ``tune_tasks`` run over ``tasks`` within ``budget`` trials; returns how many
     tasks it tuned.  MetaSchedule's default search (population 512, 4 genetic rounds
     per iteration) costs seconds per task and round on 2 cores; a small budget gains
@@ -508,7 +507,7 @@ def _tune_phase(ms, tasks: list, budget: int, per_iter: int, opts: TuneOptions, 
     search = ms.search_strategy.EvolutionarySearch(
         population_size=population, init_min_unmeasured=max(2, min(50, budget, population)),
         genetic_num_iters=2 if budget < 256 else 4)
-    strategy = _with_deadline(ms, search, deadline, counter if counter is not None else {})
+    strategy = _with_deadline(ms, search, deadline, counter)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, os.path.join(work, "logs-" + name), strategy=strategy, seed=opts.seed)
     if not contexts:
