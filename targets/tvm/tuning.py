@@ -435,8 +435,8 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
                     stats["trials_per_iter"], stats["warmup"] = per_iter, warmup
                     tuned += _tune_phase(ms, heavy, budget, per_iter, opts, work, "heavy",
                                          builder, runner, db, callbacks,
-                                         population=max(32, min(512, 8 * budget)),
-                                         warmup=warmup, deadline=deadline, counter=counter)
+                                         population=None, warmup=warmup,
+                                         deadline=deadline, counter=counter)
             finally:
                 bar.close()
             stats["tasks_light"], stats["tasks_heavy"] = len(light), len(heavy)
@@ -444,6 +444,7 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         stats["trials"] = counter["trials"]
         stats["trials_measured_ok"] = counter["measured"]
         stats["stopped_by_time"] = counter["stopped_by_time"]
+        stats["search_seconds"] = round(counter.get("search_s", 0.0), 2)
         stats["tasks_with_records"] = sum(1 for t in tasks if _has_record(db, t, tgt))
         stats["tune_seconds"] = round(time.monotonic() - t0, 2)
         executable = ms.relax_integration.compile_relax(db, mod, tgt, params=None)
@@ -454,41 +455,66 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
 
 
 def _with_deadline(ms, strategy: Any, deadline: float | None, counter: dict) -> Any:
-    """``strategy`` that proposes no more candidates past ``deadline``
-    (``time.monotonic()``) once it has proposed one batch (every task gets measured at
-    least once, so none is left unscheduled): the scheduler then ends each task itself,
-    the one safe way to stop early (terminating tasks from a measure callback trips
-    MetaSchedule's checks when the task being joined is the one it picks next)."""
-    if deadline is None:
-        return strategy
+    """``strategy`` timed (``counter["search_s"]``: seconds spent proposing candidates,
+    the part of tuning that is neither compiling nor measuring) and stopped at
+    ``deadline`` (``time.monotonic()``).
+
+    Past the deadline a task that already proposed a batch proposes nothing more (the
+    scheduler then ends it itself, the one safe way to stop early: terminating tasks
+    from a measure callback trips MetaSchedule's checks when the task being joined is
+    the one it picks next).  A task that has not proposed yet still gets measured once,
+    or it would be left unscheduled (a naive loop nest, 100x slower), but through
+    ``ReplayTrace``: two random samples of its design space, milliseconds of search
+    instead of an evolutionary population, so a deadline is overrun by a couple of
+    candidates per remaining task, not by a search per task."""
     from tvm.ir.utils import derived_object
 
     @derived_object
     class Deadline(ms.search_strategy.PySearchStrategy):
         def __init__(self, inner):
             self.inner = inner
+            self.late = None          # ReplayTrace, for a first batch past the deadline
+            self.active = inner
             self.proposed = False
+            self.context = None
+            self.args = None
 
         def _initialize_with_tune_context(self, context):
+            self.context = context
             self.inner._initialize_with_tune_context(context)
 
         def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database=None,
                        cost_model=None):
+            self.args = (max_trials, design_spaces, database, cost_model)
             self.inner.pre_tuning(max_trials, num_trials_per_iter, design_spaces, database,
                                   cost_model)
 
         def post_tuning(self):
             self.inner.post_tuning()
+            if self.late is not None:
+                self.late.post_tuning()
 
         def generate_measure_candidates(self):
-            if self.proposed and time.monotonic() > deadline:
+            late = deadline is not None and time.monotonic() > deadline
+            if late and self.proposed:
                 counter["stopped_by_time"] = True
                 return None
+            t = time.monotonic()
+            if late:
+                counter["stopped_by_time"] = True
+                max_trials, spaces, database, cost_model = self.args
+                self.late = ms.search_strategy.ReplayTrace()
+                self.late._initialize_with_tune_context(self.context)
+                self.late.pre_tuning(max_trials, 2, spaces, database, cost_model)
+                self.active = self.late
             self.proposed = True
-            return self.inner.generate_measure_candidates()
+            try:
+                return self.active.generate_measure_candidates()
+            finally:
+                counter["search_s"] = counter.get("search_s", 0.0) + time.monotonic() - t
 
         def notify_runner_results(self, measure_candidates, results):
-            self.inner.notify_runner_results(measure_candidates, results)
+            self.active.notify_runner_results(measure_candidates, results)
 
         def clone(self):
             return Deadline(self.inner.clone())
@@ -498,15 +524,19 @@ def _with_deadline(ms, strategy: Any, deadline: float | None, counter: dict) -> 
 
 def _tune_phase(ms, tasks: list, budget: int, per_iter: int, opts: TuneOptions, work: str,
                 name: str, builder: Any, runner: Any, db: Any, callbacks: list, *,
-                population: int, warmup: int, deadline: float | None,
+                population: int | None, warmup: int, deadline: float | None,
                 counter: dict) -> int:
     """One ``tune_tasks`` run over ``tasks`` within ``budget`` trials; returns how many
     tasks it tuned.  MetaSchedule's default search (population 512, 4 genetic rounds
-    per iteration) costs seconds per task and round on 2 cores; a small budget gains
-    nothing from it, so the population is sized to the budget."""
+    per iteration) costs seconds per task and round on 2 cores; a task that gets a
+    handful of trials gains nothing from it, so the population (``None``) is sized to
+    the trials per task: 8 candidates of population per trial, 32 to 512."""
+    per_task = max(1, budget // max(1, len(tasks)))
+    if population is None:
+        population = max(32, min(512, 8 * per_task))
     search = ms.search_strategy.EvolutionarySearch(
-        population_size=population, init_min_unmeasured=max(2, min(50, budget, population)),
-        genetic_num_iters=2 if budget < 256 else 4)
+        population_size=population, init_min_unmeasured=max(2, min(50, per_task, population)),
+        genetic_num_iters=2 if per_task < 64 else 4)
     strategy = _with_deadline(ms, search, deadline, counter)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, os.path.join(work, "logs-" + name), strategy=strategy, seed=opts.seed)

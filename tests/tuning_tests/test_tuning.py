@@ -134,6 +134,21 @@ def test_time_budget_stops_tuning_and_keeps_records(tmp_path):
     assert json.loads(db.read_text())["format"] == DB_FORMAT
 
 
+def test_deadline_passed_before_the_search_samples_each_task_twice(tmp_path):
+    # the deadline passes while the tasks are extracted: no evolutionary search runs,
+    # each task is measured on two random samples of its design space (ReplayTrace),
+    # so every kernel still has a schedule and the overrun is a couple of candidates
+    # per task; outputs unchanged
+    model = _conv_model(tmp_path / "conv.onnx", c_out=8, size=16, second_conv=True)
+    cm = compiler.compile(model, target="host", tune={
+        "trials": 5000, "max_seconds": 0.01, "progress": False})
+    st = cm.tuning
+    assert st["stopped_by_time"] is True, st
+    assert st["tasks_with_records"] == st["tasks"] > 1, st
+    assert 0 < st["trials"] <= 2 * st["tasks"], st
+    _close(cm.run(_x()), compiler.compile(model, target="host").run(_x()))
+
+
 @pytest.mark.slow
 def test_records_reach_the_database_while_tuning(tmp_path, monkeypatch):
     # the build after tuning fails (as a kill would stop it): the records measured
