@@ -72,7 +72,7 @@ from compiler.datasets import load_dataset  # noqa: E402
 from compiler.onnx_io import import_model  # noqa: E402
 from compiler.passes import PassContext, parse_pass  # noqa: E402
 from compiler.torch_bridge import finetune, to_torch  # noqa: E402
-from passes.pruning import magnitude_prune, search_rate  # noqa: E402
+from passes.pruning import magnitude_prune, search_rate, within_budget  # noqa: E402
 from passes.weight_sharing import finetune_centroids, share_weights  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -145,7 +145,7 @@ def prune_stage(graph, base_acc, evaluate, train, budget, ft_batches, epochs, lo
     while density > 1 / 1024:
         density *= factor
         g, acc = step(ok_graph, density)
-        if base_acc - acc <= budget:
+        if within_budget(base_acc, acc, budget):
             ok_d, ok_graph = density, g
         else:
             fail_d = density
@@ -155,7 +155,7 @@ def prune_stage(graph, base_acc, evaluate, train, budget, ft_batches, epochs, lo
         for _ in range(2):
             mid = math.sqrt(lo * hi)
             g, acc = step(ok_graph, mid)
-            if base_acc - acc <= budget:
+            if within_budget(base_acc, acc, budget):
                 hi, ok_d, ok_graph = mid, mid, g
             else:
                 lo = mid
@@ -195,7 +195,7 @@ def share_stage(graph, base_acc, evaluate, train, budget, ks, ft_batches, log,
         acc = evaluate(g)
         tried.append([k, round(acc, 5)])
         log(f"    share k={k}: calib {acc:.4f}")
-        if base_acc - acc <= budget:
+        if within_budget(base_acc, acc, budget):
             return g, k, tried
         if fallback is None or acc > fallback[2]:
             fallback = (g, k, acc)

@@ -11,4 +11,4 @@ from .criteria import CRITERIA, group_scores, register_criterion  # noqa: F401
 from .structured import Prune, prune_graph  # noqa: F401
 from .magnitude import MagnitudePrune, magnitude_prune  # noqa: F401
 from .sensitivity import TSensitive, layer_sensitivity  # noqa: F401
-from .search import PruneSearch, search_rate  # noqa: F401
+from .search import PruneSearch, search_rate, within_budget  # noqa: F401

@@ -127,3 +127,12 @@ def test_search_with_finetune_on_fashion_mnist():
         graph.clone(), ctx)
     assert res.stats["rate"] == pytest.approx(0.475)
     res.graph.verify(require_types=True)
+
+
+def test_a_drop_of_exactly_the_budget_is_within_it():
+    # 25 of 5,000 images is 0.5 %: 0.9917 - 0.9867 computes as 0.00500000000000012
+    from passes.pruning import within_budget
+
+    assert 0.9917 - 0.9867 > 0.005  # the float trap itself
+    assert within_budget(0.9917, 0.9867, 0.005)
+    assert not within_budget(0.9917, 0.9867 - 1 / 5000, 0.005)  # one image more
