@@ -261,6 +261,48 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
                       primfunc_name_hint="conv2d_nchwc")
 
 
+@relax.expr_functor.mutator
+class _PadInputChannels(relax.PyExprMutator):
+    """Integer dense convs whose input channels are not a multiple of 4 (the RGB or
+    grayscale first conv) but whose outputs are a multiple of 16 get their input
+    padded with zero channels up to a multiple of 4, and zero weights for them (a zero
+    weight makes the padded values irrelevant), so they take the VNNI kernel instead of
+    the generic one: MobileNetV2's 3->32 first conv at 224x224 took 6.7 ms of a 13.5 ms
+    int8 call in the generic kernel."""
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+            return call
+        a = call.attrs
+        x, w = call.args
+        if not (isinstance(w, tvm.ir.expr.Constant) and int(a.groups) == 1
+                and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW"
+                and str(a.out_layout or "NCHW") == "NCHW"
+                and x.ty.dtype in ("int8", "uint8") and w.ty.dtype == "int8"):
+            return call
+        xs = _static_shape(x)
+        wv = w.value.numpy()
+        if xs is None or len(xs) != 4 or xs[1] % 4 == 0 or wv.shape[0] % 16 != 0:
+            return call
+        c, c4 = xs[1], -(-xs[1] // 4) * 4
+        wp = np.zeros((wv.shape[0], c4) + wv.shape[2:], wv.dtype)
+        wp[:, :c] = wv
+        xp = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, c4 - c, 0, 0, 0, 0], "constant", 0))
+        return relax.op.nn.conv2d(xp, relax.const(wp, "int8"), strides=a.strides,
+                                  padding=a.padding, dilation=a.dilation, groups=1,
+                                  data_layout="NCHW", kernel_layout="OIHW",
+                                  out_dtype=a.out_dtype)
+
+
+def _pad_input_channels(mod: tvm.IRModule) -> tvm.IRModule:
+    mutator = _PadInputChannels(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return mutator.builder_.get()
+
+
 def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc") -> tvm.IRModule:
     """Convert ``mod``'s convolutions to packed layouts (``layout="nchwc"``: activations
     stay packed between convs and elementwise ops, weights are packed at build time) and
@@ -270,6 +312,7 @@ def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc") -> tvm.IRModule:
         raise ValueError("layout 'auto' is resolved by the target (nchwc when tuning)")
     if layout == "nchw":
         return mod
+    mod = _pad_input_channels(mod)
     seq = tvm.transform.Sequential([
         relax.transform.ConvertLayout({}, layout_cb=_choose_layouts),
         relax.transform.Normalize(),
