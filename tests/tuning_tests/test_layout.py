@@ -73,11 +73,11 @@ def test_float_nchwc_matches_nchw_and_onnxruntime(tmp_path):
     assert packed_conv_count(mod) == {"conv": 4, "u8s8": 0, "depthwise": 1}
 
 
-def test_int8_first_conv_with_three_channels_is_padded_to_the_vnni_kernel(tmp_path):
-    # 3 input channels (RGB) and 16 outputs: padded to 4 channels with zero weights, the
-    # conv takes the u8 x s8 kernel; results stay bit-exact with the NCHW int8 build
-    model = _model(tmp_path / "m.onnx", c_in=3)
-    calib = [{"x": _x(c_in=3, seed=2, n=8)}]
+def _int8_packed_matches_plain(tmp_path, c_in: int):
+    """The test model quantized to int8, built packed (nchwc) and plain (nchw): checks
+    the two bit-exact (and non-trivial) on two inputs, returns the packed build."""
+    model = _model(tmp_path / "m.onnx", c_in=c_in)
+    calib = [{"x": _x(c_in=c_in, seed=2, n=8)}]
     host = get_target("host")
     passes = "fold-bn,cleanup,quantize{bits=8,act_bits=8}"
     packed = compiler.compile(model, target=host.with_layout("nchwc"), passes=passes,
@@ -85,28 +85,24 @@ def test_int8_first_conv_with_three_channels_is_padded_to_the_vnni_kernel(tmp_pa
     plain = compiler.compile(model, target=host.with_layout("nchw"), passes=passes,
                              calibration_data=calib)
     for seed in (1, 3):
-        x = {"x": _x(c_in=3, seed=seed)}
+        x = {"x": _x(c_in=c_in, seed=seed)}
         a, b = packed.run(x)[0], plain.run(x)[0]
         assert np.array_equal(a, b), np.max(np.abs(a - b))
+        assert np.abs(a).max() > 0
+    return packed
+
+
+def test_int8_first_conv_with_three_channels_is_padded_to_the_vnni_kernel(tmp_path):
+    # 3 input channels (RGB) and 16 outputs: padded to 4 channels with zero weights, the
+    # conv takes the u8 x s8 kernel; results stay bit-exact with the NCHW int8 build
+    packed = _int8_packed_matches_plain(tmp_path, c_in=3)
     counts = packed_conv_count(pack_convolutions(lower_graph(packed.graph), "nchwc"))
     # the first conv (3->16) is the one u8s8 kernel; 16->24 and 24->8 stay generic
     assert counts == {"conv": 3, "u8s8": 1, "depthwise": 1}, counts
 
 
 def test_int8_nchwc_is_bit_exact_and_uses_u8s8_kernels(tmp_path):
-    model = _model(tmp_path / "m.onnx", c_in=4)
-    calib = [{"x": _x(c_in=4, seed=2, n=8)}]
-    host = get_target("host")
-    passes = "fold-bn,cleanup,quantize{bits=8,act_bits=8}"
-    packed = compiler.compile(model, target=host.with_layout("nchwc"), passes=passes,
-                              calibration_data=calib)
-    plain = compiler.compile(model, target=host.with_layout("nchw"), passes=passes,
-                             calibration_data=calib)
-    for seed in (1, 3):
-        x = {"x": _x(c_in=4, seed=seed)}
-        a, b = packed.run(x)[0], plain.run(x)[0]
-        assert np.array_equal(a, b), np.max(np.abs(a - b))
-        assert np.abs(a).max() > 0
+    packed = _int8_packed_matches_plain(tmp_path, c_in=4)
     mod = pack_convolutions(lower_graph(packed.graph), "nchwc")
     counts = packed_conv_count(mod)
     # 16->24 / 24->8 outputs are not multiples of 16: those stay generic packed kernels
