@@ -25,7 +25,9 @@ u8 x s8 -> s32), which MetaSchedule's x86 rules tensorize.  ``128 * sum(w)`` per
 channel is subtracted in a fused epilogue, so results stay bit-exact.  A conv whose
 data is already uint8 (the lowering shifts an input with zero point -128, a ReLU's
 output, to ``x + 128`` inside the producer's epilogue) skips both: zero padding, no
-correction, no pack kernel.
+correction, no pack kernel.  An int8 conv with a channel count that is not a multiple of 4
+(the RGB or grayscale first conv) is padded to one with zero channels and zero weights
+first (`_PadInputChannels`), so it takes the same kernel.
 """
 from __future__ import annotations
 
@@ -283,9 +285,11 @@ class _PadInputChannels(relax.PyExprMutator):
             return call
         xs = _static_shape(x)
         wv = w.value.numpy()
-        if xs is None or len(xs) != 4 or xs[1] % 4 == 0 or wv.shape[0] % 16 != 0:
+        if xs is None or len(xs) != 4 or xs[1] % 4 == 0:
             return call
         c, c4 = xs[1], -(-xs[1] // 4) * 4
+        if not _vnni_shape(c4, wv.shape[0]):
+            return call
         wp = np.zeros((wv.shape[0], c4) + wv.shape[2:], wv.dtype)
         wp[:, :c] = wv
         xp = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, c4 - c, 0, 0, 0, 0], "constant", 0))
