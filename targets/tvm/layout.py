@@ -116,6 +116,22 @@ def _vnni_shape(c: int, o: int) -> bool:
     return c % 4 == 0 and o % 16 == 0
 
 
+def _packable_conv_shapes(call: relax.Call) -> tuple[list[int], list[int]] | None:
+    """``(data shape, weight shape)`` of an NCHW/OIHW ``conv2d`` with a constant weight
+    and static 4-D shapes (the convs the packed layouts handle), else ``None``."""
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+        return None
+    a = call.attrs
+    if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or a.out_layout not in ("", "NCHW"):
+        return None
+    if not isinstance(call.args[1], tvm.ir.expr.Constant):
+        return None  # weights as run-time parameters: nothing to pre-pack, keep NCHW
+    xs, ws = _static_shape(call.args[0]), _static_shape(call.args[1])
+    if xs is None or ws is None or len(xs) != 4:
+        return None
+    return xs, ws
+
+
 def _choose_layouts(call: relax.Call) -> dict:
     """Per-conv layouts for ``ConvertLayout``: ``[data, kernel, out]``; ``{}`` keeps NCHW."""
     if not isinstance(call.op, tvm.ir.Op):
@@ -124,17 +140,11 @@ def _choose_layouts(call: relax.Call) -> dict:
         # Relax's layout inference for it fails on packed inputs ("Layouts must have the
         # same size"): asking for NCHW explicitly makes it unpack the input instead.
         return {"relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
-    if call.op.name != "relax.nn.conv2d":
+    shapes = _packable_conv_shapes(call)
+    if shapes is None:
         return {}
-    a = call.attrs
-    if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or a.out_layout not in ("", "NCHW"):
-        return {}
-    if not isinstance(call.args[1], tvm.ir.expr.Constant):
-        return {}  # weights as run-time parameters: nothing to pre-pack, keep NCHW
-    xs, ws = _static_shape(call.args[0]), _static_shape(call.args[1])
-    if xs is None or ws is None or len(xs) != 4:
-        return {}
-    c, o, g = xs[1], ws[0], int(a.groups)
+    xs, ws = shapes
+    c, o, g = xs[1], ws[0], int(call.attrs.groups)
     dtype = call.args[0].ty.dtype
     if g == 1:
         if dtype in ("int8", "uint8") and _vnni_shape(c, o):
@@ -274,22 +284,17 @@ class _PadInputChannels(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+        shapes = _packable_conv_shapes(call)
+        if shapes is None:
             return call
+        (_, c, _, _), ws = shapes
         a = call.attrs
         x, w = call.args
-        if not (isinstance(w, tvm.ir.expr.Constant) and int(a.groups) == 1
-                and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW"
-                and str(a.out_layout or "NCHW") == "NCHW"
-                and x.ty.dtype in ("int8", "uint8") and w.ty.dtype == "int8"):
+        c4 = -(-c // 4) * 4
+        if (int(a.groups) != 1 or c == c4 or not _vnni_shape(c4, ws[0])
+                or x.ty.dtype not in ("int8", "uint8") or w.ty.dtype != "int8"):
             return call
-        xs = _static_shape(x)
         wv = w.value.numpy()
-        if xs is None or len(xs) != 4 or xs[1] % 4 == 0:
-            return call
-        c, c4 = xs[1], -(-xs[1] // 4) * 4
-        if not _vnni_shape(c4, wv.shape[0]):
-            return call
         wp = np.zeros((wv.shape[0], c4) + wv.shape[2:], wv.dtype)
         wp[:, :c] = wv
         xp = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, c4 - c, 0, 0, 0, 0], "constant", 0))

@@ -400,7 +400,8 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         todo = [t for t in tasks if not _has_record(db, t, tgt)]
         stats["tasks_from_database"] = len(tasks) - len(todo)
         stats["tasks_tuned"] = 0
-        counter = {"trials": 0, "measured": 0, "best_ms": {}, "stopped_by_time": False}
+        counter = {"trials": 0, "measured": 0, "best_ms": {}, "stopped_by_time": False,
+                   "search_s": 0.0}
         if todo and opts.trials > 0:
             # Kernels without a reduction (layout transforms, elementwise chains, pads)
             # need one parallel + vectorized schedule, not a search: they get a couple
@@ -444,7 +445,7 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         stats["trials"] = counter["trials"]
         stats["trials_measured_ok"] = counter["measured"]
         stats["stopped_by_time"] = counter["stopped_by_time"]
-        stats["search_seconds"] = round(counter.get("search_s", 0.0), 2)
+        stats["search_seconds"] = round(counter["search_s"], 2)
         stats["tasks_with_records"] = sum(1 for t in tasks if _has_record(db, t, tgt))
         stats["tune_seconds"] = round(time.monotonic() - t0, 2)
         executable = ms.relax_integration.compile_relax(db, mod, tgt, params=None)
@@ -511,7 +512,7 @@ def _with_deadline(ms, strategy: Any, deadline: float | None, counter: dict) -> 
             try:
                 return self.active.generate_measure_candidates()
             finally:
-                counter["search_s"] = counter.get("search_s", 0.0) + time.monotonic() - t
+                counter["search_s"] += time.monotonic() - t
 
         def notify_runner_results(self, measure_candidates, results):
             self.active.notify_runner_results(measure_candidates, results)
