@@ -27,7 +27,8 @@ four Fashion-MNIST models by default):
    accuracy is within ``--share-budget`` of ``max_drop`` is kept.  (Both budgets default
    to the whole ``max_drop``; the best of several noisy ``calib`` probes can overstate the
    ``test`` accuracy, so lower them to be conservative.)
-3. **code**: the lossless container of `compiler.compression` over every constant of the
+3. **code**: ``dedup-constants`` (one ``0`` and one ``6`` for all of ReLU6's ``Clip`` bounds),
+   then the lossless container of `compiler.compression` over every constant of the
    graph (weights, codebooks, indices, biases, shape operands, names, checksum); it is
    decoded again and checked bit for bit.
 
@@ -46,6 +47,10 @@ top-1 on the full ``test`` split (10,000 images) computed with the torch module 
 graph (`compiler.torch_bridge.to_torch`, the same function as the interpreter; the
 baseline column is measured the same way).  ``--quick``: 2,000 test and 1,000 calib images,
 at most 100 fine-tuning batches per step, k in (8, 16) -- a smoke run, not the table.
+
+``--channels r`` first removes ``r`` of the parameters as whole channels (structured
+filter pruning, ``prune{objective=params, criterion=l1}``) and fine-tunes ``--channel-epochs``
+epochs; the budgets stay relative to the unpruned baseline.
 
 ``--objective speed`` runs the other end of the memory/time trade-off: structured filter
 pruning (``prune-search{method=structured, objective=macs}``, fine-tuned) + ``quantize{bits=8}``
@@ -162,6 +167,22 @@ def prune_stage(graph, base_acc, evaluate, train, budget, ft_batches, epochs, lo
     return ok_graph, 1 - ok_d, history
 
 
+def channel_stage(graph, ratio, train, epochs, lr, ft_batches, evaluate, log):
+    """Structured filter pruning before magnitude pruning: ``prune{objective=params,
+    criterion=l1}`` removes ``ratio`` of the parameters as whole channels (a channel takes
+    its filter, bias, depthwise filter and consumers' input slices with it, none of which
+    the sparse coder would store for free), then ``epochs`` of fine-tuning."""
+    from passes.pruning.structured import prune_graph
+
+    graph, st = prune_graph(graph.clone(), ratio=ratio, objective="params", criterion="l1")
+    log(f"    channels {st['layers']} params {st['params']}: calib {evaluate(graph):.4f}")
+    graph = finetune(graph, train, epochs=epochs, lr=lr, max_batches=ft_batches)
+    acc = evaluate(graph)
+    log(f"    channels fine-tuned {epochs} epochs: calib {acc:.4f}")
+    return graph, {"ratio": ratio, "layers": st["layers"], "params": st["params"],
+                   "calib": round(acc, 5)}
+
+
 def share(graph, k: int, bias_clusters: int = 8, conv_clusters: int = 16,
           small_layer: int = 0, small_clusters: int = 64):
     """k clusters for fully connected layers, max(k, ``conv_clusters``) for convolutions
@@ -224,6 +245,10 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
         setup(onnx_path, ds_name, args)
     base_calib = evaluate(graph)
     log(f"{name}: fp32 {fp32} B, test {base_test:.4f}, calib {base_calib:.4f}")
+    channels = None
+    if args.channels:
+        graph, channels = channel_stage(graph, args.channels, train, args.channel_epochs,
+                                        args.lr, ft, evaluate, log)
     pruned, rate, prune_hist = prune_stage(graph, base_calib, evaluate, train,
                                            args.prune_share * max_drop, ft, args.epochs, log,
                                            args.start, args.step, args.lr)
@@ -237,6 +262,7 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
                                         args.share_epochs, args.share_lr, args.bias_clusters,
                                         args.conv_clusters, args.small_layer,
                                         args.small_clusters)
+    shared = parse_pass("dedup-constants")(shared, PassContext()).graph
     layer_stats: dict = {}
     blob = compress_graph(shared, layer_stats)
     decoded = decode_container(blob, name)
@@ -260,6 +286,7 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
             "test": {"baseline": base_test, "pruned": pruned_test, "final": final_test},
             "drop": round(base_test - final_test, 5), "max_drop": max_drop,
             "test_samples": test_n or len(test),
+            "channels": channels,
             "history": {"prune": prune_hist, "share": share_hist}, "layers": per_layer,
             "seconds": round(time.time() - t0, 1)}
 
@@ -282,6 +309,7 @@ def run_speed(name, onnx_path, ds_name, args, log) -> dict:
     from compiler.evaluate import evaluate as ref_evaluate
 
     final_test = ref_evaluate(q, test, limit=test_n or 2000).value
+    q = parse_pass("dedup-constants")(q, PassContext()).graph
     blob = compress_graph(q)
     lat = [measure_latency_ms(graph), measure_latency_ms(q)]
     return {"model": name, "dataset": ds_name, "objective": "speed",
@@ -310,6 +338,10 @@ def main(argv=None) -> int:
                     help="layers with at most this many weights get --small-clusters (0: off)")
     ap.add_argument("--small-clusters", type=int, default=64,
                     help="least clusters of a small layer (--small-layer)")
+    ap.add_argument("--channels", type=float, default=0.0,
+                    help="fraction of the parameters removed as whole channels first (0: off)")
+    ap.add_argument("--channel-epochs", type=int, default=4,
+                    help="fine-tuning epochs after the channel pruning")
     ap.add_argument("--final-epochs", type=int, default=2,
                     help="epochs of retraining at the chosen sparsity, before sharing")
     ap.add_argument("--finetune-batches", type=int, default=None,

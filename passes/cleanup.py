@@ -1,10 +1,13 @@
-"""Cleanup passes: identity removal, constant folding, dead-code elimination, type inference.
+"""Cleanup passes: identity removal, constant folding, dead-code elimination, type inference,
+duplicate-constant merging.
 
 ``cleanup`` runs the first three in order; each is also usable alone.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from compiler.folding import can_fold, fold_node, infer_node
 from compiler.ir import Graph
@@ -60,6 +63,37 @@ class DeadCodeElimination(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         removed = graph.remove_unused()
         return PassResult(graph, removed > 0, {"removed": removed})
+
+
+@register_pass("dedup-constants")
+@dataclass
+class DedupConstants(Pass):
+    """Merges constants with the same dtype, shape, bytes and quantization into one value.
+
+    An exported graph keeps one initializer per use (ReLU6 gives every ``Clip`` its own ``0``
+    and ``6``): each costs a name and a header in every artifact.  Only constants that are
+    not trained weights are merged -- non-float operands (shapes, axes, indices) and rank-0
+    scalars, without quantization parameters or metadata -- because merging two equal float
+    tensors of rank >= 1 (say, two zero biases) would tie them together in a later
+    fine-tuning.  Graph outputs are never merged.
+    """
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        first: dict[tuple, object] = {}
+        merged = 0
+        for value in graph.constants:
+            array = np.asarray(value.const)
+            if (value.is_graph_output or value.quant is not None or value.meta
+                    or (np.issubdtype(array.dtype, np.floating) and array.ndim)):
+                continue
+            key = (array.dtype.str, array.shape, array.tobytes())
+            keep = first.setdefault(key, value)
+            if keep is not value:
+                graph.replace_all_uses_with(value, keep)
+                merged += 1
+        if merged:
+            graph.remove_unused()
+        return PassResult(graph, merged > 0, {"merged": merged})
 
 
 @register_pass("infer-shapes")

@@ -40,3 +40,31 @@ def test_cleanup_on_clean_models_reports_unmodified():
     for name in SMALL_MODELS:
         result = parse_pass("cleanup")(import_model(model_path(name)))
         assert result.modified is False, (name, result.stats)
+
+
+def test_dedup_constants_merges_relu6_bounds_not_float_tensors():
+    """mobilenet_fmnist exports a 0 and a 6 per Clip: dedup keeps one of each, outputs are
+    unchanged, equal float tensors of rank >= 1 (trainable) stay apart."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    graph = import_model(str(root / "baselines" / "mobilenet_fmnist.onnx"))
+    bounds = [v for n in graph.find("Clip") for v in n.inputs[1:]]
+    assert len(bounds) == 18 and len({id(v) for v in bounds}) == 18
+    zeros = graph.add_constant("zero_bias", np.zeros(10, np.float32))
+    twin = graph.add_constant("zero_bias_twin", np.zeros(10, np.float32))
+    out = graph.outputs[0]
+    graph.outputs[0] = graph.op("Add", graph.op("Add", out, zeros), twin)
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    before = Interpreter(graph).run([x])[0]
+    n_constants = len(graph.constants)
+
+    result = parse_pass("dedup-constants")(graph)
+    assert result.stats == {"merged": 16} and result.modified
+    bounds = [v for n in result.graph.find("Clip") for v in n.inputs[1:]]
+    assert sorted({float(v.const) for v in bounds}) == [0.0, 6.0]
+    assert len({id(v) for v in bounds}) == 2
+    assert len(result.graph.constants) == n_constants - 16
+    assert {"zero_bias", "zero_bias_twin"} <= {v.name for v in result.graph.constants}
+    np.testing.assert_array_equal(Interpreter(result.graph).run([x])[0], before)
+    assert parse_pass("dedup-constants")(result.graph).modified is False
