@@ -176,7 +176,8 @@ def channel_stage(graph, ratio, train, epochs, lr, ft_batches, evaluate, log):
 
     graph, st = prune_graph(graph.clone(), ratio=ratio, objective="params", criterion="l1")
     log(f"    channels {st['layers']} params {st['params']}: calib {evaluate(graph):.4f}")
-    graph = finetune(graph, train, epochs=epochs, lr=lr, max_batches=ft_batches)
+    if epochs:
+        graph = finetune(graph, train, epochs=epochs, lr=lr, max_batches=ft_batches)
     acc = evaluate(graph)
     log(f"    channels fine-tuned {epochs} epochs: calib {acc:.4f}")
     return graph, {"ratio": ratio, "layers": st["layers"], "params": st["params"],

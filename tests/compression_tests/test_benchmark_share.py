@@ -51,3 +51,23 @@ def test_small_layers_get_more_clusters_and_biases_follow_the_option():
             assert b.inputs[1].const.tobytes() == a.inputs[1].const.tobytes()
         assert b.inputs[2].const.tobytes() == b0.tobytes()  # bias_clusters=0: fp32 biases
         assert not np.any(b.inputs[1].const.view(np.uint32) & 0xFFFF)  # bfloat16 values
+
+
+def test_channel_stage_removes_whole_channels_before_magnitude_pruning():
+    from compiler.analysis import model_stats
+    from compiler.interpreter import Interpreter
+
+    bench = _bench()
+    g = parse_pass("fold-bn")(import_model(model_path("dwsep_tiny")), PassContext()).graph
+    params = model_stats(g).params
+    x = np.random.default_rng(0).standard_normal(g.inputs[0].shape).astype(np.float32)
+    logs = []
+    out, info = bench.channel_stage(g, 0.4, None, 0, 1e-3, None, lambda _: 0.5, logs.append)
+    assert model_stats(g).params == params  # the input graph is not touched
+    assert info["params"] == [params, model_stats(out).params]
+    assert model_stats(out).params <= 0.7 * params and info["layers"]  # estimate: ~0.4
+    for layer in weight_layers(out):  # no zero filters left behind: channels are gone
+        w = layer.inputs[1].const
+        assert np.all(np.abs(w.reshape(w.shape[0], -1)).sum(1) > 0)
+    assert Interpreter(out).run([x])[0].shape == Interpreter(g).run([x])[0].shape
+    assert len(logs) == 2
