@@ -50,7 +50,9 @@ at most 100 fine-tuning batches per step, k in (8, 16) -- a smoke run, not the t
 
 ``--channels r`` first removes ``r`` of the parameters as whole channels (structured
 filter pruning, ``prune{objective=params, criterion=l1}``) and fine-tunes ``--channel-epochs``
-epochs; the budgets stay relative to the unpruned baseline.
+epochs; the budgets stay relative to the unpruned baseline.  ``--distill w`` makes every
+fine-tuning (channels, pruning steps, final retrain, centroids) distil from the BN-folded
+original model (weight ``w`` on the soft labels, ``--temperature``).
 
 ``--objective speed`` runs the other end of the memory/time trade-off: structured filter
 pruning (``prune-search{method=structured, objective=macs}``, fine-tuned) + ``quantize{bits=8}``
@@ -132,13 +134,14 @@ def layer_prune(graph, density: float, alpha: float = 0.5):
 
 
 def prune_stage(graph, base_acc, evaluate, train, budget, ft_batches, epochs, log,
-                start: float = 0.5, factor: float = 0.5, lr: float = 5e-4):
+                start: float = 0.5, factor: float = 0.5, lr: float = 5e-4,
+                distill: dict | None = None):
     """Iterative pruning (density of the largest layer halves per step, `layer_prune`),
     each step fine-tuned, then 2 bisection probes between the last feasible and the first
     infeasible density (fine-tuned from the last feasible graph)."""
     def step(g, density):
         g, per_layer = layer_prune(g.clone(), density)
-        g = finetune(g, train, epochs=epochs, lr=lr, max_batches=ft_batches)
+        g = finetune(g, train, epochs=epochs, lr=lr, max_batches=ft_batches, **(distill or {}))
         acc = evaluate(g)
         history.append([round(density, 5), round(acc, 5)])
         log(f"    prune density {density:.4f} {per_layer}: calib {acc:.4f}")
@@ -167,7 +170,8 @@ def prune_stage(graph, base_acc, evaluate, train, budget, ft_batches, epochs, lo
     return ok_graph, 1 - ok_d, history
 
 
-def channel_stage(graph, ratio, train, epochs, lr, ft_batches, evaluate, log):
+def channel_stage(graph, ratio, train, epochs, lr, ft_batches, evaluate, log,
+                  distill: dict | None = None):
     """Structured filter pruning before magnitude pruning: ``prune{objective=params,
     criterion=l1}`` removes ``ratio`` of the parameters as whole channels (a channel takes
     its filter, bias, depthwise filter and consumers' input slices with it, none of which
@@ -177,7 +181,8 @@ def channel_stage(graph, ratio, train, epochs, lr, ft_batches, evaluate, log):
     graph, st = prune_graph(graph.clone(), ratio=ratio, objective="params", criterion="l1")
     log(f"    channels {st['layers']} params {st['params']}: calib {evaluate(graph):.4f}")
     if epochs:
-        graph = finetune(graph, train, epochs=epochs, lr=lr, max_batches=ft_batches)
+        graph = finetune(graph, train, epochs=epochs, lr=lr, max_batches=ft_batches,
+                         **(distill or {}))
     acc = evaluate(graph)
     log(f"    channels fine-tuned {epochs} epochs: calib {acc:.4f}")
     return graph, {"ratio": ratio, "layers": st["layers"], "params": st["params"],
@@ -209,11 +214,13 @@ def share(graph, k: int, bias_clusters: int = 8, conv_clusters: int = 16,
 
 def share_stage(graph, base_acc, evaluate, train, budget, ks, ft_batches, log,
                 epochs: int = 1, lr: float = 1e-4, bias_clusters: int = 8,
-                conv_clusters: int = 16, small_layer: int = 0, small_clusters: int = 64):
+                conv_clusters: int = 16, small_layer: int = 0, small_clusters: int = 64,
+                distill: dict | None = None):
     tried, fallback = [], None
     for k in ks:
         g = share(graph.clone(), k, bias_clusters, conv_clusters, small_layer, small_clusters)
-        g = finetune_centroids(g, train, epochs=epochs, lr=lr, max_batches=ft_batches)
+        g = finetune_centroids(g, train, epochs=epochs, lr=lr, max_batches=ft_batches,
+                               **(distill or {}))
         acc = evaluate(g)
         tried.append([k, round(acc, 5)])
         log(f"    share k={k}: calib {acc:.4f}")
@@ -246,15 +253,18 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
         setup(onnx_path, ds_name, args)
     base_calib = evaluate(graph)
     log(f"{name}: fp32 {fp32} B, test {base_test:.4f}, calib {base_calib:.4f}")
+    distill = ({"teacher": graph, "distill": args.distill, "temperature": args.temperature}
+               if args.distill else None)
     channels = None
     if args.channels:
         graph, channels = channel_stage(graph, args.channels, train, args.channel_epochs,
-                                        args.lr, ft, evaluate, log)
+                                        args.lr, ft, evaluate, log, distill)
     pruned, rate, prune_hist = prune_stage(graph, base_calib, evaluate, train,
                                            args.prune_share * max_drop, ft, args.epochs, log,
-                                           args.start, args.step, args.lr)
+                                           args.start, args.step, args.lr, distill)
     if args.final_epochs:  # a longer retrain of the chosen sparsity
-        pruned = finetune(pruned, train, epochs=args.final_epochs, lr=3e-4, max_batches=ft)
+        pruned = finetune(pruned, train, epochs=args.final_epochs, lr=3e-4, max_batches=ft,
+                          **(distill or {}))
         log(f"    retrained {args.final_epochs} epochs: calib {evaluate(pruned):.4f}")
     pruned_test = accuracy(pruned, test, test_n)
     ks = (8, 16) if args.quick else (4, 8, 16, 32)
@@ -262,7 +272,7 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
                                         args.share_budget * max_drop, ks, ft, log,
                                         args.share_epochs, args.share_lr, args.bias_clusters,
                                         args.conv_clusters, args.small_layer,
-                                        args.small_clusters)
+                                        args.small_clusters, distill)
     shared = parse_pass("dedup-constants")(shared, PassContext()).graph
     layer_stats: dict = {}
     blob = compress_graph(shared, layer_stats)
@@ -343,6 +353,10 @@ def main(argv=None) -> int:
                     help="fraction of the parameters removed as whole channels first (0: off)")
     ap.add_argument("--channel-epochs", type=int, default=4,
                     help="fine-tuning epochs after the channel pruning")
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="weight of knowledge distillation from the unpruned model in every "
+                         "fine-tuning (0: plain cross-entropy)")
+    ap.add_argument("--temperature", type=float, default=4.0, help="distillation temperature")
     ap.add_argument("--final-epochs", type=int, default=2,
                     help="epochs of retraining at the chosen sparsity, before sharing")
     ap.add_argument("--finetune-batches", type=int, default=None,

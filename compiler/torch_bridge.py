@@ -20,7 +20,7 @@ from .analysis import is_param
 from .ir import Graph, Node
 from .ops.registry import UnsupportedOpError, op_key
 
-__all__ = ["to_torch", "from_torch", "finetune", "TORCH_OPS", "GraphModule"]
+__all__ = ["to_torch", "from_torch", "finetune", "training_loss", "TORCH_OPS", "GraphModule"]
 
 
 def _torch():
@@ -132,11 +132,40 @@ def from_torch(module: Any, graph: Graph | None = None) -> Graph:
     return new
 
 
+def training_loss(teacher: Graph | None = None, distill: float = 0.5,
+                  temperature: float = 4.0) -> Callable:
+    """``loss(logits, labels, inputs)`` for fine-tuning: cross-entropy, or with a ``teacher``
+    graph knowledge distillation (Hinton et al. 2015), ``(1 - distill) * CE + distill *
+    T**2 * KL(softmax(teacher / T) || softmax(student / T))`` with ``T = temperature``.
+    The teacher (say, the model before pruning) is only evaluated; its soft labels carry
+    what a pruned or shared model should keep beyond the one-hot label."""
+    torch = _torch()
+    cross_entropy = torch.nn.CrossEntropyLoss()
+    if teacher is None:
+        return lambda logits, labels, inputs: cross_entropy(logits, labels)
+    if not 0.0 <= distill <= 1.0 or temperature <= 0:
+        raise ValueError(f"distillation needs 0 <= distill <= 1 (got {distill}) and "
+                         f"temperature > 0 (got {temperature})")
+    teacher_module = to_torch(teacher).eval()
+    F = _F()
+
+    def loss(logits, labels, inputs):
+        with torch.no_grad():
+            soft = F.softmax(teacher_module(inputs) / temperature, dim=1)
+        kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+        return (1 - distill) * cross_entropy(logits, labels) + distill * temperature ** 2 * kl
+
+    return loss
+
+
 def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
              batch_size: int = 64, optimizer: str = "adam", weight_decay: float = 0.0,
              max_batches: int | None = None, seed: int = 0, progress: bool = False,
-             int_lr: float | None = None) -> Graph:
+             int_lr: float | None = None, teacher: Graph | None = None,
+             distill: float = 0.5, temperature: float = 4.0) -> Graph:
     """Retrain ``graph``'s weights on ``dataset`` (cross-entropy); structure is unchanged.
+
+    With a ``teacher`` graph the loss is knowledge distillation (`training_loss`).
 
     Exact zeros in float weight tensors are kept at zero (pruning masks survive).
 
@@ -174,7 +203,7 @@ def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
     if max_batches is not None:
         steps = min(steps, max_batches)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = training_loss(teacher, distill, temperature)
     for epoch in range(epochs):
         batches = dataset.batches(batch_size, shuffle=True, seed=seed + epoch)
         if progress:
@@ -186,7 +215,8 @@ def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
             if step >= steps:
                 break
             opt.zero_grad()
-            loss = loss_fn(module(torch.from_numpy(x)), torch.from_numpy(y))
+            inputs = torch.from_numpy(x)
+            loss = loss_fn(module(inputs), torch.from_numpy(y), inputs)
             loss.backward()
             opt.step()
             schedule.step()

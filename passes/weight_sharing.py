@@ -240,11 +240,13 @@ def shared_weights(value: Value) -> tuple[np.ndarray, np.ndarray] | None:
 
 def finetune_centroids(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-4,
                        batch_size: int = 64, max_batches: int | None = None,
-                       seed: int = 0) -> Graph:
+                       seed: int = 0, teacher: Graph | None = None,
+                       distill: float = 0.5, temperature: float = 4.0) -> Graph:
     """Retrain a shared graph: every weight's gradient is the sum over its cluster, so the
     members of a cluster stay equal (the centroid moves); zeros stay zero.  Other float
-    parameters train normally.  Returns a new graph; codebooks are rewritten."""
-    from compiler.torch_bridge import _torch, from_torch, to_torch
+    parameters train normally.  Returns a new graph; codebooks are rewritten.  A
+    ``teacher`` graph turns the loss into knowledge distillation (`training_loss`)."""
+    from compiler.torch_bridge import _torch, from_torch, to_torch, training_loss
 
     torch = _torch()
     torch.manual_seed(seed)
@@ -275,14 +277,15 @@ def finetune_centroids(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float
     steps = math.ceil(len(dataset) / batch_size)
     if max_batches is not None:
         steps = min(steps, max_batches)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = training_loss(teacher, distill, temperature)
     for epoch in range(epochs):
         for step, (x, y) in enumerate(dataset.batches(batch_size, shuffle=True,
                                                       seed=seed + epoch)):
             if step >= steps:
                 break
             opt.zero_grad()
-            loss_fn(module(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+            inputs = torch.from_numpy(x)
+            loss_fn(module(inputs), torch.from_numpy(y), inputs).backward()
             opt.step()
             module.apply_masks()
     module.eval()

@@ -117,3 +117,38 @@ def test_pretrained_digit_recognizer_reaches_its_published_accuracy():
     print(f"\ndigit-recognizer-py CNN, MNIST test top-1: {result.value:.4f} ({result.samples})")
     assert result.samples == 10000
     assert result.value == pytest.approx(0.9906, abs=0.0005)
+
+
+def test_distillation_loss_and_finetuning_from_a_teacher():
+    """`training_loss`: distill=0 is cross-entropy, a student equal to its teacher has zero
+    soft loss at distill=1; fine-tuning a damaged LeNet-5 against the intact one heals it."""
+    torch = pytest.importorskip("torch")
+    from compiler.torch_bridge import finetune, to_torch, training_loss
+
+    record, graph, test = _load("lenet5_mnist")
+    test = test.subset(1000)
+    train = load_dataset(record["dataset"], "train").subset(6400, seed=0)
+    x = torch.from_numpy(train.inputs(0, 64))
+    y = torch.from_numpy(train.labels[:64].astype(np.int64))
+    logits = to_torch(graph).eval()(x).detach()
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert torch.allclose(training_loss(graph, distill=0.0)(logits, y, x), ce)
+    assert float(training_loss(graph, distill=1.0)(logits, y, x)) < 1e-6
+    shifted = logits.roll(1, dims=1)  # a student that disagrees with the teacher
+    assert float(training_loss(graph, distill=1.0)(shifted, y, x)) > 0.1
+    with pytest.raises(ValueError, match="distill"):
+        training_loss(graph, distill=1.5)
+
+    damaged = graph.clone()
+    rng = np.random.default_rng(1)
+    for value in damaged.constants:
+        if value.const.ndim >= 2:
+            value.const = np.where(rng.random(value.const.shape) < 0.5, 0, value.const
+                                   ).astype(value.const.dtype)
+    hurt = evaluate(damaged, test).value
+    tuned = finetune(damaged, train, epochs=1, lr=1e-3, teacher=graph, distill=0.7)
+    healed = evaluate(tuned, test).value
+    assert healed > hurt + 0.05, (hurt, healed)
+    for before, after in zip(damaged.constants, tuned.constants):
+        if before.const.ndim >= 2:
+            assert np.all(after.const[before.const == 0] == 0)
