@@ -52,7 +52,9 @@ at most 100 fine-tuning batches per step, k in (8, 16) -- a smoke run, not the t
 filter pruning, ``prune{objective=params, criterion=l1}``) and fine-tunes ``--channel-epochs``
 epochs; the budgets stay relative to the unpruned baseline.  ``--distill w`` makes every
 fine-tuning (channels, pruning steps, final retrain, centroids) distil from the BN-folded
-original model (weight ``w`` on the soft labels, ``--temperature``).
+original model (weight ``w`` on the soft labels, ``--temperature``).  ``--save-pruned DIR``
+keeps each pruned, retrained graph; ``--from-pruned DIR`` starts from it (sharing and coding
+only, to compare sharing options on one pruning result).
 
 ``--objective speed`` runs the other end of the memory/time trade-off: structured filter
 pruning (``prune-search{method=structured, objective=macs}``, fine-tuned) + ``quantize{bits=8}``
@@ -76,7 +78,7 @@ import compiler  # noqa: E402,F401
 from compiler.analysis import model_stats  # noqa: E402
 from compiler.compression import compress_graph, decode_container, sparse_bytes  # noqa: E402
 from compiler.datasets import load_dataset  # noqa: E402
-from compiler.onnx_io import import_model  # noqa: E402
+from compiler.onnx_io import export_model, import_model  # noqa: E402
 from compiler.passes import PassContext, parse_pass  # noqa: E402
 from compiler.torch_bridge import finetune, to_torch  # noqa: E402
 from passes.pruning import magnitude_prune, search_rate, within_budget  # noqa: E402
@@ -255,17 +257,24 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
     log(f"{name}: fp32 {fp32} B, test {base_test:.4f}, calib {base_calib:.4f}")
     distill = ({"teacher": graph, "distill": args.distill, "temperature": args.temperature}
                if args.distill else None)
-    channels = None
-    if args.channels:
-        graph, channels = channel_stage(graph, args.channels, train, args.channel_epochs,
-                                        args.lr, ft, evaluate, log, distill)
-    pruned, rate, prune_hist = prune_stage(graph, base_calib, evaluate, train,
-                                           args.prune_share * max_drop, ft, args.epochs, log,
-                                           args.start, args.step, args.lr, distill)
-    if args.final_epochs:  # a longer retrain of the chosen sparsity
-        pruned = finetune(pruned, train, epochs=args.final_epochs, lr=3e-4, max_batches=ft,
-                          **(distill or {}))
-        log(f"    retrained {args.final_epochs} epochs: calib {evaluate(pruned):.4f}")
+    channels, rate, prune_hist = None, None, []
+    if args.from_pruned:  # re-run sharing and coding on a saved pruning result
+        pruned = import_model(Path(args.from_pruned) / f"{name}.onnx")
+        log(f"    pruned graph from {args.from_pruned}: calib {evaluate(pruned):.4f}")
+    else:
+        if args.channels:
+            graph, channels = channel_stage(graph, args.channels, train, args.channel_epochs,
+                                            args.lr, ft, evaluate, log, distill)
+        pruned, rate, prune_hist = prune_stage(graph, base_calib, evaluate, train,
+                                               args.prune_share * max_drop, ft, args.epochs, log,
+                                               args.start, args.step, args.lr, distill)
+        if args.final_epochs:  # a longer retrain of the chosen sparsity
+            pruned = finetune(pruned, train, epochs=args.final_epochs, lr=3e-4, max_batches=ft,
+                              **(distill or {}))
+            log(f"    retrained {args.final_epochs} epochs: calib {evaluate(pruned):.4f}")
+        if args.save_pruned:
+            Path(args.save_pruned).mkdir(parents=True, exist_ok=True)
+            export_model(pruned, Path(args.save_pruned) / f"{name}.onnx")
     pruned_test = accuracy(pruned, test, test_n)
     ks = (8, 16) if args.quick else (4, 8, 16, 32)
     shared, k, share_hist = share_stage(pruned, base_calib, evaluate, train,
@@ -293,7 +302,7 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
                  if n in layer_stats}
     return {"model": name, "dataset": ds_name, "objective": "size", "sizes": sizes,
             "ratio": round(fp32 / len(blob), 2), "sparsity": round(1 - nz / total, 4),
-            "prune_rate": round(rate, 5), "clusters": k,
+            "prune_rate": None if rate is None else round(rate, 5), "clusters": k,
             "test": {"baseline": base_test, "pruned": pruned_test, "final": final_test},
             "drop": round(base_test - final_test, 5), "max_drop": max_drop,
             "test_samples": test_n or len(test),
@@ -357,6 +366,11 @@ def main(argv=None) -> int:
                     help="weight of knowledge distillation from the unpruned model in every "
                          "fine-tuning (0: plain cross-entropy)")
     ap.add_argument("--temperature", type=float, default=4.0, help="distillation temperature")
+    ap.add_argument("--save-pruned", default=None,
+                    help="directory: write each model's pruned, retrained graph (MODEL.onnx)")
+    ap.add_argument("--from-pruned", default=None,
+                    help="directory written by --save-pruned: skip the channel and pruning "
+                         "stages and share/code that graph")
     ap.add_argument("--final-epochs", type=int, default=2,
                     help="epochs of retraining at the chosen sparsity, before sharing")
     ap.add_argument("--finetune-batches", type=int, default=None,
