@@ -13,7 +13,11 @@ Every constant tensor of a graph is coded exactly (bit for bit) with the smalles
              tensor (1..12) for the smallest output.
 
 Codebooks hold bit patterns (``-0.0``, NaN payloads and every integer survive); the coder
-needs no annotation -- shared weights are simply tensors with few distinct values.
+needs no annotation -- shared weights are simply tensors with few distinct values.  Since
+version 2 a codebook is sorted by value and stored as its first entry plus Exp-Golomb-coded
+gaps between neighbours (a 64-entry bfloat16 codebook: ~7 bits per entry instead of 16;
+plain entries when that is smaller); small tensors of distinct values (a 24-channel bias)
+are tried as codebooks too.
 
 Container (``encode_container`` / ``decode_container``)::
 
@@ -44,7 +48,7 @@ __all__ = ["CompressionError", "VERSION", "MAGIC", "huffman_encode", "huffman_de
            "load_weights_into", "sparse_bytes"]
 
 MAGIC = b"ECCW"
-VERSION = 1
+VERSION = 2               # 2: value-sorted, gap-coded codebooks (1 is still read)
 MAX_CODE_LEN = 20          # length-limited Huffman: table-driven decoding stays small
 MAX_CODEBOOK = 1 << 16     # codebook methods are tried only up to this many distinct values
 CHUNK = 1 << 18            # symbols per Huffman chunk (each chunk: bit count + bits)
@@ -265,19 +269,69 @@ def _uint_view(array: np.ndarray) -> np.ndarray:
     return flat.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[flat.dtype.itemsize])
 
 
-def _codebook_payload(patterns: np.ndarray, itemsize: int) -> tuple[bytes, np.ndarray]:
-    """varint(2 K + half) + the K patterns; ``half``: 4-byte patterns whose low 16 bits are
-    all 0 (bfloat16-representable floats) are stored as their high 16 bits."""
+def _order_keys(book: np.ndarray, kind: str, bits: int) -> np.ndarray:
+    """Bit patterns -> integers in the numeric order of the values they encode (floats:
+    sign-magnitude, signed ints: two's complement), so a sorted codebook has small gaps."""
+    book = book.astype(np.uint64)
+    sign, full = np.uint64(1 << (bits - 1)), np.uint64((1 << bits) - 1)
+    if kind == "f":
+        return np.where(book & sign, book ^ full, book ^ sign)
+    return book ^ sign if kind == "i" else book
+
+
+def _from_order_keys(keys: np.ndarray, kind: str, bits: int) -> np.ndarray:
+    sign, full = np.uint64(1 << (bits - 1)), np.uint64((1 << bits) - 1)
+    if kind == "f":
+        return np.where(keys & sign, keys ^ sign, keys ^ full)
+    return keys ^ sign if kind == "i" else keys
+
+
+def _expgolomb(values: np.ndarray, order: int) -> str:
+    """Exp-Golomb code of order ``order`` of non-negative integers, as a '0'/'1' string."""
+    base = 1 << order
+    return "".join("0" * (w.bit_length() - order - 1) + format(w, "b")
+                   for w in (int(v) + base for v in values))
+
+
+def _expgolomb_bits(values: np.ndarray, order: int) -> int:
+    w = values.astype(np.float64) + float(1 << order)
+    return int(np.sum(2 * (np.floor(np.log2(w)) + 1) - order - 1))
+
+
+def _codebook_payload(patterns: np.ndarray, dtype: np.dtype) -> tuple[bytes, np.ndarray]:
+    """The distinct patterns of ``patterns`` and every element's index into them.
+
+    varint(2 K + half) | order u8 | entries.  ``half``: 4-byte float patterns whose low 16
+    bits are all 0 (bfloat16 values) keep their high 16 bits.  The entries are sorted by
+    value; ``order`` < 64: the first entry's bits, then the K - 1 gaps between neighbours
+    minus one, Exp-Golomb coded (that order), in ``varint(bytes)`` + bytes -- a 64-entry
+    bfloat16 codebook takes ~7 bits per entry instead of 16; ``order`` 255: the entries
+    stored plainly (little-endian), when that is smaller or the patterns are 64-bit."""
+    itemsize = max(dtype.itemsize, 1)
     book, inverse = np.unique(patterns, return_inverse=True)
     half = int(itemsize == 4 and not np.any(book & 0xFFFF))
     stored = (book >> 16).astype(np.uint16) if half else book
-    le = stored.astype(stored.dtype.newbyteorder("<")).tobytes()
-    return _varint(2 * len(book) + half) + le, inverse.astype(np.int64)
+    bits = 16 if half else itemsize * 8
+    keys = _order_keys(stored, dtype.kind, bits)
+    order_sort = np.argsort(keys, kind="stable")
+    keys, stored = keys[order_sort], stored[order_sort]
+    inverse = np.argsort(order_sort)[inverse]  # indices into the value-sorted codebook
+    plain = bytes([255]) + stored.astype(stored.dtype.newbyteorder("<")).tobytes()
+    body = plain
+    if bits <= 32 and len(keys):
+        gaps = np.diff(keys).astype(np.int64) - 1
+        order = min(range(min(bits, 32)), key=lambda k: _expgolomb_bits(gaps, k))
+        code = format(int(keys[0]), f"0{bits}b") + _expgolomb(gaps, order)
+        packed = int(code + "0" * (-len(code) % 8), 2).to_bytes((len(code) + 7) // 8, "big")
+        coded = bytes([order]) + _varint(len(packed)) + packed
+        if len(coded) < len(plain):
+            body = coded
+    return _varint(2 * len(book) + half) + body, inverse.astype(np.int64)
 
 
-def _encode_sparse(patterns: np.ndarray, itemsize: int) -> bytes:
+def _encode_sparse(patterns: np.ndarray, dtype: np.dtype) -> bytes:
     nz = np.flatnonzero(patterns)
-    head, inverse = _codebook_payload(patterns[nz], itemsize)
+    head, inverse = _codebook_payload(patterns[nz], dtype)
     gaps = np.diff(np.concatenate([[-1], nz])) - 1 if nz.size else np.zeros(0, np.int64)
     best = None
     for b in range(1, 13):
@@ -303,32 +357,70 @@ def encode_tensor(array: np.ndarray) -> tuple[int, bytes]:
     options = [(0, raw), (1, zlib.compress(raw, 9))]
     if patterns.size:
         distinct = np.unique(patterns).size
-        if distinct <= min(MAX_CODEBOOK, max(2, patterns.size // 2)):
-            head, inverse = _codebook_payload(patterns, array.dtype.itemsize)
+        # a codebook pays when values repeat, or (sorted, gap-coded) for small tensors
+        if distinct <= min(MAX_CODEBOOK, max(2, patterns.size // 2, min(patterns.size, 4096))):
+            head, inverse = _codebook_payload(patterns, array.dtype)
             options.append((2, head + huffman_encode(inverse, int(inverse.max()) + 1)))
             if np.count_nonzero(patterns) < patterns.size:
-                options.append((3, _encode_sparse(patterns, array.dtype.itemsize)))
+                options.append((3, _encode_sparse(patterns, array.dtype)))
     return min(options, key=lambda o: (len(o[1]), o[0]))
 
 
-def _decode_codebook(buf: bytes, pos: int, dtype: np.dtype) -> tuple[np.ndarray, int]:
+def _decode_codebook(buf: bytes, pos: int, dtype: np.dtype,
+                     version: int = VERSION) -> tuple[np.ndarray, int]:
     k, pos = _read_varint(buf, pos)
     k, half = k >> 1, k & 1
     if k > MAX_CODEBOOK:
         raise CompressionError(f"codebook of {k} entries exceeds {MAX_CODEBOOK}")
     width = max(dtype.itemsize, 1)
     utype = np.dtype(f"<u{width}")
-    if half:
-        if width != 4:
-            raise CompressionError("half-width codebook for a tensor that is not 32-bit")
-        data, pos = _take(buf, pos, k * 2, "a codebook")
-        high = np.frombuffer(data, dtype="<u2").astype(np.uint32)
-        return (high << 16).astype(utype.newbyteorder("=")), pos
-    data, pos = _take(buf, pos, k * width, "a codebook")
-    return np.frombuffer(data, dtype=utype).astype(utype.newbyteorder("=")), pos
+    if half and width != 4:
+        raise CompressionError("half-width codebook for a tensor that is not 32-bit")
+    stored_type = np.dtype("<u2") if half else utype
+    order = 255
+    if version >= 2:
+        code, pos = _take(buf, pos, 1, "a codebook layout")
+        order = code[0]
+    if order == 255:
+        data, pos = _take(buf, pos, k * stored_type.itemsize, "a codebook")
+        book = np.frombuffer(data, dtype=stored_type).astype(np.uint64)
+    else:
+        book, pos = _decode_sorted_codebook(buf, pos, k, order, 16 if half else width * 8,
+                                            dtype.kind)
+    book = (book << np.uint64(16)) if half else book
+    return book.astype(utype.newbyteorder("=")), pos
 
 
-def decode_tensor(method: int, payload: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+def _decode_sorted_codebook(buf: bytes, pos: int, k: int, order: int, bits: int,
+                            kind: str) -> tuple[np.ndarray, int]:
+    if order >= min(bits, 32):
+        raise CompressionError(f"codebook gap code of order {order} for {bits}-bit entries")
+    n, pos = _read_varint(buf, pos)
+    data, pos = _take(buf, pos, n, "a codebook")
+    code = format(int.from_bytes(data, "big"), f"0{8 * n}b") if n else ""
+    if k and len(code) < bits:
+        raise CompressionError("codebook is truncated")
+    keys, at, base = [], bits, 1 << order
+    if k:
+        keys.append(int(code[:bits], 2))
+    try:
+        for _ in range(k - 1):
+            zeros = code.index("1", at) - at
+            end = at + 2 * zeros + order + 1
+            if end > len(code):
+                raise ValueError
+            keys.append(keys[-1] + int(code[at + zeros:end], 2) - base + 1)
+            at = end
+    except ValueError:
+        raise CompressionError("codebook is truncated") from None
+    if (k and len(code) - at >= 8) or "1" in code[at:] or (keys and keys[-1] >> bits):
+        raise CompressionError("malformed codebook")
+    return _from_order_keys(np.array(keys, dtype=np.uint64), kind, bits), pos
+
+
+def decode_tensor(method: int, payload: bytes, dtype: np.dtype, shape: tuple[int, ...],
+                  version: int = VERSION) -> np.ndarray:
+    """The array ``encode_tensor`` coded (``version``: the container's, for its codebooks)."""
     dtype = np.dtype(dtype)
     n = int(np.prod(shape, dtype=np.int64))
     utype = np.dtype(f"<u{dtype.itemsize}")
@@ -339,7 +431,7 @@ def decode_tensor(method: int, payload: bytes, dtype: np.dtype, shape: tuple[int
                                    f"{n * dtype.itemsize}")
         patterns = np.frombuffer(raw, dtype=utype)
     elif method == 2:
-        book, pos = _decode_codebook(payload, 0, dtype)
+        book, pos = _decode_codebook(payload, 0, dtype, version)
         idx, pos = huffman_decode(payload, pos, n)
         _check_end(payload, pos)
         if n and (len(book) == 0 or idx.max() >= len(book)):
@@ -347,7 +439,7 @@ def decode_tensor(method: int, payload: bytes, dtype: np.dtype, shape: tuple[int
         patterns = book[idx] if n else np.zeros(0, utype)
     elif method == 3:
         nnz, pos = _read_varint(payload, 0)
-        book, pos = _decode_codebook(payload, pos, dtype)
+        book, pos = _decode_codebook(payload, pos, dtype, version)
         b, pos = _read_varint(payload, pos)
         n_sym, pos = _read_varint(payload, pos)
         if not 1 <= b <= 12 or nnz > n or n_sym < nnz:
@@ -482,7 +574,8 @@ def _decode_container(blob: bytes, where: str) -> dict[str, np.ndarray]:
         size, pos = _read_varint(body, pos)
         payload, pos = _take(body, pos, size, f"tensor '{name}'")
         try:
-            out[name] = decode_tensor(method[0], payload, np.dtype(_DTYPES[code[0]]), tuple(shape))
+            out[name] = decode_tensor(method[0], payload, np.dtype(_DTYPES[code[0]]),
+                                      tuple(shape), version)
         except CompressionError as exc:
             raise CompressionError(f"tensor '{name}': {exc}") from None
     if pos != len(body):

@@ -96,7 +96,21 @@ def _tensors():
         "bools": RNG.random(37) < 0.5,
         "f16": RNG.standard_normal(100).astype(np.float16),
         "uint16": RNG.integers(0, 65535, 300).astype(np.uint16),
+        "bf16_codebook": _bf16_layer(),
+        "int8_codebook": RNG.choice(np.array([-128, -77, -3, 0, 5, 90, 127], np.int8), 500),
+        "f64_codebook": RNG.choice(RNG.standard_normal(8), 300),
+        "f32_all_distinct_small": RNG.standard_normal(24).astype(np.float32),
     }
+
+
+def _bf16_layer(n: int = 2000, k: int = 64) -> np.ndarray:
+    """A shared layer: 64 bfloat16 centroids of both signs (and zeros) -- the codebooks the
+    sorted, gap-coded layout is for."""
+    book = (RNG.standard_normal(k) * 3).astype(np.float32)
+    book = (book.view(np.uint32) & 0xFFFF0000).view(np.float32)
+    w = book[RNG.integers(0, k, n)]
+    w[RNG.random(n) < 0.3] = 0
+    return w.reshape(40, -1)
 
 
 @pytest.mark.parametrize("name", list(_tensors()))
@@ -109,6 +123,40 @@ def test_tensor_round_trip_is_bit_exact(name):
     if name in ("shared_sparse", "zeros", "single_value", "big_gap"):
         assert C._METHODS[method] in ("dense", "sparse")
         assert len(payload) < array.nbytes / 10
+
+
+def test_sorted_codebook_is_smaller_than_plain_and_version_1_still_decodes():
+    w = _bf16_layer()
+    patterns = C._uint_view(w)
+    head, inverse = C._codebook_payload(patterns, w.dtype)
+    k = np.unique(patterns).size
+    assert len(head) < 2 * k * 0.6  # plain bfloat16 entries: 2 bytes each
+    book, pos = C._decode_codebook(head, 0, w.dtype)
+    assert pos == len(head) and book[inverse].tobytes() == patterns.tobytes()
+    # version 1 (plain entries, no layout byte) -- what earlier containers hold
+    v1_book, v1_index = np.unique(patterns, return_inverse=True)
+    v1 = (C._varint(2 * k + 1) + (v1_book >> 16).astype("<u2").tobytes()
+          + huffman_encode(v1_index, k))
+    assert decode_tensor(2, v1, w.dtype, w.shape, version=1).tobytes() == w.tobytes()
+    # a whole version-1 container (header version byte 1) decodes through the same path
+    body = C._varint(1) + C._varint(1) + b"w" + bytes([C._DTYPES.index("float32")])
+    body += C._varint(2) + C._varint(40) + C._varint(50) + bytes([2]) + C._varint(len(v1)) + v1
+    blob = C.MAGIC + bytes([1, 0]) + struct.pack("<I", 14 + len(body)) + body
+    blob += struct.pack("<I", zlib.crc32(blob) & 0xFFFFFFFF)
+    assert decode_container(blob)["w"].tobytes() == w.tobytes()
+
+
+def test_malformed_sorted_codebook_is_rejected():
+    w = _bf16_layer()
+    method, payload = encode_tensor(w)
+    assert C._METHODS[method] == "dense"
+    layout = len(C._varint(2 * np.unique(C._uint_view(w)).size + 1))
+    bad = bytearray(payload)
+    bad[layout] = 16  # gap-code order >= the 16-bit entries
+    with pytest.raises(CompressionError, match="order"):
+        decode_tensor(method, bytes(bad), w.dtype, w.shape)
+    with pytest.raises(CompressionError):
+        decode_tensor(method, payload[:layout + 4], w.dtype, w.shape)
 
 
 def test_shared_sparse_layer_codes_below_the_fixed_width_format():
