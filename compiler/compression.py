@@ -303,7 +303,7 @@ def _codebook_payload(patterns: np.ndarray, dtype: np.dtype) -> tuple[bytes, np.
 
     varint(2 K + half) | order u8 | entries.  ``half``: 4-byte float patterns whose low 16
     bits are all 0 (bfloat16 values) keep their high 16 bits.  The entries are sorted by
-    value; ``order`` < 64: the first entry's bits, then the K - 1 gaps between neighbours
+    value; ``order`` < 32: the first entry's bits, then the K - 1 gaps between neighbours
     minus one, Exp-Golomb coded (that order), in ``varint(bytes)`` + bytes -- a 64-entry
     bfloat16 codebook takes ~7 bits per entry instead of 16; ``order`` 255: the entries
     stored plainly (little-endian), when that is smaller or the patterns are 64-bit."""
@@ -413,7 +413,8 @@ def _decode_sorted_codebook(buf: bytes, pos: int, k: int, order: int, bits: int,
             at = end
     except ValueError:
         raise CompressionError("codebook is truncated") from None
-    if (k and len(code) - at >= 8) or "1" in code[at:] or (keys and keys[-1] >> bits):
+    if (len(code) - at >= 8 or "1" in code[at:] or (not k and n)
+            or (keys and keys[-1] >> bits)):
         raise CompressionError("malformed codebook")
     return _from_order_keys(np.array(keys, dtype=np.uint64), kind, bits), pos
 
