@@ -137,13 +137,13 @@ def layer_prune(graph, density: float, alpha: float = 0.5):
 
 def prune_stage(graph, base_acc, evaluate, train, budget, ft_batches, epochs, log,
                 start: float = 0.5, factor: float = 0.5, lr: float = 5e-4,
-                distill: dict | None = None):
+                teacher: dict | None = None):
     """Iterative pruning (density of the largest layer halves per step, `layer_prune`),
     each step fine-tuned, then 2 bisection probes between the last feasible and the first
     infeasible density (fine-tuned from the last feasible graph)."""
     def step(g, density):
         g, per_layer = layer_prune(g.clone(), density)
-        g = finetune(g, train, epochs=epochs, lr=lr, max_batches=ft_batches, **(distill or {}))
+        g = finetune(g, train, epochs=epochs, lr=lr, max_batches=ft_batches, **(teacher or {}))
         acc = evaluate(g)
         history.append([round(density, 5), round(acc, 5)])
         log(f"    prune density {density:.4f} {per_layer}: calib {acc:.4f}")
@@ -173,7 +173,7 @@ def prune_stage(graph, base_acc, evaluate, train, budget, ft_batches, epochs, lo
 
 
 def channel_stage(graph, ratio, train, epochs, lr, ft_batches, evaluate, log,
-                  distill: dict | None = None):
+                  teacher: dict | None = None):
     """Structured filter pruning before magnitude pruning: ``prune{objective=params,
     criterion=l1}`` removes ``ratio`` of the parameters as whole channels (a channel takes
     its filter, bias, depthwise filter and consumers' input slices with it, none of which
@@ -184,7 +184,7 @@ def channel_stage(graph, ratio, train, epochs, lr, ft_batches, evaluate, log,
     log(f"    channels {st['layers']} params {st['params']}: calib {evaluate(graph):.4f}")
     if epochs:
         graph = finetune(graph, train, epochs=epochs, lr=lr, max_batches=ft_batches,
-                         **(distill or {}))
+                         **(teacher or {}))
     acc = evaluate(graph)
     log(f"    channels fine-tuned {epochs} epochs: calib {acc:.4f}")
     return graph, {"ratio": ratio, "layers": st["layers"], "params": st["params"],
@@ -217,12 +217,12 @@ def share(graph, k: int, bias_clusters: int = 8, conv_clusters: int = 16,
 def share_stage(graph, base_acc, evaluate, train, budget, ks, ft_batches, log,
                 epochs: int = 1, lr: float = 1e-4, bias_clusters: int = 8,
                 conv_clusters: int = 16, small_layer: int = 0, small_clusters: int = 64,
-                distill: dict | None = None):
+                teacher: dict | None = None):
     tried, fallback = [], None
     for k in ks:
         g = share(graph.clone(), k, bias_clusters, conv_clusters, small_layer, small_clusters)
         g = finetune_centroids(g, train, epochs=epochs, lr=lr, max_batches=ft_batches,
-                               **(distill or {}))
+                               **(teacher or {}))
         acc = evaluate(g)
         tried.append([k, round(acc, 5)])
         log(f"    share k={k}: calib {acc:.4f}")
@@ -255,8 +255,8 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
         setup(onnx_path, ds_name, args)
     base_calib = evaluate(graph)
     log(f"{name}: fp32 {fp32} B, test {base_test:.4f}, calib {base_calib:.4f}")
-    distill = ({"teacher": graph, "distill": args.distill, "temperature": args.temperature}
-               if args.distill else None)
+    teacher = ({"teacher": graph, "distill": args.distill, "temperature": args.temperature}
+               if args.distill else None)  # fine-tuning keywords: distil from the original
     channels, rate, prune_hist = None, None, []
     if args.from_pruned:  # re-run sharing and coding on a saved pruning result
         pruned = import_model(Path(args.from_pruned) / f"{name}.onnx")
@@ -264,13 +264,13 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
     else:
         if args.channels:
             graph, channels = channel_stage(graph, args.channels, train, args.channel_epochs,
-                                            args.lr, ft, evaluate, log, distill)
+                                            args.lr, ft, evaluate, log, teacher)
         pruned, rate, prune_hist = prune_stage(graph, base_calib, evaluate, train,
                                                args.prune_share * max_drop, ft, args.epochs, log,
-                                               args.start, args.step, args.lr, distill)
+                                               args.start, args.step, args.lr, teacher)
         if args.final_epochs:  # a longer retrain of the chosen sparsity
             pruned = finetune(pruned, train, epochs=args.final_epochs, lr=3e-4, max_batches=ft,
-                              **(distill or {}))
+                              **(teacher or {}))
             log(f"    retrained {args.final_epochs} epochs: calib {evaluate(pruned):.4f}")
         if args.save_pruned:
             Path(args.save_pruned).mkdir(parents=True, exist_ok=True)
@@ -281,7 +281,7 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
                                         args.share_budget * max_drop, ks, ft, log,
                                         args.share_epochs, args.share_lr, args.bias_clusters,
                                         args.conv_clusters, args.small_layer,
-                                        args.small_clusters, distill)
+                                        args.small_clusters, teacher)
     shared = parse_pass("dedup-constants")(shared, PassContext()).graph
     layer_stats: dict = {}
     blob = compress_graph(shared, layer_stats)
