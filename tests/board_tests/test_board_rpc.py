@@ -144,7 +144,11 @@ def _extra_boards(board, key: str, n: int):
     servers = [spawn_server(board.port, key) for _ in range(n)]
     spec = RemoteSpec(board.host, board.port, key, emulated=True, request_timeout=10.0,
                       session_timeout=300.0, retries=1)
-    wait_for_key(spec, timeout=240, count=n)
+    try:
+        wait_for_key(spec, timeout=240, count=n)
+    except BaseException:  # the caller's cleanup has not started yet: no board outlives us
+        _kill(servers)
+        raise
     return servers, spec
 
 
