@@ -103,7 +103,8 @@ class TvmTarget(Target):
 
         opts = TuneOptions.from_any(tune)  # validate before any work
         remote = None if self.runs_locally else self.remote()
-        mod, layout = apply_layout(lower_graph(graph), self._layout(True, graph))
+        mod, layout = apply_layout(lower_graph(graph), self._layout(True, graph),
+                                   self.target_dict())
         built, stats = tune_and_build(mod, self.target_dict(), opts, remote=remote,
                                       cross_compiler=self.cross_compiler)
         stats["layout"] = layout

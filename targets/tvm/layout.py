@@ -37,6 +37,8 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
+from .schedules import DEPTHWISE_INT_RULE, U8S8_RULE, has_dot_product
+
 __all__ = ["pack_convolutions", "LAYOUTS", "packed_conv_count", "check_layout",
            "apply_layout"]
 
@@ -84,7 +86,7 @@ def _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype):
         name="conv2d_nchwc")
 
 
-def _conv_u8s8_te(xp, wp, out_hw, strides, dilation):
+def _conv_u8s8_te(xp, wp, out_hw, strides, dilation, template=False):
     n, icc, _, _, ib = _ints(xp.shape)
     occ, _, kh, kw, i4, ob, four = _ints(wp.shape)
     oh, ow = out_hw
@@ -100,7 +102,7 @@ def _conv_u8s8_te(xp, wp, out_hw, strides, dilation):
         lambda b, oc, y, x, o: te.sum(
             xp[b, rc, y * sh + ry * dh, x * sw + rx * dw, rm * 4 + ri].astype("int32")
             * wp[oc, rc, ry, rx, rm, o, ri].astype("int32"), axis=[rc, ry, rx, rm, ri]),
-        name="conv2d_nchwc_u8s8")
+        name="conv2d_nchwc_u8s8", attrs={"schedule_rule": U8S8_RULE} if template else None)
 
 
 # -- layout choice (ConvertLayout callback) ----------------------------------------------
@@ -180,7 +182,7 @@ def _conv_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype):
     return _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype)
 
 
-def _depthwise_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype):
+def _depthwise_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype, template=False):
     xp = _pad5(x, pads, 0)
     n, cc, _, _, cb = _ints(xp.shape)
     _, _, kh, kw, _, _ = _ints(wp.shape)
@@ -194,7 +196,8 @@ def _depthwise_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype):
         lambda b, c, y, xx, i: te.sum(
             xp[b, c, y * sh + ry * dh, xx * sw + rx * dw, i].astype(out_dtype)
             * wp[c, 0, ry, rx, 0, i].astype(out_dtype), axis=[ry, rx]),
-        name="depthwise_conv2d_nchwc")
+        name="depthwise_conv2d_nchwc",
+        attrs={"schedule_rule": DEPTHWISE_INT_RULE} if template and out_dtype == "int32" else None)
 
 
 def _pack_u8_te(x, pads):
@@ -213,8 +216,8 @@ def _pack_u8_te(x, pads):
     return te.compute((n, cc, h + pt + pb, w + pl + pr, cb), f, name="pack_u8")
 
 
-def _conv_u8s8_padded_te(x, wq, pads, out_hw, strides, dilation):
-    return _conv_u8s8_te(_pad5(x, pads, 0), wq, out_hw, strides, dilation)
+def _conv_u8s8_padded_te(x, wq, pads, out_hw, strides, dilation, template=False):
+    return _conv_u8s8_te(_pad5(x, pads, 0), wq, out_hw, strides, dilation, template)
 
 
 def _vnni_weights(wv: np.ndarray) -> relax.Constant:
@@ -229,7 +232,10 @@ def _subtract_te(y, corr):
     return te.compute(y.shape, lambda *i: y(*i) - corr[0, i[1], 0, 0, i[4]], name="zp_correct")
 
 
-def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, template: bool = False
+                     ) -> relax.Expr:
+    """TE kernels for the packed layouts; ``template``: mark the u8 x s8 conv blocks for
+    the VNNI schedule template (`schedules.py`)."""
     a = call.attrs
     dl, kl, ol = str(a.data_layout), str(a.kernel_layout), str(a.out_layout or a.data_layout)
     if dl == "NCHW" and kl == "OIHW" and ol == "NCHW":
@@ -252,13 +258,13 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     groups = int(a.groups)
     if groups > 1:
         return bb.call_te(_depthwise_nchwc_te, x, w, pads, (oh, ow), strides, dilation,
-                          out_dtype, primfunc_name_hint="depthwise_conv2d_nchwc")
+                          out_dtype, template, primfunc_name_hint="depthwise_conv2d_nchwc")
     ob = wv.shape[5]
     if x.ty.dtype == "uint8" and w.ty.dtype == "int8" and ob == 16 and ib % 4 == 0:
         # already u8 (the lowering shifted a zero point of -128 away): zero padding,
         # no correction, the pad inlined into the conv's PrimFunc
         return bb.call_te(_conv_u8s8_padded_te, x, _vnni_weights(wv), pads, (oh, ow),
-                          strides, dilation, primfunc_name_hint="conv2d_nchwc_u8s8")
+                          strides, dilation, template, primfunc_name_hint="conv2d_nchwc_u8s8")
     if x.ty.dtype == "int8" and w.ty.dtype == "int8" and ob == 16 and ib % 4 == 0:
         wq = _vnni_weights(wv)
         occ = wv.shape[0]
@@ -266,7 +272,7 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         wsum = wv.astype(np.int64).sum(axis=(1, 2, 3, 4))          # (O/16, 16)
         corr = relax.const((128 * wsum).astype(np.int32).reshape(1, occ, 1, 1, 16), "int32")
         xp = bb.emit_te(_pack_u8_te, x, pads, primfunc_name_hint="pack_u8")
-        y = bb.emit_te(_conv_u8s8_te, xp, wq, (oh, ow), strides, dilation,
+        y = bb.emit_te(_conv_u8s8_te, xp, wq, (oh, ow), strides, dilation, template,
                        primfunc_name_hint="conv2d_nchwc_u8s8")
         return bb.call_te(_subtract_te, y, corr, primfunc_name_hint="zp_correct")
     return bb.call_te(_conv_nchwc_te, x, w, pads, (oh, ow), strides, dilation, out_dtype,
@@ -312,32 +318,40 @@ def _pad_input_channels(mod: tvm.IRModule) -> tvm.IRModule:
     return mutator.builder_.get()
 
 
-def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc") -> tvm.IRModule:
+def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc", target: Any = None
+                      ) -> tvm.IRModule:
     """Convert ``mod``'s convolutions to packed layouts (``layout="nchwc"``: activations
     stay packed between convs and elementwise ops, weights are packed at build time) and
     legalize them; ``"nchw"`` returns ``mod`` unchanged.  The result goes through the
-    normal build / tuning pipeline."""
+    normal build / tuning pipeline.  For a ``target`` with VNNI the u8 x s8 convs are
+    marked for their schedule template (`schedules.py`)."""
     if check_layout(layout) == "auto":
         raise ValueError("layout 'auto' is resolved by the target (nchwc when tuning)")
     if layout == "nchw":
         return mod
     mod = _pad_input_channels(mod)
+    template = target is not None and has_dot_product(target)
+
+    def legalize(bb, call):
+        return _legalize_conv2d(bb, call, template)
+
     seq = tvm.transform.Sequential([
         relax.transform.ConvertLayout({}, layout_cb=_choose_layouts),
         relax.transform.Normalize(),
         relax.transform.FoldConstant(),   # packs the constant weights, once, here
-        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": _legalize_conv2d}),
+        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize}),
     ])
     return seq(mod)
 
 
-def apply_layout(mod: tvm.IRModule, layout: str) -> tuple[tvm.IRModule, str]:
+def apply_layout(mod: tvm.IRModule, layout: str, target: Any = None
+                 ) -> tuple[tvm.IRModule, str]:
     """`pack_convolutions`, falling back to NCHW (with a warning) when TVM's layout
     conversion fails on some op of the model (seen: ``relax.image.resize2d`` /
     ``conv2d_transpose`` in a U-Net: "Layouts must have the same size").  Returns
     ``(module, layout used)``."""
     try:
-        return pack_convolutions(mod, layout), layout
+        return pack_convolutions(mod, layout, target), layout
     except Exception as exc:  # noqa: BLE001  (TVM raises its own error types)
         if layout == "nchw":
             raise

@@ -361,11 +361,13 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
     from tvm.s_tir import meta_schedule as ms
 
     from .build import make_target
+    from .schedules import register_schedule_rules
 
     opts = TuneOptions.from_any(tune)
     tgt = make_target(target)
     t0 = time.monotonic()
     _import_tensor_intrin()
+    register_schedule_rules()
     db_path = Path(opts.database).expanduser() if opts.database else None
     if db_path is not None:
         with database_lock(db_path, opts.lock_timeout):

@@ -1,0 +1,153 @@
+"""The schedule templates for int8 packed convs (targets/tvm/schedules.py): marked only
+for targets with VNNI, one design space with its tile factors, and the extreme choices of
+them build to code (VNNI dot products; 16-lane vector loops) that is bit-exact against
+the unscheduled kernel."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "tuning_tests"))
+
+import compiler  # noqa: E402
+from targets import get_target  # noqa: E402
+from targets.tvm.layout import pack_convolutions  # noqa: E402
+from targets.tvm.lowering import lower_graph  # noqa: E402
+from targets.tvm.schedules import (U8S8_RULE, has_dot_product,  # noqa: E402
+                                   register_schedule_rules, schedule_conv2d_nchwc_u8s8,
+                                   schedule_depthwise_nchwc_int)
+from test_layout import _has_vnni, _model, _x  # noqa: E402
+
+A72 = get_target("cortex-a72").target_dict()
+HOST = get_target("host").target_dict()
+
+
+def _quantized_graph(tmp_path):
+    model = _model(tmp_path / "m.onnx", c_in=16, size=12)
+    calib = [{"x": _x(c_in=16, size=12, seed=s)} for s in range(3)]
+    cm = compiler.compile(model, passes=["fold-bn", "cleanup", "quantize{bits=8,act_bits=8}"],
+                          calibration_data=calib)
+    return cm.graph
+
+
+def _tasks(mod, target, kind: str):
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    from targets.tvm.build import make_target
+
+    tasks = ms.relax_integration.extract_tasks(relax.get_pipeline("zero")(mod),
+                                               make_target(target))
+    return [t for t in tasks if kind in t.task_name]
+
+
+def test_dot_product_detection():
+    assert has_dot_product(A72) is False  # NEON has no vpdpbusd; the A72 no SDOT either
+    assert has_dot_product(HOST) is _has_vnni()
+
+
+def test_template_is_marked_only_for_vnni_targets(tmp_path):
+    graph = _quantized_graph(tmp_path)
+    for target, marked in ((A72, False), (HOST, _has_vnni())):
+        mod = pack_convolutions(lower_graph(graph), "nchwc", target)
+        scripts = [f.script() for _, f in mod.functions_items()
+                   if isinstance(f, tvm.tirx.PrimFunc) and "u8s8" in f.script()]
+        assert scripts, "the test model has a u8 x s8 conv"
+        assert any(U8S8_RULE in s and "schedule_rule" in s for s in scripts) is marked
+
+
+# kind -> (conv block, template, tile samples in its space, what its code must contain)
+TEMPLATES = {
+    "u8s8": ("conv2d_nchwc_u8s8", schedule_conv2d_nchwc_u8s8, 2, "vpdpbusd"),
+    "depthwise": ("depthwise_conv2d_nchwc", schedule_depthwise_nchwc_int, 1,
+                  "T.vectorized(T.int64(16))"),
+}
+
+
+@pytest.mark.skipif(not _has_vnni(), reason="host CPU has no AVX512-VNNI")
+@pytest.mark.parametrize("kind", sorted(TEMPLATES))
+def test_template_space_and_tile_choices_are_bit_exact(tmp_path, kind):
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from targets.tvm.build import make_target
+    from targets.tvm.tuning import _import_tensor_intrin
+
+    block, template, samples, code = TEMPLATES[kind]
+    _import_tensor_intrin()
+    register_schedule_rules()
+    tgt = make_target(HOST)
+    mod = pack_convolutions(lower_graph(_quantized_graph(tmp_path)), "nchwc", HOST)
+    tasks = _tasks(mod, HOST, kind)
+    assert tasks
+    task = max(tasks, key=lambda t: len(t.dispatched[0].script()))
+    kernel = task.dispatched[0]
+
+    # MetaSchedule's space for the block is the template: one schedule, its tile factors
+    ctx = ms.TuneContext(mod=kernel, target=tgt, space_generator="post-order-apply",
+                         task_name=task.task_name)
+    spaces = ctx.generate_design_space()
+    assert len(spaces) == 1
+    assert str(spaces[0].trace).count("sample_perfect_tile") == samples
+
+    args = _random_args(kernel)
+    reference = _run(kernel, args, tgt)
+    _, _, oh, ow = _conv_extents(kernel, block)
+    choices = {(1, 1), (ow, 2 if oh % 2 == 0 else 1)}
+    for reg_n, oh_f in choices:
+        sch = s_tir.Schedule(kernel)
+        conv = sch.get_sblock(block)
+        if kind == "u8s8":
+            template(sch, conv, tiles=(reg_n, oh_f))
+        else:
+            template(sch, conv, reg_n=reg_n)
+        root = sch.get_sblock("root")  # what MetaSchedule's own rules add
+        sch.annotate(root, "meta_schedule.parallel", 32)
+        sch.annotate(root, "meta_schedule.vectorize", 64)
+        for post in ctx.space_generator.postprocs:
+            assert post.apply(sch), type(post).__name__
+        assert code in sch.mod.script()
+        assert np.array_equal(_run(sch.mod, args, tgt), reference), (reg_n, oh_f)
+
+
+def _conv_extents(kernel, block: str) -> list[int]:
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(kernel)
+    loops = sch.get_loops(sch.get_sblock(block))
+    return [int(sch.get(loop).extent) for loop in loops[:4]]
+
+
+def _buffers(kernel) -> list[tuple[list[int], str]]:
+    import re
+
+    head = next(line for line in kernel.script().splitlines() if "def main(" in line)
+    return [([int(v) for v in re.findall(r"T\.int64\((\d+)\)", shape)], dtype)
+            for shape, dtype in re.findall(
+                r'T\.Buffer\(\(((?:T\.int64\(\d+\),?\s*)+)\), "(\w+)"\)', head)]
+
+
+def _random_args(kernel) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = []
+    for shape, dtype in _buffers(kernel):
+        info = np.iinfo(dtype)
+        lo, hi = (info.min, info.max) if info.bits <= 8 else (-1000, 1000)
+        if dtype == "int64":
+            lo, hi = 1, 8  # multipliers and shifts of the requantize epilogue
+        out.append(rng.integers(lo, hi + 1, shape).astype(dtype))
+    return out
+
+
+def _run(kernel, args, tgt) -> np.ndarray:
+    lib = tvm.compile(kernel, target=tgt)
+    dev = tvm.cpu()
+    tensors = [tvm.runtime.tensor(a, dev) for a in args]
+    lib["main"](*tensors)
+    return tensors[-1].numpy()
