@@ -1,4 +1,5 @@
-"""Fixes to TVM 0.27's registered tensor intrinsics for the LLVM it ships with.
+"""Fixes to TVM 0.27's registered tensor intrinsics for the LLVM it ships with, and one
+intrinsic it lacks.
 
 ``dot_16x4_vnni`` (x86 ``vpdpbusd``, u8 x s8 -> s32; what MetaSchedule's x86 rules use
 to tensorize int8 convs) is written for LLVM < 20, where the intrinsic took its byte
@@ -6,18 +7,25 @@ operands as ``<16 x i32>``.  From LLVM 20 on (this wheel links LLVM 22) they are
 ``<64 x i8>``, so every tensorized candidate failed LLVM's module verification ("Call
 parameter type does not match function signature").  `fix_x86_vnni` re-registers the
 intrinsic under the same name with the byte operands as ``int8x64``; same semantics.
+
+``dot_8x4_vnni`` (`VNNI_DOT_8x4`) is the 256-bit form of the same instruction (AVX512-VL):
+8 output channels x 4 inputs, for int8 convs whose output channels are a multiple of 8
+but not of 16 (MobileNetV2's 24-channel projections), which `layout.py` packs 8 wide.
 """
 from __future__ import annotations
 
 import tvm
 
-__all__ = ["fix_x86_vnni"]
+__all__ = ["fix_x86_vnni", "VNNI_DOT_8x4"]
+
+VNNI_DOT_8x4 = "dot_8x4_vnni"
 
 _DONE = False
 
 
 def fix_x86_vnni() -> bool:
-    """Re-register ``dot_16x4_vnni`` for LLVM >= 20 (idempotent); True if replaced."""
+    """Re-register ``dot_16x4_vnni`` for LLVM >= 20 and register ``dot_8x4_vnni`` (written
+    for LLVM >= 20's operand types only); idempotent; True if done."""
     global _DONE
     if _DONE:
         return True
@@ -47,5 +55,40 @@ def fix_x86_vnni() -> bool:
 
     TensorIntrin.register(VNNI_DOT_16x4_INTRIN, dot_product_16x4_u8i8i32_desc, vnni_impl,
                           override=True)
+
+    @T.prim_func(s_tir=True)
+    def desc_8x4(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((8, 4), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl_8x4(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((8, 4), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:8])
+            A_u8x4 = A.vload([0], "uint8x4")
+            A_i32 = T.reinterpret(A_u8x4, dtype="int32")
+            A_i8x32 = T.reinterpret(T.broadcast(A_i32, 8), dtype="int8x32")
+            B_i8x32 = B.vload([0, 0], dtype="int8x32")
+            C_i32x8 = C.vload([0], dtype="int32x8")
+            C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
+                C_i32x8, A_i8x32, B_i8x32, dtype="int32x8")
+
+    TensorIntrin.register(VNNI_DOT_8x4, desc_8x4, impl_8x4, override=True)
     _DONE = True
     return True

@@ -17,7 +17,8 @@ built or tuned:
    the packed layout, so the fusion pipeline puts them into the conv's kernel.
 
 int8 x int8 -> int32 convs (from ``q.Conv``) whose channels allow it (inputs a multiple
-of 4, outputs of 16) are laid out for dot-product instructions: the data is shifted to
+of 4, outputs of 16 -- or of 8 on targets with the schedule templates, see below) are
+laid out for dot-product instructions: the data is shifted to
 uint8 (``x + 128``, padded with 128 -- a real zero) in a small pack kernel, weights are
 ``O/16, I/ib, KH, KW, ib/4, 16o, 4i``, and the conv's innermost ``16 x 4`` reduction
 block is exactly x86 VNNI's ``vpdpbusd`` (TVM's ``dot_16x4_vnni`` tensor intrinsic,
@@ -28,6 +29,11 @@ output, to ``x + 128`` inside the producer's epilogue) skips both: zero padding,
 correction, no pack kernel.  An int8 conv with a channel count that is not a multiple of 4
 (the RGB or grayscale first conv) is padded to one with zero channels and zero weights
 first (`_PadInputChannels`), so it takes the same kernel.
+
+On targets with VNNI (`schedules.has_dot_product`) the u8 x s8 convs and the integer
+depthwise convs carry a ``schedule_rule`` annotation: MetaSchedule schedules them with our
+templates (`schedules.py`), which tune two tile factors instead of searching the whole
+space, and take output blocks of 8 channels too (the 256-bit ``vpdpbusd``).
 """
 from __future__ import annotations
 
@@ -221,8 +227,8 @@ def _conv_u8s8_padded_te(x, wq, pads, out_hw, strides, dilation, template=False)
 
 
 def _vnni_weights(wv: np.ndarray) -> relax.Constant:
-    """Packed ``O/16, I/ib, KH, KW, ib, 16`` int8 weights regrouped for u8 x s8 dot
-    products: ``O/16, I/ib, KH, KW, ib/4, 16, 4`` (16 outputs x 4 inputs per step)."""
+    """Packed ``O/ob, I/ib, KH, KW, ib, ob`` int8 weights regrouped for u8 x s8 dot
+    products: ``O/ob, I/ib, KH, KW, ib/4, ob, 4`` (ob outputs x 4 inputs per step)."""
     occ, icc, kh, kw, ib, ob = wv.shape
     wq = wv.reshape(occ, icc, kh, kw, ib // 4, 4, ob).transpose(0, 1, 2, 3, 4, 6, 5)
     return relax.const(np.ascontiguousarray(wq), "int8")
@@ -260,17 +266,21 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, template: bool = 
         return bb.call_te(_depthwise_nchwc_te, x, w, pads, (oh, ow), strides, dilation,
                           out_dtype, template, primfunc_name_hint="depthwise_conv2d_nchwc")
     ob = wv.shape[5]
-    if x.ty.dtype == "uint8" and w.ty.dtype == "int8" and ob == 16 and ib % 4 == 0:
+    # 16 output channels per block: one 512-bit vpdpbusd; 8 (outputs a multiple of 8 but
+    # not of 16): its 256-bit form, an intrinsic only our template uses
+    wide8 = template and tvm.target.codegen.llvm_version_major() >= 20  # (see intrin.py)
+    dot = ib % 4 == 0 and (ob == 16 or (ob == 8 and wide8))
+    if x.ty.dtype == "uint8" and w.ty.dtype == "int8" and dot:
         # already u8 (the lowering shifted a zero point of -128 away): zero padding,
         # no correction, the pad inlined into the conv's PrimFunc
         return bb.call_te(_conv_u8s8_padded_te, x, _vnni_weights(wv), pads, (oh, ow),
                           strides, dilation, template, primfunc_name_hint="conv2d_nchwc_u8s8")
-    if x.ty.dtype == "int8" and w.ty.dtype == "int8" and ob == 16 and ib % 4 == 0:
+    if x.ty.dtype == "int8" and w.ty.dtype == "int8" and dot:
         wq = _vnni_weights(wv)
         occ = wv.shape[0]
         # sum over the input channels of each output channel, in the packed output layout
-        wsum = wv.astype(np.int64).sum(axis=(1, 2, 3, 4))          # (O/16, 16)
-        corr = relax.const((128 * wsum).astype(np.int32).reshape(1, occ, 1, 1, 16), "int32")
+        wsum = wv.astype(np.int64).sum(axis=(1, 2, 3, 4))          # (O/ob, ob)
+        corr = relax.const((128 * wsum).astype(np.int32).reshape(1, occ, 1, 1, ob), "int32")
         xp = bb.emit_te(_pack_u8_te, x, pads, primfunc_name_hint="pack_u8")
         y = bb.emit_te(_conv_u8s8_te, xp, wq, (oh, ow), strides, dilation, template,
                        primfunc_name_hint="conv2d_nchwc_u8s8")

@@ -6,8 +6,9 @@ Storage is int8, products accumulate in int32 (``R.nn.conv2d``/``R.matmul`` with
 an add of ``2**(shift-1)`` and an arithmetic right shift, then clip and cast.  Zero-point
 corrections are folded into the int32 bias at compile time (``bias - zp * sum(w)``), and
 an input with a non-zero zero point is padded with that zero point, so padding stays a
-real zero; a conv input with zero point -128 is shifted to uint8 instead (``x + 128``,
-padded with 0), the operand dot-product instructions want.  The only float arithmetic is in ``q.Quantize``/``q.Dequantize`` (and the
+real zero; an int8 conv input is shifted to uint8 (``x + 128``, padded with
+``zp + 128``, ``(zp + 128) * sum(w)`` folded into the bias), the operand dot-product
+instructions want.  The only float arithmetic is in ``q.Quantize``/``q.Dequantize`` (and the
 ONNX Quantize/DequantizeLinear), where it is the same IEEE float32 operation as in numpy
 (a multiply or divide, then round-half-to-even).
 """
@@ -91,17 +92,22 @@ def _q_conv(ctx, node, args):
     group = int(a.get("group", 1))
     zp = int(a.get("x_zero_point", 0))
     x = args[0]
-    if zp == -128 and node.inputs[0].dtype == np.int8:
-        # The usual case (a ReLU's output uses the whole int8 range): x - zp = x + 128
-        # fits uint8 exactly, so convolve that instead.  Zero padding is then a real
-        # zero, no zero-point correction is needed, the shift fuses into the producer's
-        # epilogue, and u8 x s8 is what dot-product instructions (VNNI) take.
+    shift = 0
+    if node.inputs[0].dtype == np.int8:
+        # Convolve x + 128 (exactly uint8) instead of x: sum((x + 128) w) - (128 + zp) sum(w)
+        # = sum((x - zp) w), so the correction goes into the int32 bias and padding uses
+        # zp + 128, the same real zero.  The shift fuses into the producer's epilogue, and
+        # u8 x s8 is the operand pair of dot-product instructions (VNNI's vpdpbusd): no
+        # separate pack kernel and no zero-point correction kernel at run time.  With
+        # zp = -128 (a ReLU's output, the usual case) the correction and the padding
+        # value are both 0.
         x = ctx.emit(R.astype(ctx.emit(R.add(ctx.emit(R.astype(x, "int16")),
                                               ctx.scalar(128, np.int16))), "uint8"))
-        zp = 0
-    if zp and any(pads):
+        shift = 128
+    pad_value = zp + shift
+    if pad_value and any(pads):
         x = ctx.emit(R.nn.pad(x, [0, 0, 0, 0, pads[0], pads[2], pads[1], pads[3]],
-                              "constant", zp))
+                              "constant", pad_value))
         pads = [0, 0, 0, 0]
     y = ctx.emit(R.nn.conv2d(x, ctx.value_const(w_value), strides=strides, padding=pads,
                              dilation=dilations, groups=group, data_layout="NCHW",
@@ -111,8 +117,8 @@ def _q_conv(ctx, node, args):
         if node.inputs[2].const is None:
             raise _unsupported(node, "a run-time bias")
         bias = bias + node.inputs[2].const.astype(np.int64)
-    if zp:
-        bias = bias - zp * w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
+    if pad_value:
+        bias = bias - pad_value * w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
     if not bias.any() and len(node.inputs) <= 2:
         return y
     return R.add(y, ctx.weight(bias.astype(np.int32).reshape(1, -1, 1, 1), node.name + "_bias"))

@@ -71,8 +71,9 @@ def schedule_conv2d_nchwc_u8s8(sch, conv, tiles: tuple[int, int] | None = None) 
     reductions ``I/ib, kh, kw, ib/4, 4i``, see `layout._conv_u8s8_te`) for VNNI.
 
     Loop nest: ``n, O/16, oh/oh_f, ow/reg_n``, the reductions ``I/ib, kh, kw, ib/4``,
-    then ``oh_f x reg_n`` unrolled, each one ``vpdpbusd`` over ``16o x 4i`` (the
-    blockized ``16o x 4i`` block is annotated for MetaSchedule's tensorize postprocessor);
+    then ``oh_f x reg_n`` unrolled, each one ``vpdpbusd`` over ``16o x 4i`` (``8o x 4i``,
+    its 256-bit form, for blocks of 8 output channels; the blockized block is
+    annotated for MetaSchedule's tensorize postprocessor);
     the epilogue is computed under ``ow/reg_n``.  Parallel and vectorized loops, the
     reduction's init and the tensorization itself are left to MetaSchedule's
     postprocessors, as for its own multi-level tiling: the trace then replays with any
@@ -80,8 +81,11 @@ def schedule_conv2d_nchwc_u8s8(sch, conv, tiles: tuple[int, int] | None = None) 
     factor of 1 drops a loop)."""
     from tvm.s_tir.tensor_intrin.x86 import VNNI_DOT_16x4_INTRIN
 
+    from .intrin import VNNI_DOT_8x4
+
     outs = _inline_epilogue(sch, sch.get(conv).name_hint)
     n, oc, oh, ow, o, rc, ry, rx, rm, ri = sch.get_loops(conv)
+    intrin = {16: VNNI_DOT_16x4_INTRIN, 8: VNNI_DOT_8x4}[int(sch.get(o).extent)]
     fixed = [None, None]
     if tiles is not None:
         fixed = [[int(sch.get(loop).extent) // f, f] for loop, f in zip((ow, oh), tiles)]
@@ -93,7 +97,7 @@ def schedule_conv2d_nchwc_u8s8(sch, conv, tiles: tuple[int, int] | None = None) 
     for out in outs:
         sch.reverse_compute_at(out, owo)
     dot = sch.blockize(o)
-    sch.annotate(dot, "meta_schedule.auto_tensorize", VNNI_DOT_16x4_INTRIN)
+    sch.annotate(dot, "meta_schedule.auto_tensorize", intrin)
     for loop in (ohi, owi):
         sch.unroll(loop)
         # an annotated loop is one MetaSchedule's parallel/vectorize postprocessor leaves

@@ -110,9 +110,12 @@ def test_int8_nchwc_is_bit_exact_and_uses_u8s8_kernels(tmp_path):
     # activations stay packed from the first conv to the last: the only transform back
     # to NCHW is the model's output (clips and zero-point shifts used to unpack them)
     assert _unpacking_transforms(mod) == 1
-    # and the four convs after a ReLU (zero point -128) take uint8 (x + 128) directly:
-    # zero padding, no zero-point correction, no pack kernel
-    assert _conv_data_dtypes(lower_graph(packed.graph)).count("uint8") == 4
+    # and every conv takes uint8 (x + 128, shifted in its producer's epilogue): the four
+    # after a ReLU (zero point -128) with zero padding and no correction, the first one
+    # (the quantized input's zero point) with the correction in its bias -- so no
+    # separate pack kernel is left
+    assert _conv_data_dtypes(lower_graph(packed.graph)) == ["uint8"] * 5
+    assert not any(gv.name_hint.startswith("pack_u8") for gv, _ in mod.functions_items())
 
 
 def _conv_data_dtypes(mod) -> list[str]:

@@ -62,11 +62,13 @@ def test_template_is_marked_only_for_vnni_targets(tmp_path):
         assert any(U8S8_RULE in s and "schedule_rule" in s for s in scripts) is marked
 
 
-# kind -> (conv block, template, tile samples in its space, what its code must contain)
+# kind -> (conv block, template, tile samples in its space, what its code must contain
+# per output-channel block)
 TEMPLATES = {
-    "u8s8": ("conv2d_nchwc_u8s8", schedule_conv2d_nchwc_u8s8, 2, "vpdpbusd"),
+    "u8s8": ("conv2d_nchwc_u8s8", schedule_conv2d_nchwc_u8s8, 2,
+             {16: "vpdpbusd.512", 8: "vpdpbusd.256"}),
     "depthwise": ("depthwise_conv2d_nchwc", schedule_depthwise_nchwc_int, 1,
-                  "T.vectorized(T.int64(16))"),
+                  {16: "T.vectorized(T.int64(16))"}),
 }
 
 
@@ -86,34 +88,37 @@ def test_template_space_and_tile_choices_are_bit_exact(tmp_path, kind):
     mod = pack_convolutions(lower_graph(_quantized_graph(tmp_path)), "nchwc", HOST)
     tasks = _tasks(mod, HOST, kind)
     assert tasks
-    task = max(tasks, key=lambda t: len(t.dispatched[0].script()))
-    kernel = task.dispatched[0]
+    blocks = set()
+    for task in tasks:
+        kernel = task.dispatched[0]
+        # MetaSchedule's space for the block is the template: one schedule, its factors
+        ctx = ms.TuneContext(mod=kernel, target=tgt, space_generator="post-order-apply",
+                             task_name=task.task_name)
+        spaces = ctx.generate_design_space()
+        assert len(spaces) == 1
+        assert str(spaces[0].trace).count("sample_perfect_tile") == samples
 
-    # MetaSchedule's space for the block is the template: one schedule, its tile factors
-    ctx = ms.TuneContext(mod=kernel, target=tgt, space_generator="post-order-apply",
-                         task_name=task.task_name)
-    spaces = ctx.generate_design_space()
-    assert len(spaces) == 1
-    assert str(spaces[0].trace).count("sample_perfect_tile") == samples
-
-    args = _random_args(kernel)
-    reference = _run(kernel, args, tgt)
-    _, _, oh, ow = _conv_extents(kernel, block)
-    choices = {(1, 1), (ow, 2 if oh % 2 == 0 else 1)}
-    for reg_n, oh_f in choices:
-        sch = s_tir.Schedule(kernel)
-        conv = sch.get_sblock(block)
-        if kind == "u8s8":
-            template(sch, conv, tiles=(reg_n, oh_f))
-        else:
-            template(sch, conv, reg_n=reg_n)
-        root = sch.get_sblock("root")  # what MetaSchedule's own rules add
-        sch.annotate(root, "meta_schedule.parallel", 32)
-        sch.annotate(root, "meta_schedule.vectorize", 64)
-        for post in ctx.space_generator.postprocs:
-            assert post.apply(sch), type(post).__name__
-        assert code in sch.mod.script()
-        assert np.array_equal(_run(sch.mod, args, tgt), reference), (reg_n, oh_f)
+        args = _random_args(kernel)
+        reference = _run(kernel, args, tgt)
+        _, _, oh, ow, ob = _conv_extents(kernel, block)
+        blocks.add(ob)
+        for reg_n, oh_f in {(1, 1), (ow, 2 if oh % 2 == 0 else 1)}:
+            sch = s_tir.Schedule(kernel)
+            conv = sch.get_sblock(block)
+            if kind == "u8s8":
+                template(sch, conv, tiles=(reg_n, oh_f))
+            else:
+                template(sch, conv, reg_n=reg_n)
+            root = sch.get_sblock("root")  # what MetaSchedule's own rules add
+            sch.annotate(root, "meta_schedule.parallel", 32)
+            sch.annotate(root, "meta_schedule.vectorize", 64)
+            for post in ctx.space_generator.postprocs:
+                assert post.apply(sch), type(post).__name__
+            assert code[ob] in sch.mod.script()
+            assert np.array_equal(_run(sch.mod, args, tgt), reference), (task.task_name,
+                                                                          reg_n, oh_f)
+    # the test model's 16->24 and 24->8 convs take the 8-wide dot product, 16-out the 16
+    assert blocks == ({8, 16} if kind == "u8s8" else {16})
 
 
 def _conv_extents(kernel, block: str) -> list[int]:
@@ -121,7 +126,7 @@ def _conv_extents(kernel, block: str) -> list[int]:
 
     sch = s_tir.Schedule(kernel)
     loops = sch.get_loops(sch.get_sblock(block))
-    return [int(sch.get(loop).extent) for loop in loops[:4]]
+    return [int(sch.get(loop).extent) for loop in loops[:5]]
 
 
 def _buffers(kernel) -> list[tuple[list[int], str]]:
@@ -137,6 +142,9 @@ def _random_args(kernel) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     out = []
     for shape, dtype in _buffers(kernel):
+        if dtype.startswith("float"):
+            out.append(rng.standard_normal(shape).astype(dtype))
+            continue
         info = np.iinfo(dtype)
         lo, hi = (info.min, info.max) if info.bits <= 8 else (-1000, 1000)
         if dtype == "int64":
