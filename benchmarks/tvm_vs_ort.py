@@ -141,6 +141,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tune", action="store_true")
     ap.add_argument("--db-dir", default=None, help="tuning databases (default: a temp dir)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after the table, the N slowest kernels of each tuned build "
+                         "(cm.profile: per-kernel time of the build that was timed)")
     args = ap.parse_args(argv)
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
     os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
@@ -272,9 +275,24 @@ def main(argv=None) -> int:
                              "vs_ort_int8": (med[label] / ort8) if ort8 else None,
                              "number": number, "repeat": args.repeat, **info})
         print()
+        if args.profile:
+            for label, cm, _ in builds:
+                if " tuned " in label:
+                    print_profile(label, cm.profile(repeat=args.repeat), args.profile)
     if args.json:
         Path(args.json).write_text(json.dumps(all_rows, indent=1))
     return 0
+
+
+def print_profile(label: str, rows: list[dict], top: int) -> None:
+    """Kernel times of one build (medians per run, summed over calls), slowest first."""
+    total = sum(r["ms"] for r in rows)
+    print(f"{label}: kernels sum to {total:.3f} ms per call; the {top} slowest:")
+    print("| kernel | calls | ms | share |")
+    print("| --- | ---: | ---: | ---: |")
+    for r in rows[:top]:
+        print(f"| {r['kernel'][:70]} | {r['calls']} | {r['ms']:.4f} | {r['share']:.1%} |")
+    print(flush=True)
 
 
 if __name__ == "__main__":

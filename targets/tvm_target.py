@@ -34,9 +34,11 @@ class TvmTarget(Target):
     board_key: str | None = None  # the key the embedded emulated board serves
     # Convolution layout: "nchw" (TVM's default kernels), "nchwc" (packed activations,
     # weights packed at build time, int8 convs shaped for dot-product instructions; see
-    # targets/tvm/layout.py) or "auto": nchwc when tuning an integer (quantized) graph,
-    # whose convs then use VNNI; nchw otherwise (measured: at 64 trials a tuned fp32 conv
-    # was 3.5x faster in nchw than in nchwc, benchmarks/README.md).
+    # targets/tvm/layout.py) or "auto": nchwc when tuning on a target with our schedule
+    # templates (targets/tvm/schedules.py: conv 64->64 fp32 at 1.10 ms vs 1.33 ms for
+    # MetaSchedule's best NCHW schedule) or tuning an integer (quantized) graph, whose
+    # convs then use dot products; nchw otherwise (measured without templates: at 64
+    # trials a tuned fp32 conv was 3.5x faster in nchw than in nchwc, benchmarks/README.md).
     layout: str = "auto"
 
     def target_dict(self) -> dict[str, Any]:
@@ -83,8 +85,12 @@ class TvmTarget(Target):
     def _layout(self, tuned: bool, graph: Graph) -> str:
         if self.layout != "auto":
             return self.layout
+        if not tuned:
+            return "nchw"
+        from .tvm.schedules import has_dot_product
+
         integer = any(node.domain == "q" for node in graph.nodes)
-        return "nchwc" if tuned and integer else "nchw"
+        return "nchwc" if integer or has_dot_product(self.target_dict()) else "nchw"
 
     def build(self, graph: Graph) -> Any:
         from .tvm.build import build

@@ -30,10 +30,11 @@ correction, no pack kernel.  An int8 conv with a channel count that is not a mul
 (the RGB or grayscale first conv) is padded to one with zero channels and zero weights
 first (`_PadInputChannels`), so it takes the same kernel.
 
-On targets with VNNI (`schedules.has_dot_product`) the u8 x s8 convs and the integer
-depthwise convs carry a ``schedule_rule`` annotation: MetaSchedule schedules them with our
-templates (`schedules.py`), which tune two tile factors instead of searching the whole
-space, and take output blocks of 8 channels too (the 256-bit ``vpdpbusd``).
+On targets with VNNI (`schedules.has_dot_product`) every packed conv kernel (u8 x s8,
+float or other dense, depthwise) carries a ``schedule_rule`` annotation: MetaSchedule
+schedules them with our templates (`schedules.py`), which tune one or two tile factors
+instead of searching the whole space; u8 x s8 convs take output blocks of 8 channels too
+(the 256-bit ``vpdpbusd``).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from .schedules import DEPTHWISE_INT_RULE, U8S8_RULE, has_dot_product
+from .schedules import CONV_RULE, DEPTHWISE_RULE, U8S8_RULE, has_dot_product
 
 __all__ = ["pack_convolutions", "LAYOUTS", "packed_conv_count", "check_layout",
            "apply_layout"]
@@ -74,7 +75,7 @@ def _default_conv2d_legalize():
 
 # -- TE stages ----------------------------------------------------------------------------
 
-def _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype):
+def _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype, template=False):
     n, icc, _, _, ib = _ints(xp.shape)
     occ, _, kh, kw, _, ob = _ints(wp.shape)
     oh, ow = out_hw
@@ -89,7 +90,7 @@ def _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype):
         lambda b, oc, y, x, o: te.sum(
             xp[b, rc, y * sh + ry * dh, x * sw + rx * dw, ri].astype(out_dtype)
             * wp[oc, rc, ry, rx, ri, o].astype(out_dtype), axis=[rc, ry, rx, ri]),
-        name="conv2d_nchwc")
+        name="conv2d_nchwc", attrs={"schedule_rule": CONV_RULE} if template else None)
 
 
 def _conv_u8s8_te(xp, wp, out_hw, strides, dilation, template=False):
@@ -183,9 +184,9 @@ def _pad5(x, pads, fill):
     return te.compute((n, cc, h + pt + pb, w + pl + pr, cb), f, name="pad")
 
 
-def _conv_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype):
+def _conv_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype, template=False):
     xp = _pad5(x, pads, 0)
-    return _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype)
+    return _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype, template)
 
 
 def _depthwise_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype, template=False):
@@ -203,7 +204,7 @@ def _depthwise_nchwc_te(x, wp, pads, out_hw, strides, dilation, out_dtype, templ
             xp[b, c, y * sh + ry * dh, xx * sw + rx * dw, i].astype(out_dtype)
             * wp[c, 0, ry, rx, 0, i].astype(out_dtype), axis=[ry, rx]),
         name="depthwise_conv2d_nchwc",
-        attrs={"schedule_rule": DEPTHWISE_INT_RULE} if template and out_dtype == "int32" else None)
+        attrs={"schedule_rule": DEPTHWISE_RULE} if template else None)
 
 
 def _pack_u8_te(x, pads):
@@ -240,8 +241,8 @@ def _subtract_te(y, corr):
 
 def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, template: bool = False
                      ) -> relax.Expr:
-    """TE kernels for the packed layouts; ``template``: mark the u8 x s8 conv blocks for
-    the VNNI schedule template (`schedules.py`)."""
+    """TE kernels for the packed layouts; ``template``: mark the conv blocks for our
+    schedule templates (`schedules.py`)."""
     a = call.attrs
     dl, kl, ol = str(a.data_layout), str(a.kernel_layout), str(a.out_layout or a.data_layout)
     if dl == "NCHW" and kl == "OIHW" and ol == "NCHW":
@@ -286,7 +287,7 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, template: bool = 
                        primfunc_name_hint="conv2d_nchwc_u8s8")
         return bb.call_te(_subtract_te, y, corr, primfunc_name_hint="zp_correct")
     return bb.call_te(_conv_nchwc_te, x, w, pads, (oh, ow), strides, dilation, out_dtype,
-                      primfunc_name_hint="conv2d_nchwc")
+                      template, primfunc_name_hint="conv2d_nchwc")
 
 
 @relax.expr_functor.mutator
