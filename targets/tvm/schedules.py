@@ -154,16 +154,31 @@ def schedule_conv2d_nchwc(sch, conv, reg_n: int | None = None) -> Any:
     return sch
 
 
-def _conv2d_nchwc_u8s8_rule(sch, block):
-    return [schedule_conv2d_nchwc_u8s8(sch, block)]
+def _as_rule(template):
+    """A custom rule applying ``template`` to a copy of the schedule.  A kernel the
+    template does not fit (a fused epilogue it cannot place, an unexpected loop nest)
+    must not abort the whole tuning run: the block then loses its annotation, with a
+    warning, and MetaSchedule's own rules schedule it as usual."""
+
+    def rule(sch, block):
+        attempt = sch.copy()
+        try:
+            return [template(attempt, block)]
+        except Exception as exc:  # noqa: BLE001  (ScheduleError, or a loop nest it did not expect)
+            import warnings
+
+            name = sch.get(block).name_hint
+            warnings.warn(f"schedule template {template.__name__} does not fit block "
+                          f"'{name}' ({type(exc).__name__}); MetaSchedule's generic rules "
+                          "schedule it")
+            sch.unannotate(block, "schedule_rule")
+            return [sch]
+
+    return rule
 
 
-def _depthwise_nchwc_rule(sch, block):
-    return [schedule_depthwise_nchwc(sch, block)]
-
-
-def _conv2d_nchwc_rule(sch, block):
-    return [schedule_conv2d_nchwc(sch, block)]
+_RULES = {U8S8_RULE: schedule_conv2d_nchwc_u8s8, DEPTHWISE_RULE: schedule_depthwise_nchwc,
+          CONV_RULE: schedule_conv2d_nchwc}
 
 
 def register_schedule_rules() -> None:
@@ -171,10 +186,7 @@ def register_schedule_rules() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    tvm.register_global_func(f"s_tir.meta_schedule.cpu.{U8S8_RULE}",
-                             _conv2d_nchwc_u8s8_rule, override=True)
-    tvm.register_global_func(f"s_tir.meta_schedule.cpu.{DEPTHWISE_RULE}",
-                             _depthwise_nchwc_rule, override=True)
-    tvm.register_global_func(f"s_tir.meta_schedule.cpu.{CONV_RULE}",
-                             _conv2d_nchwc_rule, override=True)
+    for name, template in _RULES.items():
+        tvm.register_global_func(f"s_tir.meta_schedule.cpu.{name}", _as_rule(template),
+                                 override=True)
     _REGISTERED = True

@@ -170,3 +170,28 @@ def _run(kernel, args, tgt) -> np.ndarray:
     tensors = [tvm.runtime.tensor(a, dev) for a in args]
     lib["main"](*tensors)
     return tensors[-1].numpy()
+
+
+@pytest.mark.skipif(not _has_vnni(), reason="host CPU has no AVX512-VNNI")
+def test_a_template_that_does_not_fit_falls_back_to_the_generic_search(tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    from targets.tvm.build import make_target
+    from targets.tvm.tuning import _import_tensor_intrin
+
+    _import_tensor_intrin()
+    register_schedule_rules()
+    mod = pack_convolutions(lower_graph(_graph(tmp_path, quantized=False)), "nchwc", HOST)
+    kernel = _tasks(mod, HOST, "conv2d_nchwc")[0].dispatched[0]
+    # a float conv block marked for the u8 x s8 template (whose loop nest it lacks)
+    script = kernel.script().replace('"schedule_rule": "conv2d_nchwc"',
+                                     f'"schedule_rule": "{U8S8_RULE}"')
+    assert U8S8_RULE in script
+    wrong = tvm.script.from_source(script)
+    ctx = ms.TuneContext(mod=wrong, target=make_target(HOST),
+                         space_generator="post-order-apply", task_name="wrong")
+    with pytest.warns(UserWarning, match="does not fit block 'conv2d_nchwc'"):
+        spaces = ctx.generate_design_space()
+    # MetaSchedule's own multi-level tiling scheduled it instead
+    assert spaces and all("schedule_template" not in str(s.trace) for s in spaces)
+    assert any("tiling_structure" in str(s.trace) for s in spaces)
