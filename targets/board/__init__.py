@@ -222,9 +222,19 @@ def spawn_server(tracker_port: int, key: str = BOARD_KEY, log: Path | None = Non
     d = d or board_dir()
     run = _run_dir()
     launcher = run / "aarch64-python"
-    launcher.write_text("#!/bin/sh\n"
-                        f'exec {QEMU} -L / -cpu cortex-a72 "{_python(d)}" "$@"\n')
-    launcher.chmod(0o755)
+    script = f'#!/bin/sh\nexec {QEMU} -L / -cpu cortex-a72 "{_python(d)}" "$@"\n'
+    try:
+        current = launcher.read_text()
+    except OSError:
+        current = None
+    if current != script:
+        # Replaced atomically, never rewritten in place: a board started a moment ago may
+        # still be reading it (a truncated launcher is an empty script: that board exited
+        # silently and never registered -- seen with two boards spawned back to back).
+        tmp = run / f".aarch64-python.{os.getpid()}.tmp"
+        tmp.write_text(script)
+        tmp.chmod(0o755)
+        os.replace(tmp, launcher)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PYTHONPATH=str(d / "site"), TVM_USE_RUNTIME_LIB="1",
                PYTHONDONTWRITEBYTECODE="1", COMPILER_BOARD_LAUNCHER=str(launcher))

@@ -412,7 +412,11 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
             reduces = [_has_reduction(t) for t in todo]
             heavy = [t for t, r in zip(todo, reduces) if r]
             light = [t for t, r in zip(todo, reduces) if not r]
-            light_budget = min(2 * len(light), opts.trials // 4 if heavy else opts.trials)
+            # (at least one candidate each, within the budget: a light task left without a
+            # record would run unscheduled)
+            light_budget = min(2 * len(light), max(len(light), opts.trials // 4)
+                               if heavy else opts.trials)
+            light_per_iter = max(1, min(2, light_budget // max(1, len(light))))
             deadline = None if opts.max_seconds is None else t0 + float(opts.max_seconds)
             progress, bar = _progress_callback(
                 ms, opts.trials, opts.progress, counter, deadline,
@@ -423,7 +427,8 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
             tuned = 0
             try:
                 if light and light_budget > 0:
-                    tuned += _tune_phase(ms, light, light_budget, 2, opts, work, "light",
+                    tuned += _tune_phase(ms, light, light_budget, light_per_iter, opts, work,
+                                         "light",
                                          builder, runner, db, callbacks,
                                          population=16, warmup=1, deadline=deadline,
                                          counter=counter)
