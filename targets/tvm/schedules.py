@@ -1,21 +1,24 @@
-"""Schedule templates for our packed int8 convolutions, as MetaSchedule custom rules.
+"""Schedule templates for our packed convolutions, as MetaSchedule custom rules.
 
-MetaSchedule's generic search (multi-level tiling, then auto-tensorization to VNNI) has a
-huge space for a conv with a tensorized ``16 x 4`` inner block, and at the trial budgets a
-whole network gets (MobileNetV2 int8: ~15 trials for each of 48 tasks) it finds slow
-kernels: 7.8 ms for MobileNetV2's u8 x s8 convs.  The schedule that makes those convs fast
-is known (TVM's old ``conv2d_NCHWc_int8`` x86 template): a register block of ``oh_f x
-reg_n`` output pixels times 16 output channels accumulated by ``vpdpbusd`` over the whole
-reduction, the requantize epilogue computed right after each block while it is in cache.
-The template below writes that schedule with two tunable factors (``reg_n`` and
-``oh_f``, as perfect tiles that MetaSchedule samples and mutates), so a task needs a
-handful of trials, not hundreds: summed over MobileNetV2's 18 u8 x s8 tasks, the best of
-a few factors per task takes 0.96 ms (measured by hand, one thread).
+MetaSchedule's generic search (multi-level tiling, then auto-tensorization) needs hundreds
+of trials per conv, and at the budgets a whole network gets it left tuned fp32 1.2-1.9x
+slower than onnxruntime and MobileNetV2 int8 at 6.8 ms (onnxruntime int8: 2.3 ms).  The
+schedules that make direct convolution fast on a CPU are known (TVM's old x86
+``conv2d_NCHWc`` / ``conv2d_NCHWc_int8`` templates): a register block of output pixels
+times one vector of output channels, accumulated over the whole reduction (``vpdpbusd``
+for u8 x s8, a broadcast multiply-add for float), with the epilogue (bias, requantize,
+activation, the next conv's input shift) computed right after each block while it is in
+cache.  The templates below write those schedules with one or two tunable factors
+(perfect tiles that MetaSchedule samples and mutates), so a kernel needs a handful of
+trials, not hundreds; parallel and vectorized loops, the reduction's init and the
+tensorization are left to MetaSchedule's postprocessors, as for its own rules.  Measured:
+benchmarks/README.md ("Latest (session 6)").
 
-`pack_convolutions` puts ``schedule_rule = conv2d_nchwc_u8s8`` on the conv block only
-for targets with VNNI (`has_dot_product`); MetaSchedule's ``ApplyCustomRule`` (first of
-its default CPU rules) then calls `_conv2d_nchwc_u8s8_rule` for that block instead of its
-own rules.  Other targets keep the generic search (the A72 has no dot-product instruction).
+`pack_convolutions` puts ``schedule_rule = <name>`` on the conv blocks only for targets
+with VNNI (`has_dot_product`, where they were measured); MetaSchedule's
+``ApplyCustomRule`` (first of its default CPU rules) then calls the registered template for
+that block instead of its own rules.  Other targets keep the generic search (the A72 has no
+dot-product instruction).
 """
 from __future__ import annotations
 
