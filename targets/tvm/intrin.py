@@ -23,6 +23,54 @@ VNNI_DOT_8x4 = "dot_8x4_vnni"
 _DONE = False
 
 
+def _vnni_desc(T, lanes: int):
+    """``C[lanes] += A[4] (u8) . B[lanes, 4] (s8)``, the semantics of one ``vpdpbusd``."""
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def _vnni_impl(T, lanes: int):
+    """``vpdpbusd`` on ``lanes`` int32 accumulators (16: 512-bit, 8: 256-bit), byte
+    operands as ``int8 x 4*lanes`` (LLVM >= 20's signature)."""
+    bytes_ = f"int8x{4 * lanes}"
+    acc = f"int32x{lanes}"
+    llvm_name = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            A_u8x4 = A.vload([0], "uint8x4")
+            A_i32 = T.reinterpret(A_u8x4, dtype="int32")
+            A_bytes = T.reinterpret(T.broadcast(A_i32, lanes), dtype=bytes_)
+            B_bytes = B.vload([0, 0], dtype=bytes_)
+            C_acc = C.vload([0], dtype=acc)
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_name), C_acc, A_bytes, B_bytes, dtype=acc)
+
+    return impl
+
+
 def fix_x86_vnni() -> bool:
     """Re-register ``dot_16x4_vnni`` for LLVM >= 20 and register ``dot_8x4_vnni`` (written
     for LLVM >= 20's operand types only); idempotent; True if done."""
@@ -35,60 +83,8 @@ def fix_x86_vnni() -> bool:
     from tvm.s_tir.tensor_intrin.x86 import VNNI_DOT_16x4_INTRIN, dot_product_16x4_u8i8i32_desc
     from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def vnni_impl(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            A_u8x4 = A.vload([0], "uint8x4")
-            A_i32 = T.reinterpret(A_u8x4, dtype="int32")
-            A_i8x64 = T.reinterpret(T.broadcast(A_i32, 16), dtype="int8x64")
-            B_i8x64 = B.vload([0, 0], dtype="int8x64")
-            C_i32x16 = C.vload([0], dtype="int32x16")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C_i32x16, A_i8x64, B_i8x64, dtype="int32x16")
-
-    TensorIntrin.register(VNNI_DOT_16x4_INTRIN, dot_product_16x4_u8i8i32_desc, vnni_impl,
-                          override=True)
-
-    @T.prim_func(s_tir=True)
-    def desc_8x4(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((8, 4), "int8", offset_factor=1),
-        C: T.Buffer((8,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-            T.writes(C[0:8])
-            for i in T.serial(0, 8):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def impl_8x4(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((8, 4), "int8", offset_factor=1),
-        C: T.Buffer((8,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-            T.writes(C[0:8])
-            A_u8x4 = A.vload([0], "uint8x4")
-            A_i32 = T.reinterpret(A_u8x4, dtype="int32")
-            A_i8x32 = T.reinterpret(T.broadcast(A_i32, 8), dtype="int8x32")
-            B_i8x32 = B.vload([0, 0], dtype="int8x32")
-            C_i32x8 = C.vload([0], dtype="int32x8")
-            C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
-                C_i32x8, A_i8x32, B_i8x32, dtype="int32x8")
-
-    TensorIntrin.register(VNNI_DOT_8x4, desc_8x4, impl_8x4, override=True)
+    TensorIntrin.register(VNNI_DOT_16x4_INTRIN, dot_product_16x4_u8i8i32_desc,
+                          _vnni_impl(T, 16), override=True)
+    TensorIntrin.register(VNNI_DOT_8x4, _vnni_desc(T, 8), _vnni_impl(T, 8), override=True)
     _DONE = True
     return True
