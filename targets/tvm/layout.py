@@ -16,17 +16,16 @@ built or tuned:
    none).  The bias / activation / requantize ops that follow a conv are elementwise in
    the packed layout, so the fusion pipeline puts them into the conv's kernel.
 
-int8 x int8 -> int32 convs (from ``q.Conv``) whose channels allow it (inputs a multiple
-of 4, outputs of 16 -- or of 8 on targets with the schedule templates, see below) are
-laid out for dot-product instructions: the data is shifted to
-uint8 (``x + 128``, padded with 128 -- a real zero) in a small pack kernel, weights are
-``O/16, I/ib, KH, KW, ib/4, 16o, 4i``, and the conv's innermost ``16 x 4`` reduction
-block is exactly x86 VNNI's ``vpdpbusd`` (TVM's ``dot_16x4_vnni`` tensor intrinsic,
-u8 x s8 -> s32), which MetaSchedule's x86 rules tensorize.  ``128 * sum(w)`` per output
-channel is subtracted in a fused epilogue, so results stay bit-exact.  A conv whose
-data is already uint8 (the lowering shifts an input with zero point -128, a ReLU's
-output, to ``x + 128`` inside the producer's epilogue) skips both: zero padding, no
-correction, no pack kernel.  An int8 conv with a channel count that is not a multiple of 4
+int8 x int8 -> int32 convs whose channels allow it (inputs a multiple of 4, outputs of
+16 -- or of 8 on targets with the schedule templates, see below) are laid out for
+dot-product instructions: weights are ``O/16, I/ib, KH, KW, ib/4, 16o, 4i``, and the
+conv's innermost ``16 x 4`` reduction block is exactly x86 VNNI's ``vpdpbusd`` (TVM's
+``dot_16x4_vnni`` tensor intrinsic, u8 x s8 -> s32).  The lowering of ``q.Conv`` already
+hands them uint8 data (``x + 128``, shifted inside the producer's epilogue, the zero point
+folded into the bias; `lowering_quant._q_conv`).  Other int8 data (``ConvInteger``) is
+shifted to uint8 here (``x + 128``, padded with 128 -- a real zero) in a small pack kernel,
+and ``128 * sum(w)`` per output channel is subtracted in a fused epilogue, so results stay
+bit-exact.  An int8 conv with a channel count that is not a multiple of 4
 (the RGB or grayscale first conv) is padded to one with zero channels and zero weights
 first (`_PadInputChannels`), so it takes the same kernel.
 
@@ -272,8 +271,8 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, template: bool = 
     wide8 = template and tvm.target.codegen.llvm_version_major() >= 20  # (see intrin.py)
     dot = ib % 4 == 0 and (ob == 16 or (ob == 8 and wide8))
     if x.ty.dtype == "uint8" and w.ty.dtype == "int8" and dot:
-        # already u8 (the lowering shifted a zero point of -128 away): zero padding,
-        # no correction, the pad inlined into the conv's PrimFunc
+        # already u8 (the lowering shifted it, the zero point is in the bias): padding as
+        # given, no correction, the pad inlined into the conv's PrimFunc
         return bb.call_te(_conv_u8s8_padded_te, x, _vnni_weights(wv), pads, (oh, ow),
                           strides, dilation, template, primfunc_name_hint="conv2d_nchwc_u8s8")
     if x.ty.dtype == "int8" and w.ty.dtype == "int8" and dot:
@@ -334,8 +333,8 @@ def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc", target: Any = No
     """Convert ``mod``'s convolutions to packed layouts (``layout="nchwc"``: activations
     stay packed between convs and elementwise ops, weights are packed at build time) and
     legalize them; ``"nchw"`` returns ``mod`` unchanged.  The result goes through the
-    normal build / tuning pipeline.  For a ``target`` with VNNI the u8 x s8 convs are
-    marked for their schedule template (`schedules.py`)."""
+    normal build / tuning pipeline.  For a ``target`` with VNNI the packed convs are
+    marked for our schedule templates (`schedules.py`)."""
     if check_layout(layout) == "auto":
         raise ValueError("layout 'auto' is resolved by the target (nchwc when tuning)")
     if layout == "nchw":
