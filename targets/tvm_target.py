@@ -87,29 +87,33 @@ class TvmTarget(Target):
             return self.layout
         if not tuned:
             return "nchw"
-        from .tvm.schedules import has_dot_product
+        from .tvm.schedules import dot_product
 
         integer = any(node.domain == "q" for node in graph.nodes)
-        return "nchwc" if integer or has_dot_product(self.target_dict()) else "nchw"
+        return "nchwc" if integer or dot_product(self.target_dict()) == "vnni" else "nchw"
+
+    def _lower(self, graph: Graph) -> Any:
+        from .tvm.lowering import lower_graph
+        from .tvm.schedules import int8_conv_data
+
+        return lower_graph(graph, int8_conv_data=int8_conv_data(self.target_dict()))
 
     def build(self, graph: Graph) -> Any:
         from .tvm.build import build
         from .tvm.layout import apply_layout
-        from .tvm.lowering import lower_graph
 
-        return build(apply_layout(lower_graph(graph), self._layout(False, graph))[0],
+        return build(apply_layout(self._lower(graph), self._layout(False, graph))[0],
                      self.target_dict())
 
     def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
         """Build with MetaSchedule tuning (``tune``: ``{"trials": N, "database": path}``);
         returns ``(built, tuning stats)``.  Measures locally, or on the board."""
         from .tvm.layout import apply_layout
-        from .tvm.lowering import lower_graph
         from .tvm.tuning import TuneOptions, tune_and_build
 
         opts = TuneOptions.from_any(tune)  # validate before any work
         remote = None if self.runs_locally else self.remote()
-        mod, layout = apply_layout(lower_graph(graph), self._layout(True, graph),
+        mod, layout = apply_layout(self._lower(graph), self._layout(True, graph),
                                    self.target_dict())
         built, stats = tune_and_build(mod, self.target_dict(), opts, remote=remote,
                                       cross_compiler=self.cross_compiler)

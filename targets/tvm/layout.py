@@ -29,11 +29,17 @@ bit-exact.  An int8 conv with a channel count that is not a multiple of 4
 (the RGB or grayscale first conv) is padded to one with zero channels and zero weights
 first (`_PadInputChannels`), so it takes the same kernel.
 
-On targets with VNNI (`schedules.has_dot_product`) every packed conv kernel (u8 x s8,
-float or other dense, depthwise) carries a ``schedule_rule`` annotation: MetaSchedule
+On targets with VNNI (`schedules.dot_product` is ``"vnni"``) every packed conv kernel (u8
+x s8, float or other dense, depthwise) carries a ``schedule_rule`` annotation: MetaSchedule
 schedules them with our templates (`schedules.py`), which tune one or two tile factors
 instead of searching the whole space; u8 x s8 convs take output blocks of 8 channels too
 (the 256-bit ``vpdpbusd``).
+
+On aarch64 NEON targets (``"neon"``: the Cortex-A72, which has no SDOT) the lowering keeps
+int8 conv data signed (`schedules.int8_conv_data`) and int8 x int8 convs with channel
+counts that are multiples of 4 take the same weight layout with output blocks of 16, 8 or
+4: ``conv2d_nchwc_s8s8`` kernels, each ``4o x 4i`` step one call of TVM's
+``dot_4x4_i8i8s32_neon``, scheduled by our s8 x s8 template.
 """
 from __future__ import annotations
 
@@ -43,7 +49,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from .schedules import CONV_RULE, DEPTHWISE_RULE, U8S8_RULE, has_dot_product
+from .schedules import CONV_RULE, DEPTHWISE_RULE, dot_product
 
 __all__ = ["pack_convolutions", "LAYOUTS", "packed_conv_count", "check_layout",
            "apply_layout"]
@@ -92,7 +98,11 @@ def _conv_f32_te(xp, wp, out_hw, strides, dilation, out_dtype, template=False):
         name="conv2d_nchwc", attrs={"schedule_rule": CONV_RULE} if template else None)
 
 
-def _conv_u8s8_te(xp, wp, out_hw, strides, dilation, template=False):
+def _conv_dot_te(xp, wp, out_hw, strides, dilation, template=False):
+    """int8 conv for dot-product steps of ``ob`` outputs x 4 inputs: weights
+    ``O/ob, I/ib, KH, KW, ib/4, ob, 4`` (`_dot_weights`); data uint8 (x86 VNNI's operand)
+    or int8 (NEON), the block and its template named after the pair."""
+    name = "conv2d_nchwc_u8s8" if xp.dtype == "uint8" else "conv2d_nchwc_s8s8"
     n, icc, _, _, ib = _ints(xp.shape)
     occ, _, kh, kw, i4, ob, four = _ints(wp.shape)
     oh, ow = out_hw
@@ -108,7 +118,7 @@ def _conv_u8s8_te(xp, wp, out_hw, strides, dilation, template=False):
         lambda b, oc, y, x, o: te.sum(
             xp[b, rc, y * sh + ry * dh, x * sw + rx * dw, rm * 4 + ri].astype("int32")
             * wp[oc, rc, ry, rx, rm, o, ri].astype("int32"), axis=[rc, ry, rx, rm, ri]),
-        name="conv2d_nchwc_u8s8", attrs={"schedule_rule": U8S8_RULE} if template else None)
+        name=name, attrs={"schedule_rule": name} if template else None)
 
 
 # -- layout choice (ConvertLayout callback) ----------------------------------------------
@@ -120,8 +130,10 @@ def _static_shape(expr) -> list[int] | None:
     return [int(d) for d in shape]
 
 
-def _vnni_shape(c: int, o: int) -> bool:
-    return c % 4 == 0 and o % 16 == 0
+def _dot_shape(c: int, o: int, kind: str | None) -> bool:
+    """Whether an int8 conv of ``c`` inputs and ``o`` outputs takes the dot-product layout
+    with its first choice of output block (16 for VNNI; 16, 8 or 4 for NEON)."""
+    return c % 4 == 0 and o % (4 if kind == "neon" else 16) == 0
 
 
 def _packable_conv_shapes(call: relax.Call) -> tuple[list[int], list[int]] | None:
@@ -140,8 +152,9 @@ def _packable_conv_shapes(call: relax.Call) -> tuple[list[int], list[int]] | Non
     return xs, ws
 
 
-def _choose_layouts(call: relax.Call) -> dict:
-    """Per-conv layouts for ``ConvertLayout``: ``[data, kernel, out]``; ``{}`` keeps NCHW."""
+def _choose_layouts(call: relax.Call, kind: str | None = None) -> dict:
+    """Per-conv layouts for ``ConvertLayout``: ``[data, kernel, out]``; ``{}`` keeps NCHW.
+    ``kind``: the target's `dot_product` path."""
     if not isinstance(call.op, tvm.ir.Op):
         return {}
     if call.op.name == "relax.nn.conv2d_transpose":
@@ -155,9 +168,9 @@ def _choose_layouts(call: relax.Call) -> dict:
     c, o, g = xs[1], ws[0], int(call.attrs.groups)
     dtype = call.args[0].ty.dtype
     if g == 1:
-        if dtype in ("int8", "uint8") and _vnni_shape(c, o):
-            ib = _block(c, (16, 8, 4))
-            return {"relax.nn.conv2d": [f"NCHW{ib}c", f"OIHW{ib}i16o", "NCHW16c"]}
+        if dtype in ("int8", "uint8") and _dot_shape(c, o, kind):
+            ib, ob = _block(c, (16, 8, 4)), _block(o, (16, 8, 4))
+            return {"relax.nn.conv2d": [f"NCHW{ib}c", f"OIHW{ib}i{ob}o", f"NCHW{ob}c"]}
         ib, ob = _block(c), _block(o)
         return {"relax.nn.conv2d": [f"NCHW{ib}c", f"OIHW{ib}i{ob}o", f"NCHW{ob}c"]}
     if g == c == o and ws[1] == 1:  # depthwise
@@ -222,12 +235,12 @@ def _pack_u8_te(x, pads):
     return te.compute((n, cc, h + pt + pb, w + pl + pr, cb), f, name="pack_u8")
 
 
-def _conv_u8s8_padded_te(x, wq, pads, out_hw, strides, dilation, template=False):
-    return _conv_u8s8_te(_pad5(x, pads, 0), wq, out_hw, strides, dilation, template)
+def _conv_dot_padded_te(x, wq, pads, out_hw, strides, dilation, template=False):
+    return _conv_dot_te(_pad5(x, pads, 0), wq, out_hw, strides, dilation, template)
 
 
-def _vnni_weights(wv: np.ndarray) -> relax.Constant:
-    """Packed ``O/ob, I/ib, KH, KW, ib, ob`` int8 weights regrouped for u8 x s8 dot
+def _dot_weights(wv: np.ndarray) -> relax.Constant:
+    """Packed ``O/ob, I/ib, KH, KW, ib, ob`` int8 weights regrouped for dot
     products: ``O/ob, I/ib, KH, KW, ib/4, ob, 4`` (ob outputs x 4 inputs per step)."""
     occ, icc, kh, kw, ib, ob = wv.shape
     wq = wv.reshape(occ, icc, kh, kw, ib // 4, 4, ob).transpose(0, 1, 2, 3, 4, 6, 5)
@@ -238,10 +251,11 @@ def _subtract_te(y, corr):
     return te.compute(y.shape, lambda *i: y(*i) - corr[0, i[1], 0, 0, i[4]], name="zp_correct")
 
 
-def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, template: bool = False
+def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, kind: str | None = None
                      ) -> relax.Expr:
-    """TE kernels for the packed layouts; ``template``: mark the conv blocks for our
-    schedule templates (`schedules.py`)."""
+    """TE kernels for the packed layouts; ``kind``: the target's `dot_product` path, which
+    decides the int8 kernels and which conv blocks are marked for our schedule templates
+    (`schedules.py`)."""
     a = call.attrs
     dl, kl, ol = str(a.data_layout), str(a.kernel_layout), str(a.out_layout or a.data_layout)
     if dl == "NCHW" and kl == "OIHW" and ol == "NCHW":
@@ -262,6 +276,7 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, template: bool = 
     ow = (wd + pads[1] + pads[3] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
     out_dtype = call.ty.dtype
     groups = int(a.groups)
+    template = kind == "vnni"
     if groups > 1:
         return bb.call_te(_depthwise_nchwc_te, x, w, pads, (oh, ow), strides, dilation,
                           out_dtype, template, primfunc_name_hint="depthwise_conv2d_nchwc")
@@ -273,16 +288,21 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, template: bool = 
     if x.ty.dtype == "uint8" and w.ty.dtype == "int8" and dot:
         # already u8 (the lowering shifted it, the zero point is in the bias): padding as
         # given, no correction, the pad inlined into the conv's PrimFunc
-        return bb.call_te(_conv_u8s8_padded_te, x, _vnni_weights(wv), pads, (oh, ow),
+        return bb.call_te(_conv_dot_padded_te, x, _dot_weights(wv), pads, (oh, ow),
                           strides, dilation, template, primfunc_name_hint="conv2d_nchwc_u8s8")
+    if (kind == "neon" and x.ty.dtype == "int8" and w.ty.dtype == "int8" and ib % 4 == 0
+            and ob % 4 == 0):
+        # s8 x s8, 4 outputs x 4 inputs per NEON step (the lowering kept the data signed)
+        return bb.call_te(_conv_dot_padded_te, x, _dot_weights(wv), pads, (oh, ow),
+                          strides, dilation, True, primfunc_name_hint="conv2d_nchwc_s8s8")
     if x.ty.dtype == "int8" and w.ty.dtype == "int8" and dot:
-        wq = _vnni_weights(wv)
+        wq = _dot_weights(wv)
         occ = wv.shape[0]
         # sum over the input channels of each output channel, in the packed output layout
         wsum = wv.astype(np.int64).sum(axis=(1, 2, 3, 4))          # (O/ob, ob)
         corr = relax.const((128 * wsum).astype(np.int32).reshape(1, occ, 1, 1, ob), "int32")
         xp = bb.emit_te(_pack_u8_te, x, pads, primfunc_name_hint="pack_u8")
-        y = bb.emit_te(_conv_u8s8_te, xp, wq, (oh, ow), strides, dilation, template,
+        y = bb.emit_te(_conv_dot_te, xp, wq, (oh, ow), strides, dilation, template,
                        primfunc_name_hint="conv2d_nchwc_u8s8")
         return bb.call_te(_subtract_te, y, corr, primfunc_name_hint="zp_correct")
     return bb.call_te(_conv_nchwc_te, x, w, pads, (oh, ow), strides, dilation, out_dtype,
@@ -298,6 +318,10 @@ class _PadInputChannels(relax.PyExprMutator):
     the generic one: MobileNetV2's 3->32 first conv at 224x224 took 6.7 ms of a 13.5 ms
     int8 call in the generic kernel."""
 
+    def __init__(self, mod: tvm.IRModule, kind: str | None):
+        super().__init__(mod)
+        self.kind = kind
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         shapes = _packable_conv_shapes(call)
@@ -307,7 +331,7 @@ class _PadInputChannels(relax.PyExprMutator):
         a = call.attrs
         x, w = call.args
         c4 = -(-c // 4) * 4
-        if (int(a.groups) != 1 or c == c4 or not _vnni_shape(c4, ws[0])
+        if (int(a.groups) != 1 or c == c4 or not _dot_shape(c4, ws[0], self.kind)
                 or x.ty.dtype not in ("int8", "uint8") or w.ty.dtype != "int8"):
             return call
         wv = w.value.numpy()
@@ -320,8 +344,8 @@ class _PadInputChannels(relax.PyExprMutator):
                                   out_dtype=a.out_dtype)
 
 
-def _pad_input_channels(mod: tvm.IRModule) -> tvm.IRModule:
-    mutator = _PadInputChannels(mod)
+def _pad_input_channels(mod: tvm.IRModule, kind: str | None) -> tvm.IRModule:
+    mutator = _PadInputChannels(mod, kind)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gv, mutator.visit_expr(func))
@@ -334,19 +358,20 @@ def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc", target: Any = No
     stay packed between convs and elementwise ops, weights are packed at build time) and
     legalize them; ``"nchw"`` returns ``mod`` unchanged.  The result goes through the
     normal build / tuning pipeline.  For a ``target`` with VNNI the packed convs are
-    marked for our schedule templates (`schedules.py`)."""
+    marked for our schedule templates (`schedules.py`); for an aarch64 NEON target the int8
+    convs are s8 x s8 kernels with their template."""
     if check_layout(layout) == "auto":
         raise ValueError("layout 'auto' is resolved by the target (nchwc when tuning)")
     if layout == "nchw":
         return mod
-    mod = _pad_input_channels(mod)
-    template = target is not None and has_dot_product(target)
+    kind = dot_product(target) if target is not None else None
+    mod = _pad_input_channels(mod, kind)
 
     def legalize(bb, call):
-        return _legalize_conv2d(bb, call, template)
+        return _legalize_conv2d(bb, call, kind)
 
     seq = tvm.transform.Sequential([
-        relax.transform.ConvertLayout({}, layout_cb=_choose_layouts),
+        relax.transform.ConvertLayout({}, layout_cb=lambda call: _choose_layouts(call, kind)),
         relax.transform.Normalize(),
         relax.transform.FoldConstant(),   # packs the constant weights, once, here
         relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize}),
@@ -374,11 +399,13 @@ def apply_layout(mod: tvm.IRModule, layout: str, target: Any = None
 
 def packed_conv_count(mod: tvm.IRModule) -> dict[str, int]:
     """How many packed conv kernels ``mod`` holds (by kind): for tests and reports."""
-    out = {"conv": 0, "u8s8": 0, "depthwise": 0}
+    out = {"conv": 0, "u8s8": 0, "s8s8": 0, "depthwise": 0}
     for gv, _ in mod.functions_items():
         name = gv.name_hint
         if name.startswith("conv2d_nchwc_u8s8"):
             out["u8s8"] += 1
+        elif name.startswith("conv2d_nchwc_s8s8"):
+            out["s8s8"] += 1
         elif name.startswith("conv2d_nchwc"):
             out["conv"] += 1
         elif name.startswith("depthwise_conv2d_nchwc"):

@@ -62,10 +62,16 @@ def lowered_ops() -> list[str]:
 class LowerContext:
     """State shared by the lowerings of one graph."""
 
-    def __init__(self, bb: relax.BlockBuilder, graph: Graph, params_as_constants: bool = True):
+    def __init__(self, bb: relax.BlockBuilder, graph: Graph, params_as_constants: bool = True,
+                 int8_conv_data: str = "uint8"):
+        if int8_conv_data not in ("uint8", "int8"):
+            raise ValueError(f"int8_conv_data must be 'uint8' or 'int8', not {int8_conv_data!r}")
         self.bb = bb
         self.graph = graph
         self.params_as_constants = params_as_constants
+        # the type int8 conv data is convolved in (the target's dot-product operand):
+        # "uint8" (x + 128, x86 VNNI's u8 x s8) or "int8" (NEON's s8 x s8)
+        self.int8_conv_data = int8_conv_data
         self.params: list[tuple[relax.Var, np.ndarray]] = []
         self._weights: dict[int, relax.Expr] = {}
         self._param_names: set[str] = set()
@@ -111,23 +117,28 @@ class LowerContext:
 # the graph walk
 # ----------------------------------------------------------------------------------
 
-def lower_graph(graph: Graph, *, params_as_constants: bool = True) -> tvm.IRModule:
+def lower_graph(graph: Graph, *, params_as_constants: bool = True,
+                int8_conv_data: str = "uint8") -> tvm.IRModule:
     """Lower ``graph`` to an IRModule with a ``main`` function.
 
     ``main``'s parameters are the graph inputs (static shapes/dtypes).  Weights are
     embedded as constants; with ``params_as_constants=False`` they become extra
     parameters after the inputs instead (``main`` then carries the ``num_input``
     attribute) -- use `lower_graph_with_params` to also get their arrays.
+    ``int8_conv_data``: the type int8 conv data is convolved in, the target's
+    dot-product operand (`schedules.int8_conv_data`); the results are the same.
     """
-    return lower_graph_with_params(graph, params_as_constants=params_as_constants)[0]
+    return lower_graph_with_params(graph, params_as_constants=params_as_constants,
+                                   int8_conv_data=int8_conv_data)[0]
 
 
-def lower_graph_with_params(graph: Graph, *, params_as_constants: bool = False
+def lower_graph_with_params(graph: Graph, *, params_as_constants: bool = False,
+                            int8_conv_data: str = "uint8"
                             ) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
     """Like `lower_graph`, also returning ``{param_name: array}`` in parameter order
     (empty when ``params_as_constants``)."""
     bb = relax.BlockBuilder()
-    ctx = LowerContext(bb, graph, params_as_constants)
+    ctx = LowerContext(bb, graph, params_as_constants, int8_conv_data)
     env: dict[int, relax.Expr] = {}
     inputs: list[relax.Var] = []
     for value in graph.inputs:

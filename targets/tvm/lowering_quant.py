@@ -7,8 +7,9 @@ an add of ``2**(shift-1)`` and an arithmetic right shift, then clip and cast.  Z
 corrections are folded into the int32 bias at compile time (``bias - zp * sum(w)``), and
 an input with a non-zero zero point is padded with that zero point, so padding stays a
 real zero; an int8 conv input is shifted to uint8 (``x + 128``, padded with
-``zp + 128``, ``(zp + 128) * sum(w)`` folded into the bias), the operand dot-product
-instructions want.  The only float arithmetic is in ``q.Quantize``/``q.Dequantize`` (and the
+``zp + 128``, ``(zp + 128) * sum(w)`` folded into the bias), the operand of x86's
+dot-product instruction, unless the target convolves signed data (NEON,
+``LowerContext.int8_conv_data``).  The only float arithmetic is in ``q.Quantize``/``q.Dequantize`` (and the
 ONNX Quantize/DequantizeLinear), where it is the same IEEE float32 operation as in numpy
 (a multiply or divide, then round-half-to-even).
 """
@@ -93,7 +94,7 @@ def _q_conv(ctx, node, args):
     zp = int(a.get("x_zero_point", 0))
     x = args[0]
     shift = 0
-    if node.inputs[0].dtype == np.int8:
+    if node.inputs[0].dtype == np.int8 and ctx.int8_conv_data == "uint8":
         # Convolve x + 128 (exactly uint8) instead of x: sum((x + 128) w) - (128 + zp) sum(w)
         # = sum((x - zp) w), so the correction goes into the int32 bias and padding uses
         # zp + 128, the same real zero.  The shift fuses into the producer's epilogue, and

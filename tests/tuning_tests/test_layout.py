@@ -70,7 +70,7 @@ def test_float_nchwc_matches_nchw_and_onnxruntime(tmp_path):
     assert_close(plain.run(x)[0], ref, rtol=1e-4, atol=0.0)
     # every conv really went packed: 4 dense convs and the depthwise one
     mod = pack_convolutions(lower_graph(packed.graph), "nchwc")
-    assert packed_conv_count(mod) == {"conv": 4, "u8s8": 0, "depthwise": 1}
+    assert packed_conv_count(mod) == {"conv": 4, "u8s8": 0, "s8s8": 0, "depthwise": 1}
 
 
 def _int8_packed_matches_plain(tmp_path, c_in: int):
@@ -98,7 +98,7 @@ def test_int8_first_conv_with_three_channels_is_padded_to_the_vnni_kernel(tmp_pa
     packed = _int8_packed_matches_plain(tmp_path, c_in=3)
     counts = packed_conv_count(pack_convolutions(lower_graph(packed.graph), "nchwc"))
     # the first conv (3->16) is the one u8s8 kernel; 16->24 and 24->8 stay generic
-    assert counts == {"conv": 3, "u8s8": 1, "depthwise": 1}, counts
+    assert counts == {"conv": 3, "u8s8": 1, "s8s8": 0, "depthwise": 1}, counts
 
 
 def test_int8_nchwc_is_bit_exact_and_uses_u8s8_kernels(tmp_path):
@@ -115,6 +115,8 @@ def test_int8_nchwc_is_bit_exact_and_uses_u8s8_kernels(tmp_path):
     # (the quantized input's zero point) with the correction in its bias -- so no
     # separate pack kernel is left
     assert _conv_data_dtypes(lower_graph(packed.graph)) == ["uint8"] * 5
+    # a NEON target convolves signed data (s8 x s8): nothing shifted
+    assert _conv_data_dtypes(lower_graph(packed.graph, int8_conv_data="int8")) == ["int8"] * 5
     assert not any(gv.name_hint.startswith("pack_u8") for gv, _ in mod.functions_items())
 
 
@@ -199,6 +201,29 @@ def test_tuned_int8_conv_is_tensorized_with_vnni(tmp_path):
     assert conv_wl, "no record of the int8 conv task uses dot_16x4_vnni"
     recs = [r for r in section["records"] if json.loads(r)[0] in conv_wl]
     assert all('["Tensorize", ' in r and '["dot_16x4_vnni", true]' in r for r in recs)
+
+
+@pytest.mark.slow
+def test_int8_conv_tuned_on_the_a72_board_uses_neon_and_matches_the_host(board, tmp_path):
+    # tuned through the tracker on the emulated Cortex-A72: the conv is an s8 x s8 kernel
+    # scheduled by our NEON template (every record of its task tensorized with TVM's
+    # dot_4x4_i8i8s32_neon), and its outputs equal the host build's, bit for bit
+    model = _int8_conv_model(tmp_path / "c.onnx")
+    calib = [{"x": _x(c_in=32, size=8, seed=2, n=4)}]
+    passes = "fold-bn,cleanup,quantize{bits=8,act_bits=8}"
+    db = tmp_path / "db.json"
+    tuned = compiler.compile(model, target="cortex-a72", passes=passes, calibration_data=calib,
+                             tune={"trials": 8, "database": str(db), "progress": False})
+    assert tuned.tuning["layout"] == "nchwc" and tuned.tuning["emulated"] is True
+    assert tuned.tuning["trials_measured_ok"] > 0
+    host = compiler.compile(model, target="host", passes=passes, calibration_data=calib)
+    x = {"x": _x(c_in=32, size=8)}
+    assert np.array_equal(tuned.run(x)[0], host.run(x)[0])
+    section = next(iter(json.loads(db.read_text())["targets"].values()))
+    conv_wl = {json.loads(r)[0] for r in section["records"] if "dot_4x4_i8i8s32_neon" in r}
+    assert conv_wl, "no record of the int8 conv task uses dot_4x4_i8i8s32_neon"
+    recs = [r for r in section["records"] if json.loads(r)[0] in conv_wl]
+    assert all('["Tensorize", ' in r and '"conv2d_nchwc_s8s8"' in r for r in recs)
 
 
 def test_unet_style_convtranspose_and_concat_stay_correct(tmp_path):

@@ -1,7 +1,9 @@
-"""The schedule templates for packed convs (targets/tvm/schedules.py): marked only for
-targets with VNNI, one design space with its tile factors, and the extreme choices of them
-build to code (VNNI dot products; 16-lane vector loops) that matches the unscheduled kernel
-(bit-exact for int8)."""
+"""The schedule templates for packed convs (targets/tvm/schedules.py): marked for the
+targets they are written for (all packed convs with x86 VNNI; the s8 x s8 convs on an
+aarch64 NEON target), one design space with its tile factors, and the extreme choices of
+them build to code (VNNI dot products; NEON widening multiplies; 16-lane vector loops)
+that matches the unscheduled kernel (bit-exact for int8) -- the NEON code run on the
+emulated Cortex-A72 board."""
 from __future__ import annotations
 
 import sys
@@ -19,8 +21,9 @@ import compiler  # noqa: E402
 from targets import get_target  # noqa: E402
 from targets.tvm.layout import pack_convolutions  # noqa: E402
 from targets.tvm.lowering import lower_graph  # noqa: E402
-from targets.tvm.schedules import (U8S8_RULE, has_dot_product,  # noqa: E402
-                                   register_schedule_rules, schedule_conv2d_nchwc,
+from targets.tvm.schedules import (S8S8_RULE, U8S8_RULE, dot_product,  # noqa: E402
+                                   int8_conv_data, register_schedule_rules,
+                                   schedule_conv2d_nchwc, schedule_conv2d_nchwc_s8s8,
                                    schedule_conv2d_nchwc_u8s8, schedule_depthwise_nchwc)
 from test_layout import _has_vnni, _model, _x  # noqa: E402
 
@@ -51,18 +54,34 @@ def _tasks(mod, target, block: str):
 
 
 def test_dot_product_detection():
-    assert has_dot_product(A72) is False  # NEON has no vpdpbusd; the A72 no SDOT either
-    assert has_dot_product(HOST) is _has_vnni()
+    # the A72 (ARMv8.0) has NEON but no SDOT: s8 x s8 by widening multiplies
+    assert dot_product(A72) == "neon" and int8_conv_data(A72) == "int8"
+    assert dot_product(HOST) == ("vnni" if _has_vnni() else None)
+    assert int8_conv_data(HOST) == "uint8"
+    assert dot_product({"kind": "c"}) is None
 
 
-def test_template_is_marked_only_for_vnni_targets(tmp_path):
+def _kernel_scripts(mod, kind: str) -> list[str]:
+    return [f.script() for _, f in mod.functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc) and f"conv2d_nchwc_{kind}" in f.script()]
+
+
+def test_template_is_marked_for_the_targets_it_is_written_for(tmp_path):
     graph = _graph(tmp_path)
-    for target, marked in ((A72, False), (HOST, _has_vnni())):
-        mod = pack_convolutions(lower_graph(graph), "nchwc", target)
-        scripts = [f.script() for _, f in mod.functions_items()
-                   if isinstance(f, tvm.tirx.PrimFunc) and "u8s8" in f.script()]
-        assert scripts, "the test model has a u8 x s8 conv"
-        assert any(U8S8_RULE in s and "schedule_rule" in s for s in scripts) is marked
+    host = pack_convolutions(lower_graph(graph), "nchwc", HOST)
+    scripts = _kernel_scripts(host, "u8s8")
+    assert scripts, "the test model has a u8 x s8 conv"
+    assert any(U8S8_RULE in s and "schedule_rule" in s for s in scripts) is _has_vnni()
+    # on the A72 the data stays int8 and every int8 conv (16 -> 16 / 24 / 8 channels:
+    # blocks of 16 and 8 outputs) is an s8 x s8 kernel marked for the NEON template;
+    # nothing else is marked there (float and depthwise convs keep the generic search)
+    a72 = pack_convolutions(lower_graph(graph, int8_conv_data="int8"), "nchwc", A72)
+    assert not _kernel_scripts(a72, "u8s8")
+    scripts = _kernel_scripts(a72, "s8s8")
+    assert len(scripts) == 4 and all(f'"schedule_rule": "{S8S8_RULE}"' in s for s in scripts)
+    marked = [f for _, f in a72.functions_items()
+              if isinstance(f, tvm.tirx.PrimFunc) and "schedule_rule" in f.script()]
+    assert len(marked) == 4
 
 
 # kind -> (quantized graph?, conv block, template, tile samples in its space, what its
@@ -195,3 +214,66 @@ def test_a_template_that_does_not_fit_falls_back_to_the_generic_search(tmp_path)
     # MetaSchedule's own multi-level tiling scheduled it instead
     assert spaces and all("schedule_template" not in str(s.trace) for s in spaces)
     assert any("tiling_structure" in str(s.trace) for s in spaces)
+
+
+@pytest.mark.slow
+def test_neon_template_tile_choices_run_bit_exact_on_the_board(board, tmp_path):
+    """Every s8 x s8 conv of the test model, with the smallest and the largest register
+    block the template allows, is tensorized with TVM's NEON intrinsic (smull / saddlp
+    / addp in the aarch64 assembly) and returns on the emulated A72 exactly what the
+    unscheduled kernel built for the host returns."""
+    import os
+
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from targets.tvm.build import export_library, make_target
+    from targets.tvm.rpc import with_session
+    from targets.tvm.tuning import _import_tensor_intrin
+
+    _import_tensor_intrin()
+    register_schedule_rules()
+    tgt, host = make_target(A72), make_target(HOST)
+    graph = _graph(tmp_path)
+    mod = pack_convolutions(lower_graph(graph, int8_conv_data="int8"), "nchwc", A72)
+    block = "conv2d_nchwc_s8s8"
+    tasks = _tasks(mod, A72, block)
+    assert len(tasks) == 4
+    jobs = []
+    for task in tasks:
+        kernel = task.dispatched[0]
+        ctx = ms.TuneContext(mod=kernel, target=tgt, space_generator="post-order-apply",
+                             task_name=task.task_name)
+        spaces = ctx.generate_design_space()
+        assert len(spaces) == 1 and str(spaces[0].trace).count("sample_perfect_tile") == 2
+        _, _, _, ow, ob = _conv_extents(kernel, block)
+        widest = max(d for d in range(1, 64 // ob + 1) if ow % d == 0)
+        for reg_n in sorted({1, widest}):
+            sch = s_tir.Schedule(kernel)
+            schedule_conv2d_nchwc_s8s8(sch, sch.get_sblock(block), tiles=(reg_n, 1))
+            root = sch.get_sblock("root")  # what MetaSchedule's own rules add
+            sch.annotate(root, "meta_schedule.parallel", 16)
+            sch.annotate(root, "meta_schedule.vectorize", 32)
+            for post in ctx.space_generator.postprocs:
+                assert post.apply(sch), type(post).__name__
+            lib = tvm.compile(sch.mod, target=tgt)
+            asm = lib.mod.inspect_source("asm")
+            assert all(op in asm for op in ("smull", "saddlp", "addp")), task.task_name
+            path = export_library(lib, tmp_path / f"k{len(jobs)}.so",
+                                  cross_compiler="aarch64-linux-gnu-g++")
+            args = _random_args(kernel)
+            jobs.append((task.task_name, reg_n, path, args, _run(kernel, args, host)))
+
+    def run_all(session):
+        dev = session.cpu()
+        outs = []
+        for _, _, path, args, _ in jobs:
+            session.upload(path, target=os.path.basename(path))
+            lib = session.load_module(os.path.basename(path))
+            tensors = [tvm.runtime.tensor(a, dev) for a in args]
+            lib["main"](*tensors)
+            outs.append(tensors[-1].numpy())
+        return outs
+
+    for (name, reg_n, _, _, reference), out in zip(jobs, with_session(board, run_all)):
+        assert np.array_equal(out, reference), (name, reg_n)
