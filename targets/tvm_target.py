@@ -92,7 +92,8 @@ class TvmTarget(Target):
         integer = any(node.domain == "q" for node in graph.nodes)
         return "nchwc" if integer or dot_product(self.target_dict()) == "vnni" else "nchw"
 
-    def _lower(self, graph: Graph) -> Any:
+    def lower(self, graph: Graph) -> Any:
+        """``graph`` as the Relax module this target builds from (before layouts)."""
         from .tvm.lowering import lower_graph
         from .tvm.schedules import int8_conv_data
 
@@ -102,7 +103,7 @@ class TvmTarget(Target):
         from .tvm.build import build
         from .tvm.layout import apply_layout
 
-        return build(apply_layout(self._lower(graph), self._layout(False, graph))[0],
+        return build(apply_layout(self.lower(graph), self._layout(False, graph))[0],
                      self.target_dict())
 
     def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
@@ -113,7 +114,7 @@ class TvmTarget(Target):
 
         opts = TuneOptions.from_any(tune)  # validate before any work
         remote = None if self.runs_locally else self.remote()
-        mod, layout = apply_layout(self._lower(graph), self._layout(True, graph),
+        mod, layout = apply_layout(self.lower(graph), self._layout(True, graph),
                                    self.target_dict())
         built, stats = tune_and_build(mod, self.target_dict(), opts, remote=remote,
                                       cross_compiler=self.cross_compiler)

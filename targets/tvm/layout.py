@@ -3,6 +3,11 @@
 ``pack_convolutions(mod, "nchwc")`` rewrites our lowered NCHW Relax module before it is
 built or tuned:
 
+0. Conv rewrites (`_CONV_REWRITES`, each a function from a call to its replacement): a
+   transposed conv with kernel = stride and no padding (U-Net upsampling) becomes a 1x1
+   conv + depth-to-space; an int8 conv with input channels not a multiple of 4 gets zero
+   channels; a dense conv with an output count not a multiple of 4 (a segmentation head)
+   gets zero filters up to a vector's width, sliced off after it.
 1. ``relax.transform.ConvertLayout`` with a per-conv choice (`_choose_layouts`): dense
    convs get ``NCHW{ib}c`` data, ``OIHW{ib}i{ob}o`` weights and ``NCHW{ob}c`` output
    (blocks of up to 16 channels: one AVX-512 register of fp32), depthwise convs
@@ -27,7 +32,7 @@ shifted to uint8 here (``x + 128``, padded with 128 -- a real zero) in a small p
 and ``128 * sum(w)`` per output channel is subtracted in a fused epilogue, so results stay
 bit-exact.  An int8 conv with a channel count that is not a multiple of 4
 (the RGB or grayscale first conv) is padded to one with zero channels and zero weights
-first (`_PadInputChannels`), so it takes the same kernel.
+first (`_pad_input_channels`), so it takes the same kernel.
 
 On targets with VNNI (`schedules.dot_product` is ``"vnni"``) every packed conv kernel (u8
 x s8, float or other dense, depthwise) carries a ``schedule_rule`` annotation: MetaSchedule
@@ -309,43 +314,123 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, kind: str | None 
                       template, primfunc_name_hint="conv2d_nchwc")
 
 
-@relax.expr_functor.mutator
-class _PadInputChannels(relax.PyExprMutator):
+# -- conv rewrites before packing (rules as data: call -> replacement or None) -------------
+
+def _conv_call(call: relax.Call, kind: str | None = None):
+    """``(data shape, weight shape, attrs, x, w)`` of a dense (groups 1) NCHW conv2d the
+    packed layouts handle, else ``None``."""
+    shapes = _packable_conv_shapes(call)
+    if shapes is None or int(call.attrs.groups) != 1:
+        return None
+    return (*shapes, call.attrs, *call.args)
+
+
+def _conv2d_like(a, x, w: np.ndarray, **changes) -> relax.Call:
+    attrs = dict(strides=a.strides, padding=a.padding, dilation=a.dilation, groups=1,
+                 data_layout="NCHW", kernel_layout="OIHW", out_dtype=a.out_dtype)
+    attrs.update(changes)
+    return relax.op.nn.conv2d(x, relax.const(w, str(w.dtype)), **attrs)
+
+
+def _pad_input_channels(bb: relax.BlockBuilder, call: relax.Call, kind: str | None):
     """Integer dense convs whose input channels are not a multiple of 4 (the RGB or
-    grayscale first conv) but whose outputs are a multiple of 16 get their input
+    grayscale first conv) but whose outputs fit the dot-product layout get their input
     padded with zero channels up to a multiple of 4, and zero weights for them (a zero
-    weight makes the padded values irrelevant), so they take the VNNI kernel instead of
-    the generic one: MobileNetV2's 3->32 first conv at 224x224 took 6.7 ms of a 13.5 ms
-    int8 call in the generic kernel."""
+    weight makes the padded values irrelevant), so they take the dot-product kernel
+    instead of the generic one: MobileNetV2's 3->32 first conv at 224x224 took 6.7 ms of
+    a 13.5 ms int8 call in the generic kernel."""
+    conv = _conv_call(call)
+    if conv is None:
+        return None
+    (_, c, _, _), ws, a, x, w = conv
+    c4 = -(-c // 4) * 4
+    if c == c4 or not _dot_shape(c4, ws[0], kind) or x.ty.dtype not in ("int8", "uint8") \
+            or w.ty.dtype != "int8":
+        return None
+    wv = w.value.numpy()
+    wp = np.zeros((wv.shape[0], c4) + wv.shape[2:], wv.dtype)
+    wp[:, :c] = wv
+    xp = bb.emit(relax.op.nn.pad(x, [0, 0, 0, c4 - c, 0, 0, 0, 0], "constant", 0))
+    return _conv2d_like(a, xp, wp)
+
+
+def _pad_output_channels(bb: relax.BlockBuilder, call: relax.Call, kind: str | None):
+    """A dense conv with an output count that is not a multiple of 4 (a segmentation
+    head's 11 classes) would be packed in blocks of 1 channel -- a scalar loop (unet_seg's
+    16->11 head was its slowest fp32 kernel).  Its weights get zero filters up to a
+    multiple of 16 (8 below 8), so it computes whole vectors, and the extra channels are
+    sliced off after it."""
+    conv = _conv_call(call)
+    if conv is None:
+        return None
+    _, ws, a, x, w = conv
+    o = ws[0]
+    if o % 4 == 0 or o < 4:
+        return None
+    block = 8 if o < 8 else 16
+    wv = w.value.numpy()
+    wp = np.zeros((-(-o // block) * block,) + wv.shape[1:], wv.dtype)
+    wp[:o] = wv
+    y = bb.emit(_conv2d_like(a, x, wp))
+    return relax.op.strided_slice(y, [1], [0], [o])
+
+
+def _conv_transpose_as_conv(bb: relax.BlockBuilder, call: relax.Call, kind: str | None):
+    """A transposed conv whose kernel equals its stride, without padding (a U-Net's 2x2 /
+    stride 2 upsampling) writes each output pixel from exactly one input pixel:
+    ``y[n, o, i*kh + u, j*kw + v] = sum_c x[n, c, i, j] w[c, o, u, v]``.  That is a 1x1
+    conv to ``O * kh * kw`` channels (which takes the packed kernels and their templates)
+    followed by a depth-to-space reshuffle -- instead of TVM's NCHW ``conv2d_transpose``
+    between two layout transforms."""
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d_transpose"):
+        return None
+    a = call.attrs
+    x, w = call.args
+    xs, ws = _static_shape(x), _static_shape(w)
+    if (not isinstance(w, tvm.ir.expr.Constant) or xs is None or ws is None or len(xs) != 4
+            or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "IOHW"
+            or str(a.out_layout or "NCHW") != "NCHW" or int(a.groups) != 1):
+        return None
+    kh, kw = ws[2], ws[3]
+    if (_ints(a.strides) != [kh, kw] or any(_ints(a.padding)) or any(_ints(a.output_padding))
+            or _ints(a.dilation) != [1, 1]):
+        return None
+    n, c, h, wd = xs
+    o = ws[1]
+    w1 = w.value.numpy().transpose(1, 2, 3, 0).reshape(o * kh * kw, c, 1, 1)
+    y = bb.emit(relax.op.nn.conv2d(x, relax.const(np.ascontiguousarray(w1), str(w1.dtype)),
+                                   data_layout="NCHW", kernel_layout="OIHW",
+                                   out_dtype=a.out_dtype))
+    y = bb.emit(relax.op.reshape(y, (n, o, kh, kw, h, wd)))
+    y = bb.emit(relax.op.permute_dims(y, [0, 1, 4, 2, 5, 3]))
+    return relax.op.reshape(y, (n, o, h * kh, wd * kw))
+
+
+_CONV_REWRITES = (_conv_transpose_as_conv, _pad_input_channels, _pad_output_channels)
+
+
+@relax.expr_functor.mutator
+class _RewriteConvs(relax.PyExprMutator):
+    """Applies `_CONV_REWRITES` to each call, in order (a rule may hand its new conv to
+    the next one)."""
 
     def __init__(self, mod: tvm.IRModule, kind: str | None):
         super().__init__(mod)
         self.kind = kind
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        shapes = _packable_conv_shapes(call)
-        if shapes is None:
-            return call
-        (_, c, _, _), ws = shapes
-        a = call.attrs
-        x, w = call.args
-        c4 = -(-c // 4) * 4
-        if (int(a.groups) != 1 or c == c4 or not _dot_shape(c4, ws[0], self.kind)
-                or x.ty.dtype not in ("int8", "uint8") or w.ty.dtype != "int8"):
-            return call
-        wv = w.value.numpy()
-        wp = np.zeros((wv.shape[0], c4) + wv.shape[2:], wv.dtype)
-        wp[:, :c] = wv
-        xp = self.builder_.emit(relax.op.nn.pad(x, [0, 0, 0, c4 - c, 0, 0, 0, 0], "constant", 0))
-        return relax.op.nn.conv2d(xp, relax.const(wp, "int8"), strides=a.strides,
-                                  padding=a.padding, dilation=a.dilation, groups=1,
-                                  data_layout="NCHW", kernel_layout="OIHW",
-                                  out_dtype=a.out_dtype)
+        expr = super().visit_call_(call)
+        for rule in _CONV_REWRITES:
+            if not isinstance(expr, relax.Call):
+                break
+            new = rule(self.builder_, expr, self.kind)
+            if new is not None:
+                expr = new
+        return expr
 
 
-def _pad_input_channels(mod: tvm.IRModule, kind: str | None) -> tvm.IRModule:
-    mutator = _PadInputChannels(mod, kind)
+def _rewrite_convs(mod: tvm.IRModule, kind: str | None) -> tvm.IRModule:
+    mutator = _RewriteConvs(mod, kind)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gv, mutator.visit_expr(func))
@@ -365,7 +450,7 @@ def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc", target: Any = No
     if layout == "nchw":
         return mod
     kind = dot_product(target) if target is not None else None
-    mod = _pad_input_channels(mod, kind)
+    mod = _rewrite_convs(mod, kind)
 
     def legalize(bb, call):
         return _legalize_conv2d(bb, call, kind)

@@ -227,21 +227,32 @@ def test_int8_conv_tuned_on_the_a72_board_uses_neon_and_matches_the_host(board, 
 
 
 def test_unet_style_convtranspose_and_concat_stay_correct(tmp_path):
-    # Relax's layout inference cannot take ConvTranspose on packed data: it is kept NCHW
+    # A 2x2 / stride-2 ConvTranspose becomes a packed 1x1 conv + depth-to-space; a 3x3 one
+    # (overlapping windows) stays TVM's NCHW conv2d_transpose (Relax's layout inference
+    # cannot take it packed); the 16->11 head gets zero filters up to 16 outputs, sliced
+    # off after it.  fp32 matches onnxruntime, int8 is bit-exact with the NCHW build.
     rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array((rng.standard_normal((16, 4, 3, 3)) * 0.3).astype(np.float32), "w1")
-    wt = numpy_helper.from_array((rng.standard_normal((16, 8, 2, 2)) * 0.3).astype(np.float32), "wt")
-    w2 = numpy_helper.from_array((rng.standard_normal((16, 12, 3, 3)) * 0.3).astype(np.float32), "w2")
+
+    def init(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
+                                       name)
+
+    inits = [init("w1", (16, 4, 3, 3)), init("wt", (16, 8, 2, 2)), init("wt3", (16, 4, 3, 3)),
+             init("w2", (16, 16, 3, 3)), init("wh", (11, 16, 1, 1)), init("bh", (11,))]
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("ConvTranspose", ["r1", "wt"], ["u"], strides=[2, 2]),
-        helper.make_node("Concat", ["u", "x"], ["cat"], axis=1),
-        helper.make_node("Conv", ["cat", "w2"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("ConvTranspose", ["r1", "wt3"], ["v"], strides=[2, 2],
+                         pads=[1, 1, 1, 1], output_padding=[1, 1]),
+        helper.make_node("Concat", ["u", "x", "v"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "wh", "bh"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes, "unet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])], [w1, wt, w2])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 11, 8, 8])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path / "u.onnx"
@@ -249,4 +260,20 @@ def test_unet_style_convtranspose_and_concat_stay_correct(tmp_path):
     cm = compiler.compile(path, target=get_target("host").with_layout("nchwc"))
     x = {"x": _x(c_in=4, size=8)}
     assert_close(cm.run(x)[0], ort_run(path, x)[0], rtol=1e-4, atol=0.0)
-    assert packed_conv_count(pack_convolutions(lower_graph(cm.graph), "nchwc"))["conv"] == 2
+    mod = pack_convolutions(lower_graph(cm.graph), "nchwc")
+    # c1, the 2x2 ConvTranspose as a 1x1 conv (16 -> 32 channels), c2 and the head
+    assert packed_conv_count(mod)["conv"] == 4
+    names = [gv.name_hint for gv, _ in mod.functions_items()]
+    assert sum(n.startswith("conv2d_transpose") for n in names) == 1, names
+    # the head's packed weights: one block of 16 inputs x 16 outputs (11 + 5 zero filters)
+    head = "T.Buffer((T.int64(1), T.int64(1), T.int64(1), T.int64(1), T.int64(16), T.int64(16))"
+    assert any(head in f.script() for _, f in mod.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc)), "the 11-output head was not padded"
+    assert any(n.startswith("strided_slice") for n in names)
+
+    calib = [{"x": _x(c_in=4, size=8, seed=s, n=4)} for s in range(2)]
+    passes = "fold-bn,cleanup,quantize{bits=8,act_bits=8}"
+    outs = [compiler.compile(path, target=get_target("host").with_layout(layout),
+                             passes=passes, calibration_data=calib).run(x)[0]
+            for layout in ("nchw", "nchwc")]
+    assert np.array_equal(outs[0], outs[1])
