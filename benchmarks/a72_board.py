@@ -1,5 +1,8 @@
-"""Cortex-A72 builds timed on the EMULATED board (qemu-aarch64 under this x86 host):
-what NEON tensorization of int8 convs changes, as far as an emulator can say.
+"""Cortex-A72 builds timed on a board: what NEON tensorization of int8 convs changes.
+
+By default the board is the project's EMULATED one (qemu-aarch64 under this x86 host);
+``--tracker HOST:PORT --key KEY`` times them on a real board instead (a Raspberry Pi 4
+running TVM's ``rpc_server``, see the README).
 
 For every model, each tuned through the tracker on the board (``--trials`` each, its own
 database under ``--db-dir``):
@@ -15,16 +18,18 @@ to max|ref|), both int8 builds bit-exact against the int8 host build.  Timing is
 interleaved (each round times every build once on the board, ``--number`` calls), medians
 over ``--repeat`` rounds.
 
-These are EMULATED timings: qemu translates each aarch64 instruction to x86 code, so a
+On the embedded board these are EMULATED timings: qemu translates each aarch64 instruction to x86 code, so a
 ratio between two builds says how much less work (instructions) one does under the
 emulator, not how much faster it is on a Cortex-A72 (no pipeline, cache or NEON-unit model).
 
-    python benchmarks/a72_emulated.py --models plaincnn_fmnist --trials 48 \
-        [--tune-seconds 600] [--repeat 7] [--db-dir out/a72-db] [--json out.json]
+    python benchmarks/a72_board.py --models plaincnn_fmnist --trials 48 \
+        [--tune-seconds 600] [--repeat 7] [--db-dir out/a72-db] [--json out.json] \
+        [--tracker HOST:9190 --key rpi4]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -53,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", type=int, default=8)
     ap.add_argument("--db-dir", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--tracker", default=None, help="a real board's tracker (HOST:PORT)")
+    ap.add_argument("--key", default=None, help="its RPC key")
     args = ap.parse_args(argv)
 
     import compiler
@@ -62,11 +69,14 @@ def main(argv=None) -> int:
     from targets.tvm.rpc import time_remote
 
     a72 = get_target("cortex-a72")
+    if args.tracker:
+        a72 = a72.with_remote(args.tracker, args.key)
     work = Path(tempfile.mkdtemp(prefix="a72-emulated-"))
     db_dir = Path(args.db_dir) if args.db_dir else work
     db_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    with board_session() as spec:
+    session = contextlib.nullcontext(a72.remote()) if args.tracker else board_session()
+    with session as spec:
         for model_name in args.models.split(","):
             path = MODELS[model_name] or conv64_model(work / "conv64.onnx")
             name, shape = input_spec(path)
@@ -114,13 +124,18 @@ def main(argv=None) -> int:
             fp32 = float(np.median(samples[builds[0][0]]))
             for label, _, info in builds:
                 med = float(np.median(samples[label]))
-                info.update(emulated_ms=round(med * 1e3, 3), fp32_over_this=round(fp32 / med, 2))
+                info.update(board_ms=round(med * 1e3, 3), emulated=spec.emulated,
+                            fp32_over_this=round(fp32 / med, 2))
                 rows.append(info)
-    print("\nEMULATED timings (qemu-aarch64 -cpu cortex-a72 on this x86 host; not A72 latency)")
-    print("| model | build | emulated ms | fp32 / this | trials | tune s | check |")
+    if args.tracker:
+        print(f"\nTimings on the board behind {args.tracker} (key {args.key})")
+    else:
+        print("\nEMULATED timings (qemu-aarch64 -cpu cortex-a72 on this x86 host; "
+              "not A72 latency)")
+    print("| model | build | board ms | fp32 / this | trials | tune s | check |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
-        print(f"| {r['model']} | {r['build']} | {r['emulated_ms']} | {r['fp32_over_this']}x | "
+        print(f"| {r['model']} | {r['build']} | {r['board_ms']} | {r['fp32_over_this']}x | "
               f"{r['trials']} | {r['tune_s']} | {r['check']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
