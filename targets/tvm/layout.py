@@ -316,7 +316,7 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, kind: str | None 
 
 # -- conv rewrites before packing (rules as data: call -> replacement or None) -------------
 
-def _conv_call(call: relax.Call, kind: str | None = None):
+def _conv_call(call: relax.Call):
     """``(data shape, weight shape, attrs, x, w)`` of a dense (groups 1) NCHW conv2d the
     packed layouts handle, else ``None``."""
     shapes = _packable_conv_shapes(call)

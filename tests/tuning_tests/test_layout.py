@@ -196,11 +196,16 @@ def test_tuned_int8_conv_is_tensorized_with_vnni(tmp_path):
     # Records are only stored for candidates that built and ran: the conv task's
     # records (the ones MetaSchedule annotated for dot_16x4_vnni) were all tensorized
     # with it, so VNNI code was generated (the stock intrinsic failed LLVM's verifier).
-    section = next(iter(json.loads(db.read_text())["targets"].values()))
-    conv_wl = {json.loads(r)[0] for r in section["records"] if "dot_16x4_vnni" in r}
-    assert conv_wl, "no record of the int8 conv task uses dot_16x4_vnni"
-    recs = [r for r in section["records"] if json.loads(r)[0] in conv_wl]
+    recs = _records_of_tasks_using(db, "dot_16x4_vnni")
     assert all('["Tensorize", ' in r and '["dot_16x4_vnni", true]' in r for r in recs)
+
+
+def _records_of_tasks_using(db: Path, intrin: str) -> list[str]:
+    """Every tuning record of the tasks that have a record using ``intrin``."""
+    section = next(iter(json.loads(db.read_text())["targets"].values()))
+    tasks = {json.loads(r)[0] for r in section["records"] if intrin in r}
+    assert tasks, f"no tuning record uses {intrin}"
+    return [r for r in section["records"] if json.loads(r)[0] in tasks]
 
 
 @pytest.mark.slow
@@ -219,10 +224,7 @@ def test_int8_conv_tuned_on_the_a72_board_uses_neon_and_matches_the_host(board, 
     host = compiler.compile(model, target="host", passes=passes, calibration_data=calib)
     x = {"x": _x(c_in=32, size=8)}
     assert np.array_equal(tuned.run(x)[0], host.run(x)[0])
-    section = next(iter(json.loads(db.read_text())["targets"].values()))
-    conv_wl = {json.loads(r)[0] for r in section["records"] if "dot_4x4_i8i8s32_neon" in r}
-    assert conv_wl, "no record of the int8 conv task uses dot_4x4_i8i8s32_neon"
-    recs = [r for r in section["records"] if json.loads(r)[0] in conv_wl]
+    recs = _records_of_tasks_using(db, "dot_4x4_i8i8s32_neon")
     assert all('["Tensorize", ' in r and '"conv2d_nchwc_s8s8"' in r for r in recs)
 
 
