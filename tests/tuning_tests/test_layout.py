@@ -182,22 +182,29 @@ def _int8_conv_model(path: Path, c: int = 32, size: int = 8) -> Path:
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_vnni(), reason="host CPU has no AVX512-VNNI")
 def test_tuned_int8_conv_is_tensorized_with_vnni(tmp_path):
-    model = _int8_conv_model(tmp_path / "c.onnx")
-    calib = [{"x": _x(c_in=32, size=8, seed=2, n=4)}]
-    passes = "fold-bn,cleanup,quantize{bits=8,act_bits=8}"
-    db = tmp_path / "db.json"
-    tuned = compiler.compile(model, target="host", passes=passes, calibration_data=calib,
-                             tune={"trials": 12, "database": str(db), "progress": False})
-    assert tuned.tuning["layout"] == "nchwc" and tuned.tuning["trials_measured_ok"] > 0
-    plain = compiler.compile(model, target=get_target("host").with_layout("nchw"),
-                             passes=passes, calibration_data=calib)
-    x = {"x": _x(c_in=32, size=8)}
-    assert np.array_equal(tuned.run(x)[0], plain.run(x)[0])
+    tuned, db = _tuned_int8_conv_matching_the_host_nchw(tmp_path, "host", trials=12)
     # Records are only stored for candidates that built and ran: the conv task's
     # records (the ones MetaSchedule annotated for dot_16x4_vnni) were all tensorized
     # with it, so VNNI code was generated (the stock intrinsic failed LLVM's verifier).
     recs = _records_of_tasks_using(db, "dot_16x4_vnni")
     assert all('["Tensorize", ' in r and '["dot_16x4_vnni", true]' in r for r in recs)
+
+
+def _tuned_int8_conv_matching_the_host_nchw(tmp_path, target: str, trials: int):
+    """The int8 conv model tuned for ``target`` in its ``auto`` layout (packed: nchwc),
+    checked bit-exact against the untuned NCHW host build; ``(tuned model, database)``."""
+    model = _int8_conv_model(tmp_path / "c.onnx")
+    calib = [{"x": _x(c_in=32, size=8, seed=2, n=4)}]
+    passes = "fold-bn,cleanup,quantize{bits=8,act_bits=8}"
+    db = tmp_path / "db.json"
+    tuned = compiler.compile(model, target=target, passes=passes, calibration_data=calib,
+                             tune={"trials": trials, "database": str(db), "progress": False})
+    assert tuned.tuning["layout"] == "nchwc" and tuned.tuning["trials_measured_ok"] > 0
+    plain = compiler.compile(model, target=get_target("host").with_layout("nchw"),
+                             passes=passes, calibration_data=calib)
+    x = {"x": _x(c_in=32, size=8)}
+    assert np.array_equal(tuned.run(x)[0], plain.run(x)[0])
+    return tuned, db
 
 
 def _records_of_tasks_using(db: Path, intrin: str) -> list[str]:
@@ -213,17 +220,8 @@ def test_int8_conv_tuned_on_the_a72_board_uses_neon_and_matches_the_host(board, 
     # tuned through the tracker on the emulated Cortex-A72: the conv is an s8 x s8 kernel
     # scheduled by our NEON template (every record of its task tensorized with TVM's
     # dot_4x4_i8i8s32_neon), and its outputs equal the host build's, bit for bit
-    model = _int8_conv_model(tmp_path / "c.onnx")
-    calib = [{"x": _x(c_in=32, size=8, seed=2, n=4)}]
-    passes = "fold-bn,cleanup,quantize{bits=8,act_bits=8}"
-    db = tmp_path / "db.json"
-    tuned = compiler.compile(model, target="cortex-a72", passes=passes, calibration_data=calib,
-                             tune={"trials": 8, "database": str(db), "progress": False})
-    assert tuned.tuning["layout"] == "nchwc" and tuned.tuning["emulated"] is True
-    assert tuned.tuning["trials_measured_ok"] > 0
-    host = compiler.compile(model, target="host", passes=passes, calibration_data=calib)
-    x = {"x": _x(c_in=32, size=8)}
-    assert np.array_equal(tuned.run(x)[0], host.run(x)[0])
+    tuned, db = _tuned_int8_conv_matching_the_host_nchw(tmp_path, "cortex-a72", trials=8)
+    assert tuned.tuning["emulated"] is True
     recs = _records_of_tasks_using(db, "dot_4x4_i8i8s32_neon")
     assert all('["Tensorize", ' in r and '"conv2d_nchwc_s8s8"' in r for r in recs)
 
