@@ -248,11 +248,16 @@ class Graph:
         self._g = nx.MultiDiGraph()
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
-        self._names: set[str] = set()
-        self._node_names: set[str] = set()
+        self._values_by_name: dict[str, Value] = {}
+        self._nodes_by_name: dict[str, Node] = {}
+        self._value_names = _NameCounter(self._values_by_name)
+        self._node_names = _NameCounter(self._nodes_by_name)
         self.opset: int = 17
         self.meta: dict[str, Any] = {}
         self.version = 0  # bumped on every structural change; analyses key their caches on it
+        # (version, nodes in topological order), (version, values in creation order)
+        self._topo_cache: tuple[int, list[Node]] | None = None
+        self._values_cache: tuple[int, list[Value]] | None = None
 
     def _touch(self) -> None:
         self.version += 1
@@ -260,10 +265,10 @@ class Graph:
     # -- naming ----------------------------------------------------------------
     def unique_name(self, base: str) -> str:
         """A value name not yet used in this graph, derived from ``base``."""
-        return _fresh_name(base or "v", self._names)
+        return self._value_names.fresh(base or "v")
 
     def _unique_node_name(self, base: str) -> str:
-        return _fresh_name(base, self._node_names)
+        return self._node_names.fresh(base)
 
     def _check_owned(self, value: Value) -> None:
         if value.graph is not self:
@@ -272,11 +277,12 @@ class Graph:
     def _adopt_value(self, value: Value) -> Value:
         if value.graph is not None:
             raise IRError(f"value '{value.name}' already belongs to a graph")
-        if value.name in self._names:
+        if value.name in self._values_by_name:
             raise IRError(f"duplicate value name '{value.name}'")
         value.graph = self
-        self._names.add(value.name)
+        self._values_by_name[value.name] = value
         self._g.add_node(value)
+        self._touch()
         return value
 
     # -- construction ----------------------------------------------------------
@@ -300,7 +306,7 @@ class Graph:
         """Create a node reading ``inputs`` and producing fresh output values."""
         node = Node(op_type, self._unique_node_name(name or op_type), attrs, domain)
         node.graph = self
-        self._node_names.add(node.name)
+        self._nodes_by_name[node.name] = node
         self._g.add_node(node)
         for index, value in enumerate(inputs):
             if value is not None:
@@ -329,40 +335,51 @@ class Graph:
 
     @property
     def values(self) -> list[Value]:
-        return sorted((v for v in self._g.nodes if isinstance(v, Value)), key=lambda v: v._order)
+        """All values in creation order (a fresh list; cached until the graph changes)."""
+        if self._values_cache is None or self._values_cache[0] != self.version:
+            order = sorted(self._values_by_name.values(), key=lambda v: v._order)
+            self._values_cache = (self.version, order)
+        return list(self._values_cache[1])
 
     @property
     def constants(self) -> list[Value]:
         return [v for v in self.values if v.is_constant]
 
     def __len__(self) -> int:
-        return sum(1 for v in self._g.nodes if isinstance(v, Node))
+        return len(self._nodes_by_name)
 
     def __contains__(self, item: object) -> bool:
         return item in self._g
 
     def node(self, name: str) -> Node:
-        for vertex in self._g.nodes:
-            if isinstance(vertex, Node) and vertex.name == name:
-                return vertex
-        raise KeyError(f"no node named '{name}' in graph '{self.name}'")
+        try:
+            return self._nodes_by_name[name]
+        except KeyError:
+            raise KeyError(f"no node named '{name}' in graph '{self.name}'") from None
 
     def value(self, name: str) -> Value:
-        for vertex in self._g.nodes:
-            if isinstance(vertex, Value) and vertex.name == name:
-                return vertex
-        raise KeyError(f"no value named '{name}' in graph '{self.name}'")
+        try:
+            return self._values_by_name[name]
+        except KeyError:
+            raise KeyError(f"no value named '{name}' in graph '{self.name}'") from None
 
     def find(self, op_type: str) -> list[Node]:
         return [n for n in self.topo_order() if n.op_type == op_type]
 
     def topo_order(self) -> list[Node]:
-        """Nodes in topological order; ties broken by creation order, so it is stable."""
-        try:
-            order = nx.lexicographical_topological_sort(self._g, key=lambda v: v._order)
-            return [v for v in order if isinstance(v, Node)]
-        except nx.NetworkXUnfeasible as exc:
-            raise IRError(f"graph '{self.name}' has a cycle") from exc
+        """Nodes in topological order; ties broken by creation order, so it is stable.
+
+        The order is computed once per graph version (every structural change bumps
+        ``version``), and a fresh list is returned so callers may edit while iterating.
+        """
+        if self._topo_cache is None or self._topo_cache[0] != self.version:
+            try:
+                order = nx.lexicographical_topological_sort(self._g, key=lambda v: v._order)
+                nodes = [v for v in order if isinstance(v, Node)]
+            except nx.NetworkXUnfeasible as exc:
+                raise IRError(f"graph '{self.name}' has a cycle") from exc
+            self._topo_cache = (self.version, nodes)
+        return list(self._topo_cache[1])
 
     # -- mutation --------------------------------------------------------------
     def replace_all_uses_with(self, old: Value, new: Value) -> int:
@@ -419,18 +436,19 @@ class Graph:
 
     def _drop_value(self, value: Value) -> None:
         self._g.remove_node(value)
-        self._names.discard(value.name)
+        self._value_names.discard(value.name)
         value.graph = None
+        self._touch()
 
     def rename_value(self, value: Value, name: str) -> None:
         self._check_owned(value)
         if name == value.name:
             return
-        if name in self._names:
+        if name in self._values_by_name:
             raise IRError(f"duplicate value name '{name}'")
-        self._names.discard(value.name)
+        self._value_names.discard(value.name)
         value.name = name
-        self._names.add(name)
+        self._values_by_name[name] = value
         self._touch()
 
     def remove_unused(self) -> int:
@@ -529,6 +547,7 @@ class Graph:
             for index, out in enumerate(node.outputs):
                 new_out = copy_value(out)
                 other._g.add_edge(new_node, new_out, key=("out", index))
+                other._touch()
         other.outputs = [mapping[id(v)] for v in self.outputs]
         return other
 
@@ -565,11 +584,33 @@ class Graph:
         return iter(self.topo_order())
 
 
-def _fresh_name(base: str, taken: set[str]) -> str:
-    """``base``, or ``base_1``, ``base_2``... whichever is first not in ``taken``."""
-    if base not in taken:
-        return base
-    return next(f"{base}_{i}" for i in itertools.count(1) if f"{base}_{i}" not in taken)
+class _NameCounter:
+    """Fresh names over a name -> object table: ``base``, else the first free ``base_i``.
+
+    Per base it keeps a lower bound below which every ``base_i`` is taken, so asking for
+    the 4,000th ``Relu`` does not test 3,999 names first; freeing ``base_i`` lowers the
+    bound again, so the names given are exactly those of a linear search from 1.
+    """
+
+    def __init__(self, table: dict[str, Any]):
+        self._table = table
+        self._next: dict[str, int] = {}
+
+    def fresh(self, base: str) -> str:
+        if base not in self._table:
+            return base
+        i = self._next.get(base, 1)
+        while f"{base}_{i}" in self._table:
+            i += 1
+        self._next[base] = i + 1
+        return f"{base}_{i}"
+
+    def discard(self, name: str) -> None:
+        self._table.pop(name, None)
+        base, sep, index = name.rpartition("_")
+        if sep and index.isdigit() and not (len(index) > 1 and index[0] == "0"):
+            if int(index) < self._next.get(base, 1):
+                self._next[base] = int(index)
 
 
 def _fmt_attr(value: Any) -> str:

@@ -116,3 +116,55 @@ def test_printer_is_stable():
         "  %add_out = Add(%relu_out, %relu_out) : f32[1,4]\n"
         "  return %add_out\n"
         "}")
+
+
+def _linear_fresh(base, taken):
+    """The naming rule written as the plain linear search it must equal."""
+    if base not in taken:
+        return base
+    i = 1
+    while f"{base}_{i}" in taken:
+        i += 1
+    return f"{base}_{i}"
+
+
+def test_fresh_names_equal_a_linear_search_after_removals():
+    rng = np.random.default_rng(0)
+    g = Graph("g")
+    x = g.add_input("x", (1, 4))
+    nodes = []
+    for step in range(400):
+        if nodes and rng.random() < 0.3:
+            node = nodes.pop(int(rng.integers(len(nodes))))
+            g.remove(node, safe=False)
+            continue
+        base = str(rng.choice(["Relu", "Relu_1", "Neg"]))
+        expected = _linear_fresh(base, {n.name for n in nodes})
+        node = g.add_node(base, [x], name=base)
+        assert node.name == expected
+        nodes.append(node)
+        assert g.node(node.name) is node and g.value(node.output.name) is node.output
+    assert len(g) == len(nodes)
+    g.verify()
+
+
+def test_cached_order_and_lookups_follow_every_change():
+    g, x, w, a, b, c = small_graph()
+    assert [n.name for n in g.nodes] == ["mm", "relu", "add"]
+    first = g.nodes
+    first.clear()  # callers get a copy: editing it does not touch the cache
+    assert [n.name for n in g.nodes] == ["mm", "relu", "add"]
+    neg = g.add_node("Neg", [x], name="neg").output
+    c.producer.set_input(1, neg)
+    assert [n.name for n in g.nodes] == ["mm", "relu", "neg", "add"]
+    g.rename_value(neg, "negated")
+    assert g.value("negated") is neg
+    with pytest.raises(KeyError):
+        g.value(neg.name + "_gone")
+    g.remove(b.producer, safe=False)
+    assert [n.name for n in g.nodes] == ["mm", "neg", "add"]
+    assert b not in g.values and [v.name for v in g.values][:2] == ["x", "w"]
+    with pytest.raises(KeyError):
+        g.node("relu")
+    clone = g.clone()
+    assert [n.name for n in clone.nodes] == ["mm", "neg", "add"]
