@@ -17,7 +17,7 @@ Everything between `q.Quantize` and `q.Dequantize` is integer arithmetic with in
 intermediates; no float is touched.  Rescaling uses a fixed-point multiplier: a real
 factor ``m`` is ``M * 2**-shift`` with ``M`` an int32 (`quantize_multiplier`), and
 ``rescale(v) = (v * M + 2**(shift-1)) >> shift`` (arithmetic shift: rounds half up, i.e.
-toward +inf).  The TVM lowering (``targets/tvm/lowering_quant.py``) computes exactly the
+toward +inf).  The TVM lowering (``targets/tvm/lowering/quant.py``) computes exactly the
 same integers.
 
 Ops of domain ``q`` (all attributes explicit, all written by the ``quantize`` pass)
