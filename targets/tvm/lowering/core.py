@@ -26,7 +26,8 @@ import tvm
 from tvm import relax
 
 from compiler.ir import Graph, Node, Value
-from compiler.ops.registry import UnsupportedOpError
+from compiler.ops.conv_util import normalize_axis, resolve_auto_pad
+from compiler.ops.registry import OpValidationError, UnsupportedOpError
 
 __all__ = ["LOWERINGS", "register_lowering", "lower_graph", "lower_graph_with_params",
            "LowerContext", "LoweringError", "lowered_ops"]
@@ -330,10 +331,11 @@ def _ints(value: Any) -> list[int]:
 
 
 def _norm_axis(axis: int, rank: int, node: Node) -> int:
-    if not -max(rank, 1) <= axis < max(rank, 1):
-        raise LoweringError(f"node '{node.name}' ({node.op_type}): axis {axis} out of range "
-                            f"for rank {rank}")
-    return axis + rank if axis < 0 else axis
+    """`compiler.ops.conv_util.normalize_axis` (the IR's rule), its error a `LoweringError`."""
+    try:
+        return normalize_axis(axis, rank, node)
+    except OpValidationError as exc:
+        raise LoweringError(str(exc)) from exc
 
 
 def _is_int(dtype: Any) -> bool:
@@ -346,7 +348,8 @@ def _is_float(dtype: Any) -> bool:
 
 def _spatial_attrs(node: Node, spatial: Sequence[int], kernel: Sequence[int]
                    ) -> tuple[list[int], list[int], list[int]]:
-    """``(strides, dilations, pads)`` with ``auto_pad`` resolved (explicit pads expected)."""
+    """``(strides, dilations, pads)`` with ``auto_pad`` resolved by the IR's rule
+    (`compiler.ops.conv_util.resolve_auto_pad`, shared with the reference kernels)."""
     rank = len(spatial)
     strides = _ints(_attr(node, "strides")) or [1] * rank
     dilations = _ints(_attr(node, "dilations")) or [1] * rank
@@ -355,22 +358,12 @@ def _spatial_attrs(node: Node, spatial: Sequence[int], kernel: Sequence[int]
         raise LoweringError(f"node '{node.name}' ({node.op_type}): strides/dilations/pads do not "
                             f"match {rank} spatial dims")
     auto_pad = _attr(node, "auto_pad", "NOTSET")
-    if isinstance(auto_pad, bytes):
-        auto_pad = auto_pad.decode()
-    if auto_pad in ("", "NOTSET"):
-        return strides, dilations, pads
-    if auto_pad == "VALID":
-        return strides, dilations, [0] * (2 * rank)
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for i in range(rank):
-            out = -(-spatial[i] // strides[i])
-            total = max(0, (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i])
-            small, big = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else big)
-            end.append(big if auto_pad == "SAME_UPPER" else small)
-        return strides, dilations, begin + end
-    raise _unsupported(node, f"auto_pad={auto_pad!r} (expected the importer to resolve it)")
+    try:
+        return strides, dilations, resolve_auto_pad(auto_pad, spatial, kernel, strides,
+                                                    dilations, pads)
+    except UnsupportedOpError as exc:
+        raise _unsupported(node, f"auto_pad={auto_pad!r} (expected the importer to resolve it)"
+                           ) from exc
 
 
 def _relax_pads(pads: Sequence[int]) -> list[int]:

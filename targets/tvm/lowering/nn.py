@@ -9,6 +9,7 @@ from tvm import relax
 from tvm.relax import op as R
 
 from compiler.ir import Node
+from compiler.ops.conv_util import resolve_auto_pad_transpose
 
 from .core import (LowerContext, LoweringError, _attr, _const_operand, _dtype_str, _in, _ints,
                    _is_int, _norm_axis, _relax_pads, _shape, _shape_of, _spatial_attrs,
@@ -77,7 +78,6 @@ def _lower_conv_transpose(ctx: LowerContext, node: Node, args: list) -> relax.Ex
     auto_pad = _attr(node, "auto_pad", "NOTSET")
     if output_shape or auto_pad not in ("", "NOTSET"):
         # the IR's rule (compiler.ops.conv_util), shared with the reference kernel
-        from compiler.ops.conv_util import resolve_auto_pad_transpose
         pads = [int(p) for p in resolve_auto_pad_transpose(
             "NOTSET" if output_shape else auto_pad, x_shape[2:], kernel, strides, dilations,
             out_pad, output_shape or None, pads)]
