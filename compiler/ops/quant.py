@@ -587,8 +587,8 @@ def resize_matrices(attrs, in_shape, scales=None, sizes=None,
                     frac_bits: int = RESIZE_FRAC_BITS) -> tuple[np.ndarray, np.ndarray]:
     """Integer interpolation matrices ``(mh [Ho,H], mw [Wo,W])`` of a 4-D ONNX Resize that
     scales only H and W: the float kernel's own per-axis weights (``nn._resize_axis`` on an
-    identity), rounded to ``frac_bits`` bits.  Raises ValueError for what it cannot
-    express (tf_crop_and_resize, resized N or C)."""
+    identity, sampling where `resize_util.source_coords` says), rounded to ``frac_bits``
+    bits.  Raises ValueError for what it cannot express (tf_crop_and_resize, resized N or C)."""
     from .nn import _nonempty, _resize_axis, resize_output_shape
 
     if attrs.get("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":

@@ -1,62 +1,20 @@
 """TVM lowering of ONNX Resize (the op is in `compiler/ops/nn.py`): ``R.image.resize2d``
 where TOPI samples exactly where ONNX does, else separable gathers with index and
-weight tables computed at compile time.
+weight tables computed at compile time.  The ONNX coordinate maths (sampling positions,
+nearest rounding) is `compiler.ops.resize_util`'s, the reference kernel's own, evaluated in
+float32 like onnxruntime; ``_tvm_resize_coords``/``_tvm_nearest`` model what TOPI computes.
 """
 from __future__ import annotations
 
 import numpy as np
 from tvm.relax import op as R
 
+from compiler.ops.resize_util import COORD_MODES, NEAREST_MODES, nearest_index, source_coords
+
 from .core import (_attr, _const_operand, _in, _is_float, _out_shape, _shape, _unsupported,
                    register_lowering)
 
 __all__: list[str] = []
-
-
-# ----------------------------------------------------------------------------------
-# Resize
-# ----------------------------------------------------------------------------------
-
-def _resize_src_coords(mode: str, out_len: int, in_len: int, scale: float,
-                       roi: tuple[float, float] | None) -> np.ndarray:
-    """Source coordinate of every output index, like onnxruntime (float32 arithmetic)."""
-    x = np.arange(out_len, dtype=np.float32)
-    s = np.float32(scale)
-    if mode == "half_pixel":
-        return (x + np.float32(0.5)) / s - np.float32(0.5)
-    if mode == "pytorch_half_pixel":
-        return (x + np.float32(0.5)) / s - np.float32(0.5) if out_len > 1 \
-            else np.zeros(out_len, np.float32)
-    if mode == "align_corners":
-        if out_len == 1:
-            return np.zeros(1, np.float32)
-        return x * np.float32(in_len - 1) / np.float32(out_len - 1)
-    if mode == "asymmetric":
-        return x / s
-    if mode == "tf_half_pixel_for_nn":
-        return (x + np.float32(0.5)) / s
-    if mode == "tf_crop_and_resize":
-        start, end = roi
-        if out_len > 1:
-            return np.float32(start * (in_len - 1)) + x * np.float32((end - start) * (in_len - 1)
-                                                                  / (out_len - 1))
-        return np.full(out_len, 0.5 * (start + end) * (in_len - 1), np.float32)
-    raise ValueError(mode)
-
-
-def _nearest_index(coords: np.ndarray, nearest_mode: str, in_len: int) -> np.ndarray:
-    if nearest_mode == "round_prefer_floor":
-        idx = np.where(coords == np.floor(coords) + np.float32(0.5), np.floor(coords),
-                       np.round(coords))
-    elif nearest_mode == "round_prefer_ceil":
-        idx = np.floor(coords + np.float32(0.5))
-    elif nearest_mode == "floor":
-        idx = np.floor(coords)
-    elif nearest_mode == "ceil":
-        idx = np.ceil(coords)
-    else:
-        raise ValueError(nearest_mode)
-    return np.clip(idx, 0, in_len - 1).astype(np.int64)
 
 
 @register_lowering("Resize")
@@ -77,11 +35,9 @@ def _lower_resize(ctx, node, args):
         raise _unsupported(node, "keep_aspect_ratio_policy other than 'stretch'")
     if mode not in ("nearest", "linear", "cubic"):
         raise _unsupported(node, f"mode={mode!r}")
-    if ctm not in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
-                   "tf_half_pixel_for_nn", "tf_crop_and_resize"):
+    if ctm not in COORD_MODES:
         raise _unsupported(node, f"coordinate_transformation_mode={ctm!r}")
-    if mode == "nearest" and nearest_mode not in ("round_prefer_floor", "round_prefer_ceil",
-                                                  "floor", "ceil"):
+    if mode == "nearest" and nearest_mode not in NEAREST_MODES:
         raise _unsupported(node, f"nearest_mode={nearest_mode!r}")
     scales_c = _const_operand(node, 2, "scales") if _in(node, 2) is not None else None
     if scales_c is not None and scales_c.size == 0:
@@ -122,11 +78,11 @@ def _lower_resize(ctx, node, args):
     dtype = node.inputs[0].dtype
     for a in resized:
         n_in, n_out = x_shape[a], out_shape[a]
-        coords = _resize_src_coords(ctm, n_out, n_in, scales[a],
-                                    (roi[a], roi[rank + a]) if roi is not None else None)
+        roi_a = (roi[a], roi[rank + a]) if roi is not None else (0.0, 1.0)
+        coords = source_coords(ctm, n_out, n_in, scales[a], *roi_a, dtype=np.float32)
         outside = (coords < 0) | (coords > n_in - 1) if ctm == "tf_crop_and_resize" else None
         if mode == "nearest":
-            idx = _nearest_index(coords, nearest_mode, n_in)
+            idx = nearest_index(coords, nearest_mode, n_in)
             x = ctx.emit(R.take(x, ctx.weight(idx, f"{node.name}_idx{a}"), axis=a))
         else:
             if mode == "linear":
@@ -201,7 +157,7 @@ def _resize2d_matches(mode: str, ctm: str, nearest_mode: str,
     for n_in, n_out, scale in dims:
         if n_out == 1 and ctm == "align_corners":
             return False  # TOPI divides by n_out - 1
-        onnx = _resize_src_coords(ctm, n_out, n_in, scale, None)
+        onnx = source_coords(ctm, n_out, n_in, scale, dtype=np.float32)
         for ftype in (np.float32, np.float64):
             tvm_c = _tvm_resize_coords(ctm, n_in, n_out, ftype)
             if mode == "linear":
@@ -210,7 +166,7 @@ def _resize2d_matches(mode: str, ctm: str, nearest_mode: str,
                 if not np.allclose(tvm_c, onnx, rtol=0, atol=1e-5 * max(1, n_in)):
                     return False
             else:
-                want = _nearest_index(onnx, nearest_mode, n_in)
+                want = nearest_index(onnx, nearest_mode, n_in)
                 got = np.clip(_tvm_nearest(tvm_c, nearest_mode), 0, n_in - 1).astype(np.int64)
                 if not np.array_equal(want, got):
                     return False
