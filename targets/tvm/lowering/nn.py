@@ -101,8 +101,6 @@ def _lower_conv_transpose(ctx: LowerContext, node: Node, args: list) -> relax.Ex
     return _bias_add(ctx, node, y, 2, rank, args)
 
 
-
-
 # ----------------------------------------------------------------------------------
 # normalization
 # ----------------------------------------------------------------------------------
@@ -131,7 +129,6 @@ def _lower_batchnorm(ctx: LowerContext, node: Node, args: list) -> relax.Expr:
     denom = ctx.emit(R.sqrt(ctx.emit(R.add(var, ctx.scalar(eps, dtype)))))
     norm = ctx.emit(R.divide(ctx.emit(R.subtract(args[0], mean)), denom))
     return R.add(ctx.emit(R.multiply(norm, scale)), bias)
-
 
 
 # ----------------------------------------------------------------------------------

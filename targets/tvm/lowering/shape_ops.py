@@ -18,8 +18,6 @@ def _lower_where(ctx, node, args):
     return R.where(args[0], args[1], args[2])
 
 
-
-
 @register_lowering("Expand")
 def _lower_expand(ctx, node, args):
     shape = _out_shape(node)
@@ -44,8 +42,6 @@ def _lower_tile(ctx, node, args):
     x = ctx.emit(R.reshape(args[0], inter))
     x = ctx.emit(R.broadcast_to(x, target))
     return R.reshape(x, [d * r for d, r in zip(shape, repeats)])
-
-
 
 
 @register_lowering("Gather")

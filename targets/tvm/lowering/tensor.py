@@ -54,8 +54,6 @@ def _lower_transpose(ctx, node, args):
     return R.permute_dims(args[0], perm)
 
 
-
-
 @register_lowering("Concat")
 def _lower_concat(ctx, node, args):
     rank = len(_shape(node, node.inputs[0]))
@@ -132,8 +130,6 @@ def _lower_slice(ctx, node, args):
            for a, b, e, s in zip(fwd_axes, fwd_begin, fwd_end, fwd_step)):
         return x
     return R.strided_slice(x, fwd_axes, fwd_begin, fwd_end, fwd_step, assume_inbound=True)
-
-
 
 
 # ----------------------------------------------------------------------------------
