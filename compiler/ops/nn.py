@@ -14,6 +14,7 @@ from .conv_util import (compute_dtype, conv_output_shape, conv_transpose_output_
                         pool_output_shape, prod, resolve_auto_pad_transpose,
                         strided_window, unsupported, window_params)
 from .registry import OpValidationError, UnsupportedOpError, const_input, register_op
+from .resize_util import COORD_MODES, NEAREST_MODES, nearest_index, source_coords
 
 _FLOATS = (np.float16, np.float32, np.float64)
 
@@ -498,9 +499,6 @@ def log_softmax(attrs, x):
 # =====================================================================================
 
 _RESIZE_MODES = ("nearest", "linear", "cubic")
-_COORD_MODES = ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel",
-                "tf_half_pixel_for_nn", "tf_crop_and_resize")
-_NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 def _check_resize_attrs(attrs: dict[str, Any], node: Node | None) -> None:
@@ -508,10 +506,10 @@ def _check_resize_attrs(attrs: dict[str, Any], node: Node | None) -> None:
     if mode not in _RESIZE_MODES:
         raise unsupported(node, "mode", mode)
     ctm = attrs.get("coordinate_transformation_mode", "half_pixel")
-    if ctm not in _COORD_MODES:
+    if ctm not in COORD_MODES:
         raise unsupported(node, "coordinate_transformation_mode", ctm)
     nearest = attrs.get("nearest_mode", "round_prefer_floor")
-    if mode == "nearest" and nearest not in _NEAREST_MODES:
+    if mode == "nearest" and nearest not in NEAREST_MODES:
         raise unsupported(node, "nearest_mode", nearest)
     for name in ("antialias", "axes", "keep_aspect_ratio_policy"):
         if name in attrs and attrs[name] not in (0, None, "stretch"):
@@ -561,29 +559,6 @@ def _infer_resize(node: Node):
     return [(resize_output_shape(x, scales, sizes, node), dtype)]
 
 
-def _source_coords(ctm, out_len, in_len, scale, roi_start, roi_end):
-    """Fractional input coordinate of every output index along one axis (float64)."""
-    y = np.arange(out_len, dtype=np.float64)
-    if ctm == "half_pixel":
-        return (y + 0.5) / scale - 0.5
-    if ctm == "pytorch_half_pixel":
-        return (y + 0.5) / scale - 0.5 if out_len > 1 else np.zeros(out_len)
-    if ctm == "asymmetric":
-        return y / scale
-    if ctm == "tf_half_pixel_for_nn":
-        return (y + 0.5) / scale
-    if ctm == "align_corners":
-        # length_resized is the integer output length (spec text, onnxruntime, PyTorch);
-        # the ONNX reference implementation uses the fractional in_len * scale instead
-        return y * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros(out_len)
-    if ctm == "tf_crop_and_resize":
-        if out_len > 1:
-            return roi_start * (in_len - 1) + y * (roi_end - roi_start) * (in_len - 1) \
-                / (out_len - 1)
-        return np.full(out_len, 0.5 * (roi_start + roi_end) * (in_len - 1))
-    raise UnsupportedOpError(f"coordinate_transformation_mode={ctm!r}")
-
-
 def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
     """Keys cubic weights for taps at offsets -1, 0, 1, 2 (t = fractional part)."""
     def near(d):  # |d| <= 1
@@ -599,19 +574,10 @@ def _resize_axis(x: np.ndarray, axis: int, out_len: int, scale: float, attrs, ro
     in_len = x.shape[axis]
     mode = attrs.get("mode", "nearest")
     ctm = attrs.get("coordinate_transformation_mode", "half_pixel")
-    coords = _source_coords(ctm, out_len, in_len, scale, roi_s, roi_e)
+    coords = source_coords(ctm, out_len, in_len, scale, roi_s, roi_e)
     if mode == "nearest":
-        nm = attrs.get("nearest_mode", "round_prefer_floor")
-        if nm == "round_prefer_floor":
-            idx = np.ceil(coords - 0.5)
-        elif nm == "round_prefer_ceil":
-            idx = np.floor(coords + 0.5)
-        elif nm == "floor":
-            idx = np.floor(coords)
-        else:
-            idx = np.ceil(coords)
-        idx = np.clip(idx, 0, in_len - 1).astype(np.intp)
-        idx = idx[None, :]
+        idx = nearest_index(coords, attrs.get("nearest_mode", "round_prefer_floor"), in_len)
+        idx = idx.astype(np.intp)[None, :]
         weights = np.ones((1, out_len))
     elif mode == "linear":
         lo = np.floor(coords)

@@ -17,7 +17,7 @@ Everything between `q.Quantize` and `q.Dequantize` is integer arithmetic with in
 intermediates; no float is touched.  Rescaling uses a fixed-point multiplier: a real
 factor ``m`` is ``M * 2**-shift`` with ``M`` an int32 (`quantize_multiplier`), and
 ``rescale(v) = (v * M + 2**(shift-1)) >> shift`` (arithmetic shift: rounds half up, i.e.
-toward +inf).  The TVM lowering (``targets/tvm/lowering_quant.py``) computes exactly the
+toward +inf).  The TVM lowering (``targets/tvm/lowering/quant.py``) computes exactly the
 same integers.
 
 Ops of domain ``q`` (all attributes explicit, all written by the ``quantize`` pass)
@@ -587,8 +587,8 @@ def resize_matrices(attrs, in_shape, scales=None, sizes=None,
                     frac_bits: int = RESIZE_FRAC_BITS) -> tuple[np.ndarray, np.ndarray]:
     """Integer interpolation matrices ``(mh [Ho,H], mw [Wo,W])`` of a 4-D ONNX Resize that
     scales only H and W: the float kernel's own per-axis weights (``nn._resize_axis`` on an
-    identity), rounded to ``frac_bits`` bits.  Raises ValueError for what it cannot
-    express (tf_crop_and_resize, resized N or C)."""
+    identity, sampling where `resize_util.source_coords` says), rounded to ``frac_bits``
+    bits.  Raises ValueError for what it cannot express (tf_crop_and_resize, resized N or C)."""
     from .nn import _nonempty, _resize_axis, resize_output_shape
 
     if attrs.get("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":

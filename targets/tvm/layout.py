@@ -27,7 +27,7 @@ dot-product instructions: weights are ``O/16, I/ib, KH, KW, ib/4, 16o, 4i``, and
 conv's innermost ``16 x 4`` reduction block is exactly x86 VNNI's ``vpdpbusd`` (TVM's
 ``dot_16x4_vnni`` tensor intrinsic, u8 x s8 -> s32).  The lowering of ``q.Conv`` already
 hands them uint8 data (``x + 128``, shifted inside the producer's epilogue, the zero point
-folded into the bias; `lowering_quant._q_conv`).  Other int8 data (``ConvInteger``) is
+folded into the bias; `lowering.quant._q_conv`).  Other int8 data (``ConvInteger``) is
 shifted to uint8 here (``x + 128``, padded with 128 -- a real zero) in a small pack kernel,
 and ``128 * sum(w)`` per output channel is subtracted in a fused epilogue, so results stay
 bit-exact.  An int8 conv with a channel count that is not a multiple of 4

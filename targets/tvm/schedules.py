@@ -72,7 +72,7 @@ def dot_product(target: Any) -> str | None:
 def int8_conv_data(target: Any) -> str:
     """The type an int8 conv's data is convolved in on ``target``: ``"int8"`` for NEON's
     s8 x s8 multiplies, else ``"uint8"`` (``x + 128``: VNNI's u8 x s8 operand pair; see
-    `lowering_quant._q_conv`)."""
+    `lowering.quant._q_conv`)."""
     return "int8" if dot_product(target) == "neon" else "uint8"
 
 

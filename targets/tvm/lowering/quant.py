@@ -22,7 +22,7 @@ from tvm.relax import op as R
 from compiler.ops.conv_util import pool_output_shape, window_params
 from compiler.ops.quant import conv_transpose_int, int_pool_sum
 
-from .lowering import LowerContext, _shape, _unsupported, register_lowering
+from .core import LowerContext, _shape, _unsupported, register_lowering
 
 __all__: list[str] = []
 
