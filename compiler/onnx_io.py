@@ -22,7 +22,7 @@ from onnx import defs, helper, numpy_helper
 
 from .folding import fold_or_infer
 from .ir import Graph, Node, Value
-from .ops.registry import OpValidationError, UnsupportedOpError, get_op, supported_ops
+from .ops.registry import OpValidationError, UnsupportedOpError, get_op, ops_with, supported_ops
 
 CANONICAL_OPSET = 17
 MIN_OPSET = 11
@@ -500,7 +500,9 @@ def _bn_9(imp: _Importer, attrs: dict, inputs: list, where: str) -> tuple[dict, 
     return dict(attrs), inputs
 
 
-_WINDOW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool"}
+# ops with auto_pad/pads/strides window attributes (op trait ``window``: Conv,
+# ConvTranspose, MaxPool, AveragePool)
+_WINDOW_OPS = ops_with("window", domain="")
 
 
 def _normalize_window_attrs(op_type: str, attrs: dict, inputs: list, where: str) -> dict:
