@@ -326,6 +326,11 @@ def _tanh(node, x):
     return _torch().tanh(x)
 
 
+@torch_op("Gelu")
+def _gelu(node, x):
+    return _F().gelu(x, approximate=node.attrs.get("approximate", "none"))
+
+
 @torch_op("Add")
 def _add(node, a, b):
     return a + b

@@ -137,6 +137,30 @@ def elu(attrs, x):
         return _same(np.where(xc >= 0, xc, alpha * np.expm1(xc)), x.dtype)
 
 
+_GELU_MODES = ("none", "tanh")
+
+
+def _infer_gelu(node: Node):
+    mode = node.attrs.get("approximate", "none")
+    if mode not in _GELU_MODES:
+        raise invalid(node, f"approximate={mode!r} is not one of {_GELU_MODES}")
+    return _unary_infer(_FLOAT)(node)
+
+
+@register_op("Gelu", infer=_infer_gelu, opset=20, elementwise="unary")
+def gelu(attrs, x):
+    """0.5 x (1 + erf(x / sqrt 2)); ``approximate="tanh"``: 0.5 x (1 + tanh(sqrt(2/pi)
+    (x + 0.044715 x^3))).  ONNX opset 20; computed in float64, rounded once."""
+    xd = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if attrs.get("approximate", "none") == "tanh":
+            inner = math.sqrt(2.0 / math.pi) * (xd + 0.044715 * xd ** 3)
+            y = 0.5 * xd * (1.0 + np.tanh(inner))
+        else:
+            y = 0.5 * xd * (1.0 + _erf(xd / math.sqrt(2.0)))
+    return _same(y, x.dtype)
+
+
 def _infer_prelu(node: Node):
     x = input_shape(node, 0)
     slope = input_shape(node, 1, "(slope)")
