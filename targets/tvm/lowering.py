@@ -1271,3 +1271,15 @@ def _resize2d_matches(mode: str, ctm: str, nearest_mode: str,
     return True
 
 from . import lowering_quant  # noqa: E402,F401  (integer ops: q.* and the ONNX integer ops)
+
+
+@register_lowering("Gelu")
+def _lower_gelu(ctx, node, args):
+    """ONNX Gelu (opset 20): ``approximate="none"`` is Relax's erf GELU, ``"tanh"`` its tanh
+    approximation (the same formula as ONNX's)."""
+    mode = _attr(node, "approximate", "none")
+    if mode == "none":
+        return R.nn.gelu(args[0])
+    if mode == "tanh":
+        return R.nn.gelu_tanh(args[0])
+    raise _unsupported(node, f"approximate={mode!r}")
