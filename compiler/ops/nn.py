@@ -345,6 +345,7 @@ def _infer_global_pool(node: Node):
 @register_op("GlobalAveragePool", infer=_infer_global_pool, layout_preserving=True,
              integer_counterpart="q.GlobalAveragePool")
 def global_average_pool(attrs, x):
+    """Mean over the spatial axes (float16 accumulated in float32), keepdims."""
     axes = tuple(range(2, x.ndim))
     ct = compute_dtype(x.dtype)
     return np.mean(x.astype(ct, copy=False), axis=axes, keepdims=True).astype(x.dtype)
@@ -352,6 +353,7 @@ def global_average_pool(attrs, x):
 
 @register_op("GlobalMaxPool", infer=_infer_global_pool, layout_preserving=True)
 def global_max_pool(attrs, x):
+    """Max over the spatial axes, keepdims."""
     return np.max(x, axis=tuple(range(2, x.ndim)), keepdims=True)
 
 
