@@ -348,7 +348,8 @@ def test_conformance(op_type: str) -> None:
 # =====================================================================================
 
 #: ops covered by the dedicated hand-written onnxruntime tests below (plus MISC)
-HAND_TESTED = {"Conv", "ConvTranspose", "Resize", "MaxPool", "AveragePool"}
+HAND_TESTED = {"Conv", "ConvTranspose", "Resize", "MaxPool", "AveragePool",
+               "Gelu"}  # Gelu: test_gelu.py (opset 20)
 
 
 def hand_tested_ops() -> set[str]:
