@@ -12,7 +12,7 @@ test_op_coverage.py`` fails when one is missing.
 Contract
 --------
 * ``kernel(attrs, *inputs) -> ndarray | tuple[ndarray, ...]`` computes the op on numpy
-  arrays.  ``attrs`` holds *every* attribute of the op's ONNX opset-17 schema (defaults
+  arrays.  ``attrs`` holds *every* attribute of the op's ONNX schema at ``opset`` (defaults
   filled in by the importer, ``auto_pad`` already resolved to explicit ``pads``);
   omitted optional inputs arrive as ``None``.
 * ``infer(node) -> list[(shape, dtype)]`` gives the output types from the input
@@ -195,12 +195,6 @@ def op_traits(op: "str | Node", domain: str = "") -> OpDef | None:
     if isinstance(op, Node):
         return OPS.get(op_key(op.op_type, op.domain))
     return OPS.get(op_key(op, domain))
-
-
-def has_trait(node: Node, trait: str) -> bool:
-    """Whether ``node``'s op has ``trait`` (false for unregistered ops)."""
-    opdef = op_traits(node)
-    return opdef is not None and bool(_trait_value(opdef, trait))
 
 
 def ops_with(trait: str, value: Any = None, *, domain: str | None = None) -> frozenset[str]:
