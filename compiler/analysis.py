@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .ir import Graph, Node, Value
+from .ops.registry import op_traits
 
 __all__ = ["NodeCost", "ModelStats", "node_cost", "model_stats", "activation_liveness",
            "peak_activation_bytes", "param_values"]
@@ -52,30 +53,12 @@ def param_values(node: Node) -> list[Value]:
     return [v for v in node.inputs if v is not None and is_param(v)]
 
 
-def _prod(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape is not None else 0
-
-
 def node_macs(node: Node) -> int:
-    """Multiply-accumulates of one node (0 for ops that do no multiplication by weights)."""
-    op = node.op_type
-    ins = node.inputs
-    out = node.outputs[0] if node.outputs else None
-    if op == "Conv" and out is not None:
-        w = ins[1].shape
-        return _prod(out.shape) * _prod(w[1:])
-    if op == "ConvTranspose":
-        w = ins[1].shape  # (Cin, Cout/g, k...)
-        return _prod(ins[0].shape) * _prod(w[1:])
-    if op == "Gemm" and out is not None:
-        a = ins[0].shape
-        k = a[0] if node.attrs.get("transA", 0) else a[1]
-        return _prod(out.shape) * int(k)
-    if op == "MatMul" and out is not None:
-        return _prod(out.shape) * int(ins[0].shape[-1])
-    if op in ("MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"):
-        return 0 if out is None else _prod(out.shape) * _prod(ins[1].shape[1:])
-    return 0
+    """Multiply-accumulates of one node: its op's ``macs`` trait (`compiler.ops.macs`, the
+    rule the mixed-precision cost model uses too); 0 for ops that do no multiplication
+    by weights."""
+    opdef = op_traits(node)
+    return 0 if opdef is None or opdef.macs is None else int(opdef.macs(node))
 
 
 def node_cost(node: Node) -> NodeCost:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from .ir import Graph, Node, Value
-from .ops.registry import OpValidationError, get_op
+from .ops.registry import OPS, OpValidationError, get_op, supported_ops
 
-# Ops whose constant inputs must stay visible to later passes (quantization params).
-NEVER_FOLD: set[str] = {"QuantizeLinear", "DequantizeLinear"}
+# Ops whose constant inputs must stay visible to later passes (quantization params): the
+# ONNX ops registered with ``foldable=False`` (QuantizeLinear, DequantizeLinear).
+NEVER_FOLD: set[str] = {key for key in supported_ops() if not OPS[key].foldable and "." not in key}
 
 # Folding a node whose output is larger than this (elements) would bloat the model
 # (e.g. Expand of a scalar to a big tensor); such nodes stay in the graph.

@@ -1,14 +1,17 @@
 """ONNX in and out: the only module that imports ``onnx``.
 
 Import turns a model of any opset from 11 upward into our IR, whose ops have ONNX
-opset-17 semantics with every attribute explicit.  Old and new op forms are adapted
+opset-17 semantics with every attribute explicit (ops newer than opset 17 follow their
+first version, the ``opset`` of their registry entry: Gelu is opset 20).  Old and new op forms are adapted
 here (``_ADAPTERS``), schema defaults are filled in, ``auto_pad`` is resolved to
 explicit pads, Constant nodes become constants, and the exporters' shape arithmetic
 (Shape -> Gather -> Concat -> Reshape ...) folds away because input shapes are static.
 Anything else that we cannot represent exactly is refused with an error that names the
 file, node, op and the supported set — before anything is written anywhere.
 
-Export writes the graph back as an opset-17 model that onnxruntime runs.
+Export writes the graph back as an opset-17 model that onnxruntime runs (opset 20 when
+it holds an op such as Gelu that only exists there, provided every other op of the graph
+means the same at that opset).
 """
 from __future__ import annotations
 
@@ -22,16 +25,21 @@ from onnx import defs, helper, numpy_helper
 
 from .folding import fold_or_infer
 from .ir import Graph, Node, Value
-from .ops.registry import OpValidationError, UnsupportedOpError, get_op, supported_ops
+from .ops.registry import OpValidationError, UnsupportedOpError, get_op, ops_with, supported_ops
 
 CANONICAL_OPSET = 17
 MIN_OPSET = 11
 
-__all__ = ["import_model", "export_model", "load_onnx", "ModelImportError", "CANONICAL_OPSET"]
+__all__ = ["import_model", "export_model", "load_onnx", "ModelImportError", "ModelExportError",
+           "CANONICAL_OPSET"]
 
 
 class ModelImportError(ValueError):
     """The ONNX input cannot be imported (malformed, dynamic without shapes, unsupported)."""
+
+
+class ModelExportError(ValueError):
+    """The graph cannot be written as one ONNX opset (nothing is written)."""
 
 
 ModelSource = "onnx.ModelProto | str | os.PathLike | bytes"
@@ -265,11 +273,12 @@ class _Importer:
             schema = defs.get_schema(op_type, self.opset)
         except Exception:
             raise UnsupportedOpError(f"{where}: op '{op_type}' does not exist at opset {self.opset}")
+        ir_opset = _ir_opset(op_type)
         try:
-            target = defs.get_schema(op_type, CANONICAL_OPSET)
+            target = defs.get_schema(op_type, ir_opset)
         except Exception:
             raise UnsupportedOpError(f"{where}: op '{op_type}' is not part of opset "
-                                     f"{CANONICAL_OPSET}, which the IR is defined against")
+                                     f"{ir_opset}, which the IR is defined against")
         adapter = _ADAPTERS.get((op_type, schema.since_version))
         if adapter is not None:
             attrs, inputs = adapter(self, attrs, inputs, where)
@@ -277,7 +286,7 @@ class _Importer:
         if unknown:
             raise UnsupportedOpError(
                 f"{where}: attribute(s) {unknown} (opset {self.opset}, version "
-                f"{schema.since_version} of the op) have no opset-{CANONICAL_OPSET} meaning "
+                f"{schema.since_version} of the op) have no opset-{ir_opset} meaning "
                 "this compiler supports")
         max_inputs = _max_inputs(target)
         if len(inputs) > max_inputs:
@@ -299,6 +308,30 @@ class _Importer:
 
     def new_const(self, base: str, array: np.ndarray) -> Value:
         return self.graph.add_constant(base, np.asarray(array))
+
+
+def _ir_opset(op_type: str, domain: str = "") -> int:
+    """The opset whose schema the IR form of an ONNX op follows (registry ``opset``)."""
+    return max(CANONICAL_OPSET, get_op(op_type, domain).opset)
+
+
+def _export_opset(graph: Graph) -> int:
+    """The default-domain opset to declare: 17, or the newest op's own opset (Gelu: 20)
+    when every other op of the graph has the same schema at that opset."""
+    ops = sorted({n.op_type for n in graph.topo_order() if not n.domain})
+    opset = max([CANONICAL_OPSET] + [_ir_opset(op) for op in ops])
+    if opset == CANONICAL_OPSET:
+        return opset
+    changed = [op for op in ops if _ir_opset(op) == CANONICAL_OPSET and
+               defs.get_schema(op, opset).since_version
+               != defs.get_schema(op, CANONICAL_OPSET).since_version]
+    if changed:
+        newer = [op for op in ops if _ir_opset(op) > CANONICAL_OPSET]
+        raise ModelExportError(
+            f"graph '{graph.name}': {', '.join(newer)} need opset {opset}, but "
+            f"{', '.join(changed)} changed form between opset {CANONICAL_OPSET} and {opset}; "
+            "the exporter writes one opset and has no converter for these ops")
+    return opset
 
 
 def _max_inputs(schema: defs.OpSchema) -> int:
@@ -500,7 +533,9 @@ def _bn_9(imp: _Importer, attrs: dict, inputs: list, where: str) -> tuple[dict, 
     return dict(attrs), inputs
 
 
-_WINDOW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool"}
+# ops with auto_pad/pads/strides window attributes (op trait ``window``: Conv,
+# ConvTranspose, MaxPool, AveragePool)
+_WINDOW_OPS = ops_with("window", domain="")
 
 
 def _normalize_window_attrs(op_type: str, attrs: dict, inputs: list, where: str) -> dict:
@@ -567,9 +602,10 @@ def export_model(graph: Graph, path: str | os.PathLike | None = None, *,
                                              list(v.shape)) for v in graph.outputs]
     onnx_graph = helper.make_graph(nodes, graph.name, inputs, outputs, initializers)
     domains = {n.domain for n in graph.topo_order() if n.domain}
-    opsets = [helper.make_opsetid("", CANONICAL_OPSET)] + [helper.make_opsetid(d, 1) for d in sorted(domains)]
+    opset = _export_opset(graph)
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in sorted(domains)]
     model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name=producer)
-    model.ir_version = ir_version
+    model.ir_version = max(ir_version, helper.find_min_ir_version_for(opsets[:1]))
     if path is not None:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .analysis import is_param
 from .ir import Graph, Node
-from .ops.registry import UnsupportedOpError, op_key
+from .ops.registry import UnsupportedOpError, op_key, op_traits
 
 __all__ = ["to_torch", "from_torch", "finetune", "training_loss", "TORCH_OPS", "GraphModule"]
 
@@ -326,6 +326,11 @@ def _tanh(node, x):
     return _torch().tanh(x)
 
 
+@torch_op("Gelu")
+def _gelu(node, x):
+    return _F().gelu(x, approximate=node.attrs.get("approximate", "none"))
+
+
 @torch_op("Add")
 def _add(node, a, b):
     return a + b
@@ -511,7 +516,12 @@ def _resize(node, x, roi=None, scales=None, sizes=None):
 # integers; rounding uses the straight-through estimator (value of round, gradient of
 # identity) and clamps pass no gradient outside their range.
 
-_WEIGHT_INPUTS = {"q.Conv": (1,), "q.ConvTranspose": (1,), "q.Gemm": (1,), "q.MatMul": (0, 1)}
+def _weight_inputs(node: Node) -> tuple[int, ...]:
+    """The integer weight slots of a ``q``-domain multiply layer (op trait ``weight_layer``)."""
+    opdef = op_traits(node)
+    if opdef is None or opdef.domain != "q" or opdef.weight_layer is None:
+        return ()
+    return opdef.weight_layer.weight_inputs
 
 
 def _integer_weights(graph: Graph) -> dict[int, tuple[int, int]]:
@@ -521,7 +531,7 @@ def _integer_weights(graph: Graph) -> dict[int, tuple[int, int]]:
 
     found: dict[int, tuple[int, int]] = {}
     for node in graph.topo_order():
-        for index in _WEIGHT_INPUTS.get(op_key(node.op_type, node.domain), ()):
+        for index in _weight_inputs(node):
             if index >= len(node.inputs):
                 continue
             value = node.inputs[index]

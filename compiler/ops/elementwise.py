@@ -42,14 +42,15 @@ def _unary_infer(kinds: str, unimplemented: str = ""):
 
 
 def _register_unary(op_type: str, fn: Callable[[np.ndarray], np.ndarray], kinds: str,
-                    doc: str, unimplemented: str = "") -> None:
+                    doc: str, unimplemented: str = "", **traits) -> None:
     def kernel(attrs, x):
         with np.errstate(all="ignore"):
             return _same(fn(x), x.dtype)
 
     kernel.__name__ = op_type.lower()
     kernel.__doc__ = doc
-    register_op(op_type, infer=_unary_infer(kinds, unimplemented))(kernel)
+    register_op(op_type, infer=_unary_infer(kinds, unimplemented), elementwise="unary",
+                **traits)(kernel)
 
 
 def _sigmoid(x):
@@ -70,7 +71,7 @@ _FLOAT = "f"
 _SIGNED = "fi"
 _NUMERIC = "fiu"
 
-_register_unary("Relu", _relu, _SIGNED, "max(x, 0)")
+_register_unary("Relu", _relu, _SIGNED, "max(x, 0)", integer_counterpart="q.Clip")
 _register_unary("Sigmoid", _sigmoid, _FLOAT, "1 / (1 + exp(-x))")
 _register_unary("HardSwish", _hard_swish, _FLOAT, "x * max(0, min(1, x / 6 + 0.5))")
 _register_unary("Tanh", np.tanh, _FLOAT, "tanh(x)")
@@ -111,14 +112,14 @@ _register_unary("Softplus", _softplus, _FLOAT, "log(exp(x) + 1), computed stably
 
 # -- parametrised activations -------------------------------------------------------------
 
-@register_op("LeakyRelu", infer=_unary_infer(_FLOAT))
+@register_op("LeakyRelu", infer=_unary_infer(_FLOAT), elementwise="unary")
 def leaky_relu(attrs, x):
     """x if x >= 0 else alpha * x."""
     alpha = _float_attr(x, attrs.get("alpha", 0.01))
     return _same(np.where(x >= 0, x, x * alpha), x.dtype)
 
 
-@register_op("HardSigmoid", infer=_unary_infer(_FLOAT))
+@register_op("HardSigmoid", infer=_unary_infer(_FLOAT), elementwise="unary")
 def hard_sigmoid(attrs, x):
     """max(0, min(1, alpha * x + beta))."""
     alpha = _float_attr(x, attrs.get("alpha", 0.2))
@@ -126,7 +127,7 @@ def hard_sigmoid(attrs, x):
     return _same(np.clip(x * alpha + beta, 0, 1), x.dtype)
 
 
-@register_op("Elu", infer=_unary_infer(_FLOAT))
+@register_op("Elu", infer=_unary_infer(_FLOAT), elementwise="unary")
 def elu(attrs, x):
     """x if x >= 0 else alpha * (exp(x) - 1)."""
     ct = compute_dtype(x.dtype)
@@ -134,6 +135,30 @@ def elu(attrs, x):
     alpha = ct.type(attrs.get("alpha", 1.0))
     with np.errstate(all="ignore"):
         return _same(np.where(xc >= 0, xc, alpha * np.expm1(xc)), x.dtype)
+
+
+_GELU_MODES = ("none", "tanh")
+
+
+def _infer_gelu(node: Node):
+    mode = node.attrs.get("approximate", "none")
+    if mode not in _GELU_MODES:
+        raise invalid(node, f"approximate={mode!r} is not one of {_GELU_MODES}")
+    return _unary_infer(_FLOAT)(node)
+
+
+@register_op("Gelu", infer=_infer_gelu, opset=20, elementwise="unary")
+def gelu(attrs, x):
+    """0.5 x (1 + erf(x / sqrt 2)); ``approximate="tanh"``: 0.5 x (1 + tanh(sqrt(2/pi)
+    (x + 0.044715 x^3))).  ONNX opset 20; computed in float64, rounded once."""
+    xd = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if attrs.get("approximate", "none") == "tanh":
+            inner = math.sqrt(2.0 / math.pi) * (xd + 0.044715 * xd ** 3)
+            y = 0.5 * xd * (1.0 + np.tanh(inner))
+        else:
+            y = 0.5 * xd * (1.0 + _erf(xd / math.sqrt(2.0)))
+    return _same(y, x.dtype)
 
 
 def _infer_prelu(node: Node):
@@ -144,7 +169,7 @@ def _infer_prelu(node: Node):
     return [(x, input_dtype(node, 0))]
 
 
-@register_op("PRelu", infer=_infer_prelu)
+@register_op("PRelu", infer=_infer_prelu, elementwise="broadcast")
 def prelu(attrs, x, slope):
     """x if x >= 0 else slope * x (slope broadcast to x)."""
     return _same(np.where(x < 0, x * slope.astype(x.dtype, copy=False), x), x.dtype)
@@ -158,7 +183,7 @@ def _infer_clip(node: Node):
     return [(x, input_dtype(node, 0))]
 
 
-@register_op("Clip", infer=_infer_clip)
+@register_op("Clip", infer=_infer_clip, elementwise="unary", integer_counterpart="q.Clip")
 def clip(attrs, x, lo=None, hi=None):
     """min(max(x, min), max) with optional scalar bounds (opset-11+ form)."""
     y = x
@@ -194,17 +219,17 @@ def div_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _same(np.true_divide(a, b), a.dtype)
 
 
-def _register_binary(op_type: str, fn, doc: str) -> None:
+def _register_binary(op_type: str, fn, doc: str, **traits) -> None:
     def kernel(attrs, a, b):
         with np.errstate(all="ignore"):
             return _same(fn(a, b), a.dtype)
 
     kernel.__name__ = op_type.lower()
     kernel.__doc__ = doc
-    register_op(op_type, infer=_infer_broadcast)(kernel)
+    register_op(op_type, infer=_infer_broadcast, elementwise="broadcast", **traits)(kernel)
 
 
-_register_binary("Add", np.add, "a + b (numpy broadcasting)")
+_register_binary("Add", np.add, "a + b (numpy broadcasting)", integer_counterpart="q.Add")
 _register_binary("Sub", np.subtract, "a - b (numpy broadcasting)")
 _register_binary("Mul", np.multiply, "a * b (numpy broadcasting)")
 _register_binary("Div", div_values, "a / b; integer division truncates toward zero")
@@ -226,7 +251,7 @@ def pow_values(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return _same(np.power(x.astype(np.float64), y.astype(np.float64)), x.dtype)
 
 
-@register_op("Pow", infer=_infer_pow)
+@register_op("Pow", infer=_infer_pow, elementwise="broadcast")
 def pow_(attrs, x, y):
     """x ** y (broadcasting); output dtype is x's."""
     return pow_values(x, y)
@@ -242,7 +267,7 @@ def _register_variadic(op_type: str, fn, doc: str) -> None:
 
     kernel.__name__ = op_type.lower()
     kernel.__doc__ = doc
-    register_op(op_type, infer=_infer_broadcast)(kernel)
+    register_op(op_type, infer=_infer_broadcast, elementwise="broadcast")(kernel)
 
 
 _register_variadic("Min", np.minimum, "elementwise minimum of all inputs (broadcasting)")
@@ -257,7 +282,7 @@ def _infer_mean(node: Node):
     return result
 
 
-@register_op("Mean", infer=_infer_mean)
+@register_op("Mean", infer=_infer_mean, elementwise="broadcast")
 def mean(attrs, *inputs):
     """Elementwise mean of all inputs (broadcasting): their sum divided by their count."""
     arrays = [a for a in inputs if a is not None]

@@ -13,7 +13,9 @@ from .conv_util import (compute_dtype, conv_output_shape, conv_transpose_output_
                         has_input, input_dtype, input_shape, invalid, normalize_axis,
                         pool_output_shape, prod, resolve_auto_pad_transpose,
                         strided_window, unsupported, window_params)
-from .registry import OpValidationError, UnsupportedOpError, const_input, register_op
+from .macs import conv_macs, conv_transpose_macs, gemm_macs, matmul_macs
+from .registry import (OpValidationError, UnsupportedOpError, WeightLayer, const_input,
+                       register_op)
 from .resize_util import COORD_MODES, NEAREST_MODES, nearest_index, source_coords
 
 _FLOATS = (np.float16, np.float32, np.float64)
@@ -126,7 +128,8 @@ def conv_nd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides, pads, d
     return y.astype(out_dtype, copy=False)
 
 
-@register_op("Conv", infer=_infer_conv)
+@register_op("Conv", infer=_infer_conv, window=True, macs=conv_macs, integer_counterpart="q.Conv",
+             weight_layer=WeightLayer(out_axis=0, in_axis=1, grouped=True, bias_input=2))
 def conv(attrs, x, w, b=None):
     """N-D convolution with groups, strides, dilations and explicit pads."""
     _kernel_auto_pad(attrs)
@@ -209,7 +212,9 @@ def conv_transpose_nd(x, w, b, strides, pads, dilations, group, output_padding):
     return np.ascontiguousarray(y).astype(out_dtype, copy=False)
 
 
-@register_op("ConvTranspose", infer=_infer_conv_transpose)
+@register_op("ConvTranspose", infer=_infer_conv_transpose, window=True, macs=conv_transpose_macs,
+             integer_counterpart="q.ConvTranspose",
+             weight_layer=WeightLayer(out_axis=1, in_axis=0, grouped=True, bias_input=2))
 def conv_transpose(attrs, x, w, b=None):
     """N-D transposed convolution (groups, dilations, output_padding, output_shape)."""
     _kernel_auto_pad(attrs)
@@ -292,7 +297,8 @@ def max_pool_nd(x, kernel, strides, pads, dilations, ceil_mode):
     return y
 
 
-@register_op("MaxPool", infer=_infer_pool)
+@register_op("MaxPool", infer=_infer_pool, window=True, layout_preserving=True,
+             int8_passthrough=True)
 def max_pool(attrs, x):
     """N-D max pooling (pads, strides, dilations, ceil_mode); Y output only."""
     _kernel_auto_pad(attrs)
@@ -319,7 +325,8 @@ def average_pool_nd(x, kernel, strides, pads, dilations, ceil_mode, count_includ
     return (acc / count).astype(out_dtype, copy=False)
 
 
-@register_op("AveragePool", infer=_infer_pool)
+@register_op("AveragePool", infer=_infer_pool, window=True, layout_preserving=True,
+             integer_counterpart="q.AveragePool")
 def average_pool(attrs, x):
     """N-D average pooling (count_include_pad, ceil_mode, pads, strides)."""
     _kernel_auto_pad(attrs)
@@ -336,15 +343,18 @@ def _infer_global_pool(node: Node):
     return [((x[0], x[1], *([1] * (len(x) - 2))), input_dtype(node, 0))]
 
 
-@register_op("GlobalAveragePool", infer=_infer_global_pool)
+@register_op("GlobalAveragePool", infer=_infer_global_pool, layout_preserving=True,
+             integer_counterpart="q.GlobalAveragePool")
 def global_average_pool(attrs, x):
+    """Mean over the spatial axes (float16 accumulated in float32), keepdims."""
     axes = tuple(range(2, x.ndim))
     ct = compute_dtype(x.dtype)
     return np.mean(x.astype(ct, copy=False), axis=axes, keepdims=True).astype(x.dtype)
 
 
-@register_op("GlobalMaxPool", infer=_infer_global_pool)
+@register_op("GlobalMaxPool", infer=_infer_global_pool, layout_preserving=True)
 def global_max_pool(attrs, x):
+    """Max over the spatial axes, keepdims."""
     return np.max(x, axis=tuple(range(2, x.ndim)), keepdims=True)
 
 
@@ -369,7 +379,7 @@ def _infer_batch_norm(node: Node):
     return [(x, dtype)]
 
 
-@register_op("BatchNormalization", infer=_infer_batch_norm)
+@register_op("BatchNormalization", infer=_infer_batch_norm, layout_preserving=True)
 def batch_normalization(attrs, x, scale, bias, mean, var):
     """``(x - mean) / sqrt(var + epsilon) * scale + B`` along axis 1."""
     if int(attrs.get("training_mode", 0)) != 0:
@@ -410,7 +420,9 @@ def _infer_gemm(node: Node):
     return [(out, input_dtype(node, 0))]
 
 
-@register_op("Gemm", infer=_infer_gemm)
+@register_op("Gemm", infer=_infer_gemm, macs=gemm_macs, integer_counterpart="q.Gemm",
+             weight_layer=WeightLayer(out_axis=1, in_axis=0, transposed_by="transB",
+                                      bias_input=2))
 def gemm(attrs, a, b, c=None):
     """``alpha * op(A) @ op(B) + beta * C``."""
     dtype = a.dtype
@@ -457,7 +469,8 @@ def _infer_matmul(node: Node):
              input_dtype(node, 0))]
 
 
-@register_op("MatMul", infer=_infer_matmul)
+@register_op("MatMul", infer=_infer_matmul, macs=matmul_macs, integer_counterpart="q.MatMul",
+             weight_layer=WeightLayer(out_axis=1, in_axis=0))
 def matmul(attrs, a, b):
     """numpy.matmul semantics (batched, broadcasting, 1-D operands)."""
     dtype = a.dtype
@@ -615,7 +628,7 @@ def _resize_axis(x: np.ndarray, axis: int, out_len: int, scale: float, attrs, ro
     return result, outside
 
 
-@register_op("Resize", infer=_infer_resize)
+@register_op("Resize", infer=_infer_resize, integer_counterpart="q.Resize")
 def resize(attrs, x, roi=None, scales=None, sizes=None):
     """Opset-13 Resize: nearest (4 rounding modes) / N-D linear / cubic, with the
     half_pixel, pytorch_half_pixel, asymmetric, align_corners, tf_half_pixel_for_nn and

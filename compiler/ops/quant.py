@@ -76,7 +76,8 @@ import numpy as np
 from ..ir import Node
 from .conv_util import (conv_output_shape, has_input, input_dtype, input_shape, invalid,
                         normalize_axis, pool_output_shape, strided_window, window_params)
-from .registry import UnsupportedOpError, register_op
+from .macs import conv_macs, conv_transpose_macs, gemm_macs, matmul_macs
+from .registry import UnsupportedOpError, WeightLayer, register_op
 
 __all__ = ["Q", "quantize_multiplier", "rescale", "qrange", "conv_int", "conv_transpose_int",
            "int_pool_sum", "resize_matrices", "RESIZE_FRAC_BITS"]
@@ -285,7 +286,8 @@ def _infer_qconv(node: Node):
     return [((x[0], w[0], *out), _I32)]
 
 
-@register_op("Conv", infer=_infer_qconv, domain=Q)
+@register_op("Conv", infer=_infer_qconv, domain=Q, macs=conv_macs,
+             weight_layer=WeightLayer(out_axis=0, in_axis=1, grouped=True, bias_input=2))
 def q_conv(attrs, x, w, bias=None):
     """int8 conv, int32 result: conv(x - x_zero_point, w) + bias (real-zero padding)."""
     _, strides, pads, dilations = window_params(attrs, 2, w.shape[2:])
@@ -340,7 +342,8 @@ def conv_transpose_int(x: np.ndarray, w: np.ndarray, strides, pads, dilations, g
     return np.rint(y).astype(np.int64)
 
 
-@register_op("ConvTranspose", infer=_infer_qconv_transpose, domain=Q)
+@register_op("ConvTranspose", infer=_infer_qconv_transpose, domain=Q, macs=conv_transpose_macs,
+             weight_layer=WeightLayer(out_axis=1, in_axis=0, grouped=True, bias_input=2))
 def q_conv_transpose(attrs, x, w, bias=None):
     """int8 transposed conv, int32 result: conv_transpose(x - x_zero_point, w) + bias."""
     _, strides, pads, dilations, opad = _qconvt_params(attrs, w.shape)
@@ -370,7 +373,9 @@ def _infer_qgemm(node: Node):
     return [((a[0], n), _I32)]
 
 
-@register_op("Gemm", infer=_infer_qgemm, domain=Q)
+@register_op("Gemm", infer=_infer_qgemm, domain=Q, macs=gemm_macs,
+             weight_layer=WeightLayer(out_axis=1, in_axis=0, transposed_by="transB",
+                                      bias_input=2))
 def q_gemm(attrs, a, b, bias=None):
     """int8 GEMM, int32 result: (a - a_zero_point) @ op(b) + bias."""
     bm = b.T if int(attrs.get("transB", 0)) else b
@@ -388,7 +393,8 @@ def _infer_qmatmul(node: Node):
     return [(matmul_shape(input_shape(node, 0), input_shape(node, 1), node), _I32)]
 
 
-@register_op("MatMul", infer=_infer_qmatmul, domain=Q)
+@register_op("MatMul", infer=_infer_qmatmul, domain=Q, macs=matmul_macs,
+             weight_layer=WeightLayer(weight_inputs=(0, 1), out_axis=1, in_axis=0))
 def q_matmul(attrs, a, b):
     """int8 matmul (numpy broadcasting), int32 result: (a - a_zp) @ (b - b_zp)."""
     y = _matmul_int(a.astype(np.int64) - int(attrs.get("a_zero_point", 0)),
@@ -670,7 +676,7 @@ def _infer_qlinear(node: Node):
     return [(input_shape(node, 0), dtype)]
 
 
-@register_op("QuantizeLinear", infer=_infer_qlinear)
+@register_op("QuantizeLinear", infer=_infer_qlinear, foldable=False)
 def quantize_linear(attrs, x, y_scale, y_zero_point=None):
     """ONNX QuantizeLinear: saturate(rint(x / y_scale) + y_zero_point), per tensor or axis."""
     dtype = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(np.uint8)
@@ -691,7 +697,7 @@ def _infer_dqlinear(node: Node):
     return [(input_shape(node, 0), _F32)]
 
 
-@register_op("DequantizeLinear", infer=_infer_dqlinear)
+@register_op("DequantizeLinear", infer=_infer_dqlinear, foldable=False)
 def dequantize_linear(attrs, x, x_scale, x_zero_point=None):
     """ONNX DequantizeLinear: (x - x_zero_point) * x_scale, per tensor or axis."""
     axis = int(attrs.get("axis", 1)) % max(x.ndim, 1)
@@ -746,7 +752,7 @@ def _infer_conv_integer(node: Node):
     return [((x[0], w[0], *out), _I32)]
 
 
-@register_op("ConvInteger", infer=_infer_conv_integer)
+@register_op("ConvInteger", infer=_infer_conv_integer, macs=conv_macs)
 def conv_integer(attrs, x, w, x_zero_point=None, w_zero_point=None):
     """ONNX ConvInteger: conv(x - x_zp, w - w_zp) in int32 (zero padding of x - x_zp)."""
     nd = x.ndim - 2
@@ -772,7 +778,7 @@ def _infer_matmul_integer(node: Node):
     return [(matmul_shape(input_shape(node, 0), input_shape(node, 1), node), _I32)]
 
 
-@register_op("MatMulInteger", infer=_infer_matmul_integer)
+@register_op("MatMulInteger", infer=_infer_matmul_integer, macs=matmul_macs)
 def matmul_integer(attrs, a, b, a_zero_point=None, b_zero_point=None):
     """ONNX MatMulInteger: (a - a_zp) @ (b - b_zp) in int32."""
     az = a.astype(np.int64) - (0 if a_zero_point is None else _as_int(a_zero_point))

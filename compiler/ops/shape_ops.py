@@ -133,7 +133,7 @@ def _infer_cast(node: Node):
     return [(input_shape(node, 0), onnx_to_np_dtype(node.attrs["to"], node))]
 
 
-@register_op("Cast", infer=_infer_cast)
+@register_op("Cast", infer=_infer_cast, layout_preserving=True)
 def cast(attrs, x):
     """Convert to the TensorProto dtype ``to`` (float -> int truncates toward zero)."""
     dtype = onnx_to_np_dtype(attrs["to"])

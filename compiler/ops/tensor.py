@@ -24,7 +24,8 @@ def _infer_identity(node: Node):
     return [(input_shape(node, 0), input_dtype(node, 0))]
 
 
-@register_op("Identity", infer=_infer_identity)
+@register_op("Identity", infer=_infer_identity, identity_at_inference=True,
+             layout_preserving=True, int8_passthrough=True)
 def identity(attrs, x):
     """Copy of the input."""
     return np.array(x, copy=True)
@@ -44,7 +45,8 @@ def _infer_dropout(node: Node):
     return [(input_shape(node, 0), input_dtype(node, 0))]
 
 
-@register_op("Dropout", infer=_infer_dropout)
+@register_op("Dropout", infer=_infer_dropout, identity_at_inference=True,
+             layout_preserving=True, int8_passthrough=True)
 def dropout(attrs, x, ratio=None, training_mode=None):
     """Inference Dropout: the identity."""
     if training_mode is not None and bool(np.asarray(training_mode).reshape(-1)[0]):
@@ -74,7 +76,7 @@ def _infer_concat(node: Node):
     return [(tuple(out), dtype)]
 
 
-@register_op("Concat", infer=_infer_concat)
+@register_op("Concat", infer=_infer_concat, integer_counterpart="q.Concat")
 def concat(attrs, *inputs):
     """Concatenation along ``axis``."""
     axis = normalize_axis(attrs.get("axis", 0), inputs[0].ndim)
@@ -126,7 +128,7 @@ def _infer_split(node: Node):
     return [(tuple(s if i == axis else d for i, d in enumerate(x)), dtype) for s in sizes]
 
 
-@register_op("Split", infer=_infer_split)
+@register_op("Split", infer=_infer_split, int8_passthrough=True)
 def split(attrs, x, split_=None):
     """Split along ``axis`` by the ``split`` input, else into ``attrs['num_outputs']``
     parts.  The kernel cannot see the node's output count, so without a split input
@@ -192,7 +194,7 @@ def _infer_slice(node: Node):
     return [(tuple(out), input_dtype(node, 0))]
 
 
-@register_op("Slice", infer=_infer_slice)
+@register_op("Slice", infer=_infer_slice, int8_passthrough=True)
 def slice_(attrs, x, starts, ends, axes=None, steps=None):
     """Opset-13 Slice (negative / clamped bounds, negative steps, optional axes)."""
     index: list[Any] = [slice(None)] * x.ndim
@@ -216,7 +218,7 @@ def _infer_flatten(node: Node):
     return [((prod(x[:axis]), prod(x[axis:])), input_dtype(node, 0))]
 
 
-@register_op("Flatten", infer=_infer_flatten)
+@register_op("Flatten", infer=_infer_flatten, int8_passthrough=True)
 def flatten(attrs, x):
     """2-D reshape: dims before ``axis`` and from ``axis`` on."""
     axis = int(attrs.get("axis", 1))
@@ -265,7 +267,7 @@ def _infer_reshape(node: Node):
              input_dtype(node, 0))]
 
 
-@register_op("Reshape", infer=_infer_reshape)
+@register_op("Reshape", infer=_infer_reshape, int8_passthrough=True)
 def reshape(attrs, x, shape):
     """Reshape with ONNX 0 / -1 / allowzero rules."""
     return np.array(x.reshape(reshape_shape(x.shape, shape, int(attrs.get("allowzero", 0)))),
@@ -288,7 +290,7 @@ def _infer_transpose(node: Node):
     return [(tuple(x[p] for p in perm), input_dtype(node, 0))]
 
 
-@register_op("Transpose", infer=_infer_transpose)
+@register_op("Transpose", infer=_infer_transpose, int8_passthrough=True)
 def transpose(attrs, x):
     """Permute axes by ``perm`` (default: reverse)."""
     return np.transpose(x, _perm(attrs, x.ndim)).copy()
@@ -309,7 +311,7 @@ def _infer_squeeze(node: Node):
     return [(_squeeze_shape(x, const_input(node, 1, "axes"), node), input_dtype(node, 0))]
 
 
-@register_op("Squeeze", infer=_infer_squeeze)
+@register_op("Squeeze", infer=_infer_squeeze, int8_passthrough=True)
 def squeeze(attrs, x, axes=None):
     """Remove size-1 axes (the ``axes`` input, or all of them)."""
     return np.array(x.reshape(_squeeze_shape(x.shape, axes)), copy=True)
@@ -331,7 +333,7 @@ def _infer_unsqueeze(node: Node):
     return [(_unsqueeze_shape(x, const_input(node, 1, "axes"), node), input_dtype(node, 0))]
 
 
-@register_op("Unsqueeze", infer=_infer_unsqueeze)
+@register_op("Unsqueeze", infer=_infer_unsqueeze, int8_passthrough=True)
 def unsqueeze(attrs, x, axes):
     """Insert size-1 axes at the (output-rank) positions of the ``axes`` input."""
     return np.array(x.reshape(_unsqueeze_shape(x.shape, axes)), copy=True)

@@ -56,6 +56,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from compiler.ir import Graph, Node, Value
+from compiler.ops.registry import ops_with
 from compiler.passes import PassOptionError
 
 __all__ = ["ChannelHandler", "register_handler", "get_handler", "HANDLERS", "DependencyGraph",
@@ -373,7 +374,8 @@ def match_layers(graph: Graph, patterns: Iterable[str], *, what: str = "layers")
         hits = [n for n in nodes if fnmatch.fnmatchcase(n.name, pattern)
                 or any(fnmatch.fnmatchcase(o.name, pattern) for o in n.outputs)]
         if not hits:
-            convs = [n.name for n in nodes if n.op_type in ("Conv", "ConvTranspose", "Gemm")]
+            weight_ops = ops_with("weight_layer", domain="")
+            convs = [n.name for n in nodes if not n.domain and n.op_type in weight_ops]
             raise PruningError(f"{what}: no layer named '{pattern}' in graph '{graph.name}'; "
                                f"layers with filters: {', '.join(convs[:8])}"
                                f"{' ...' if len(convs) > 8 else ''}")

@@ -2,14 +2,20 @@
 
 Each handler either explains exactly how its op couples channels or blocks the node
 (`dep.block_node`) with a reason; it never guesses.
+
+The two generic families are registered from the op traits of ``compiler.ops``:
+`ChannelwiseHandler` for every ``layout_preserving`` op without a handler of its own,
+`BroadcastHandler` for every ``elementwise="broadcast"`` op.  The other handlers name
+the registered ops whose channel rule they implement.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from compiler.ir import Node, Value
+from compiler.ops.registry import ops_with
 
-from .dependency import ChannelHandler, DependencyGraph, Rewriter, register_handler
+from .dependency import HANDLERS, ChannelHandler, DependencyGraph, Rewriter, register_handler
 
 
 def _const(node: Node, index: int) -> np.ndarray | None:
@@ -184,9 +190,9 @@ class MatMulHandler(ChannelHandler):
         return node.inputs[1].const[:, channel]
 
 
-@register_handler("BatchNormalization", "InstanceNormalization")
+@register_handler("BatchNormalization")
 class NormHandler(_OneInput):
-    """Per-channel affine (BatchNorm: scale, B, mean, var; InstanceNorm: scale, B)."""
+    """Per-channel affine (BatchNorm: scale, B, mean, var)."""
 
     def follow(self, node: Node, dep: DependencyGraph, x: Value, out: Value, ch: int) -> None:
         if ch != 1 or any(v is not None and v.const is None for v in node.inputs[1:]):
@@ -205,13 +211,9 @@ class NormHandler(_OneInput):
 
 # --------------------------------------------------------------------------- channelwise
 
-@register_handler("Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu",
-                  "Selu", "Softplus", "Softsign", "Gelu", "Mish", "Abs", "Neg", "Exp", "Log",
-                  "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Erf", "Identity",
-                  "Dropout", "Cast", "Clip", "MaxPool", "AveragePool", "LpPool",
-                  "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 class ChannelwiseHandler(_OneInput):
-    """Ops that act on every channel alike: channel j in is channel j out.
+    """Ops that act on every channel alike: channel j in is channel j out (registered for
+    the ``layout_preserving`` ops at the end of this module).
 
     Extra inputs (Clip's bounds) must be scalars; a pool's second output (indices) blocks.
     """
@@ -228,7 +230,7 @@ class ChannelwiseHandler(_OneInput):
         dep.same_channels(x, out)
 
 
-@register_handler("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu")
+@register_handler(*sorted(ops_with("elementwise", "broadcast")))
 class BroadcastHandler(ChannelHandler):
     """Elementwise with numpy broadcasting: non-broadcast channel dims are joined 1:1.
 
@@ -457,7 +459,7 @@ class SqueezeHandler(_OneInput):
         dep.same_channels(x, out, new)
 
 
-@register_handler("Resize", "Upsample")
+@register_handler("Resize")
 class ResizeHandler(_OneInput):
     """Resize: channel j in is channel j out; a ``sizes`` input is rewritten."""
 
@@ -498,14 +500,13 @@ class PadHandler(_OneInput):
         dep.same_channels(x, out)
 
 
-@register_handler("Softmax", "LogSoftmax", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum",
-                  "ReduceL2", "ReduceL1", "LpNormalization")
+@register_handler("Softmax", "LogSoftmax", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum")
 class AxisOpHandler(_OneInput):
     """Ops over some axes: fine when the channel axis is not one of them (keepdims=1)."""
 
     def follow(self, node: Node, dep: DependencyGraph, x: Value, out: Value, ch: int) -> None:
         rank = len(x.shape)
-        if node.op_type in ("Softmax", "LogSoftmax", "LpNormalization"):
+        if node.op_type in ("Softmax", "LogSoftmax"):
             axes = [_norm_axis(int(node.attrs.get("axis", -1)), rank)]
             keep = True
         else:
@@ -523,3 +524,9 @@ class AxisOpHandler(_OneInput):
             return
         new = ch if keep else ch - sum(1 for a in axes if a < ch)
         dep.same_channels(x, out, new)
+
+
+# Every layout-preserving op (activations, pools, Identity/Dropout, Cast, Clip...) that has
+# no more specific handler above (BatchNormalization: `NormHandler`) maps channel j to j.
+register_handler(*sorted(ops_with("layout_preserving", domain="") - set(HANDLERS)))(
+    ChannelwiseHandler)

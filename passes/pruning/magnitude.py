@@ -21,13 +21,15 @@ from typing import Literal
 import numpy as np
 
 from compiler.ir import Graph, Node
+from compiler.ops.registry import ops_with
 from compiler.passes import Pass, PassContext, PassResult, register_pass
 
 from .dependency import PruningError, match_layers
 
 __all__ = ["MagnitudePrune", "magnitude_prune", "weight_layers"]
 
-WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# the float multiply layers (op trait ``weight_layer``): Conv, ConvTranspose, Gemm, MatMul
+WEIGHT_OPS = tuple(sorted(ops_with("weight_layer", domain="")))
 
 
 def weight_layers(graph: Graph, layers: list[str] | None = None) -> list[Node]:

@@ -43,6 +43,7 @@ import numpy as np
 
 from compiler.analysis import model_stats, node_cost
 from compiler.ir import Graph, Node
+from compiler.ops.registry import op_traits
 from compiler.passes import Pass, PassContext, PassResult, register_pass
 
 from .criteria import ScoreInfo, check_criterion, group_scores
@@ -101,12 +102,18 @@ def _group_ratio(group: PruningGroup, ratios: dict[str, float]) -> float | None:
     return min(globbed) if globbed else None
 
 
+def _grouped(node) -> bool:
+    """A weight layer with a ``group`` attribute (op trait ``weight_layer.grouped``)."""
+    opdef = op_traits(node)
+    return opdef is not None and opdef.weight_layer is not None and opdef.weight_layer.grouped
+
+
 def _touches_grouped_conv(group: PruningGroup) -> bool:
     for c in group.components[:1]:
         for v, _ in c.atoms:
             nodes = [v.producer] + v.consumers
-            if any(n is not None and n.op_type in ("Conv", "ConvTranspose")
-                   and int(n.attrs.get("group", 1)) > 1 for n in nodes):
+            if any(n is not None and _grouped(n) and int(n.attrs.get("group", 1)) > 1
+                   for n in nodes):
                 return True
     return False
 

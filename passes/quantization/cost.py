@@ -11,16 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-import numpy as np
-
 from compiler.ir import Graph, Node
+from compiler.ops.registry import op_traits, ops_with
 
 __all__ = ["LayerCost", "layer_macs", "multiply_layers", "bit_ops", "theoretical_speedup",
            "cost_table"]
 
 FLOAT_BITS = 32
-_MUL_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "q.Conv", "q.ConvTranspose", "q.Gemm",
-            "q.MatMul", "ConvInteger", "MatMulInteger"}
+# ops with a MACs rule (op trait ``macs``): Conv, ConvTranspose, Gemm, MatMul, their q.*
+# counterparts, ConvInteger and MatMulInteger
+_MUL_OPS = ops_with("macs")
 
 
 @dataclass
@@ -41,26 +41,10 @@ def _op(node: Node) -> str:
 
 
 def layer_macs(node: Node) -> int:
-    """Multiply-accumulates of one Conv/ConvTranspose/Gemm/MatMul (float or integer)."""
-    op = _op(node)
-    if op in ("Conv", "q.Conv", "ConvInteger"):
-        out = node.outputs[0].shape
-        w = node.inputs[1].shape
-        return int(np.prod(out, dtype=np.int64) * int(np.prod(w[1:], dtype=np.int64)))
-    if op in ("ConvTranspose", "q.ConvTranspose"):
-        x = node.inputs[0].shape
-        w = node.inputs[1].shape
-        return int(np.prod(x, dtype=np.int64) * int(np.prod(w[1:], dtype=np.int64)))
-    if op in ("Gemm", "q.Gemm"):
-        a = node.inputs[0].shape
-        out = node.outputs[0].shape
-        k = a[0] if int(node.attrs.get("transA", 0)) else a[1]
-        return int(out[0]) * int(out[1]) * int(k)
-    if op in ("MatMul", "q.MatMul", "MatMulInteger"):
-        a = node.inputs[0].shape
-        out = node.outputs[0].shape
-        return int(np.prod(out, dtype=np.int64)) * int(a[-1])
-    return 0
+    """Multiply-accumulates of one Conv/ConvTranspose/Gemm/MatMul (float or integer): the
+    op's ``macs`` trait (`compiler.ops.macs`); 0 for other ops."""
+    opdef = op_traits(node)
+    return 0 if opdef is None or opdef.macs is None else int(opdef.macs(node))
 
 
 def multiply_layers(graph: Graph) -> list[Node]:

@@ -24,6 +24,7 @@ import numpy as np
 from compiler.folding import infer_node
 from compiler.ir import Graph, Node, QuantParams, Value
 from compiler.ops.quant import Q, quantize_multiplier, shared_multipliers
+from compiler.ops.registry import ops_with
 from compiler.passes import Pass, PassContext, PassResult, register_pass
 
 __all__ = ["QdqToInteger"]
@@ -49,6 +50,10 @@ def _dq_params(value: Value | None, *, per_channel: bool = False):
     return src, np.asarray(scale, np.float64), zp, int(node.attrs.get("axis", 1))
 
 
+# activations that fold into the requantization as a clamp (Relu, Clip)
+_CLAMPS = ops_with("integer_counterpart", "q.Clip")
+
+
 def _q_output(value: Value):
     """(QuantizeLinear node, activation node or None) consuming ``value``."""
     uses = value.uses
@@ -56,7 +61,7 @@ def _q_output(value: Value):
         return None
     user = uses[0][0]
     act = None
-    if user.op_type in ("Relu", "Clip") and not user.domain:
+    if user.op_type in _CLAMPS and not user.domain:
         if user.op_type == "Clip" and any(v is not None and v.const is None
                                           for v in user.inputs[1:]):
             return None

@@ -45,6 +45,7 @@ import numpy as np
 from compiler.folding import infer_node
 from compiler.ir import Graph, Node, QuantParams, Value
 from compiler.ops.quant import Q, qrange, quantize_multiplier, shared_multipliers
+from compiler.ops.registry import op_traits, ops_with
 from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 from .calibration import CALIBRATION_METHODS, calibrate_range, collect_stats
@@ -120,10 +121,18 @@ def quantize_weight(w: np.ndarray, bits: int, per_channel: bool = True, axis: in
     return q, scale
 
 
-_TRANSPARENT = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Split",
-                "Slice", "MaxPool", "Dropout"}
-_POOLS = {"AveragePool", "GlobalAveragePool"}
-_ACTS = {"Relu", "Clip"}
+# The op sets this pass works with, from the op traits (compiler/ops/registry.py):
+# data movement that runs unchanged on int8 (Flatten, Reshape, Transpose, Squeeze,
+# Unsqueeze, Identity, Split, Slice, MaxPool, Dropout) ...
+_TRANSPARENT = ops_with("int8_passthrough", domain="")
+# ... activations that become a clamp of the producer's output (Relu, Clip) ...
+_ACTS = ops_with("integer_counterpart", "q.Clip")
+# ... and the channel-wise ops with an integer kernel that are not clamps: the averaging
+# pools (AveragePool, GlobalAveragePool), whose output keeps the input's scale.
+_POOLS = (ops_with("layout_preserving") & ops_with("quantizable")) - _ACTS
+# the float multiply layers this pass can turn into q.* layers (Conv, ConvTranspose, Gemm,
+# MatMul); `_Rewriter._is_layer` adds each op's conditions
+_LAYER_OPS = ops_with("weight_layer", domain="") & ops_with("quantizable")
 
 
 def _check_bits(value: int, what: str) -> int:
@@ -258,7 +267,7 @@ class _Rewriter:
     @staticmethod
     def _is_layer(node: Node) -> bool:
         ins = node.inputs
-        if node.domain:
+        if node.domain or node.op_type not in _LAYER_OPS:
             return False
         if node.op_type == "Conv":
             return (len(ins[0].shape) == 4 and ins[1].const is not None
@@ -302,7 +311,9 @@ class _Rewriter:
 
 
     # -- channel equalization -----------------------------------------------------------
-    _CHANNELWISE = {"MaxPool", "Identity", "Dropout", "AveragePool", "GlobalAveragePool"}
+    # ops a positive per-channel gain passes through: channel-wise int8 pass-through ops
+    # (MaxPool, Identity, Dropout) and the averaging pools
+    _CHANNELWISE = (_TRANSPARENT & ops_with("layout_preserving")) | _POOLS
     MAX_GAIN = 256.0
 
     def _channel_consumers(self, value: Value, layer_ids: set[int]) -> list[Node] | None:
@@ -558,7 +569,7 @@ class _Rewriter:
             bias = bias * out_gain
         acc_scale = apx.scale * ws  # per output channel
         wv = g.add_constant(f"{node.name}_wq", wq)
-        w_axis = 0 if node.op_type == "Conv" or trans_b else 1
+        w_axis = op_traits(node).weight_layer.channel_axes(node.attrs)[0]  # output channels
         wv.quant = QuantParams(wb, ws.copy(), np.zeros_like(ws, dtype=np.int64), axis=w_axis)
         inputs = [xq, wv]
         if bias is not None:

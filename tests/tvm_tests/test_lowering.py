@@ -84,13 +84,14 @@ def _hand_graph(op, inputs, attrs, consts, ref):
     return g
 
 
-def check_op(op, inputs, attrs=None, consts=(), n_out=1, rtol=1e-5, atol=1e-5):
-    """Lower, build and run one op; compare with onnxruntime."""
+def check_op(op, inputs, attrs=None, consts=(), n_out=1, rtol=1e-5, atol=1e-5, opset=17):
+    """Lower, build and run one op (an opset-``opset`` model); compare with onnxruntime."""
     attrs = attrs or {}
     feeds = {n: a for n, a in inputs if a is not None and n not in consts}
-    ref = _ort(_single_model(op, inputs, attrs, consts, n_out), feeds)
+    ref = _ort(_single_model(op, inputs, attrs, consts, n_out, opset=opset), feeds)
     if op in supported_ops():
-        graph = import_model(_single_model(op, inputs, attrs, consts, n_out, ref=ref))
+        graph = import_model(_single_model(op, inputs, attrs, consts, n_out, ref=ref,
+                                           opset=opset))
     else:
         graph = _hand_graph(op, inputs, attrs, consts, ref)
     got = run(build(lower_graph(graph), _TARGET), [feeds[v.name] for v in graph.inputs])
@@ -317,6 +318,11 @@ for _op in ["GreaterOrEqual", "LessOrEqual", "Equal", "Less", "Greater"]:
 for _op in ["And", "Or", "Xor"]:
     case(_op, [("a", f32(3, 4) > 0), ("b", f32(4) > 0)])
 case("Not", [("x", f32(3, 4) > 0)])
+# Gelu exists from opset 20 (onnxruntime runs it there)
+case("Gelu", [("x", f32(2, 3, 8, 9, scale=3.0))], dict(approximate="none"), opset=20,
+     id="Gelu-erf")
+case("Gelu", [("x", f32(2, 3, 8, 9, scale=3.0))], dict(approximate="tanh"), opset=20,
+     id="Gelu-tanh")
 
 
 @pytest.mark.parametrize("op, inputs, attrs, consts, n_out, tol", CASES)

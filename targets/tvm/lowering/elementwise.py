@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from tvm.relax import op as R
 
-from .core import (LoweringError, _arg, _attr, _dtype_str, _in, _is_float, register_lowering)
+from .core import (LoweringError, _arg, _attr, _dtype_str, _in, _is_float, _unsupported,
+                   register_lowering)
 
 __all__: list[str] = []
 
@@ -102,6 +103,18 @@ def _lower_reciprocal(ctx, node, args):
 @register_lowering("Softplus")
 def _lower_softplus(ctx, node, args):
     return R.nn.softplus(args[0])
+
+
+@register_lowering("Gelu")
+def _lower_gelu(ctx, node, args):
+    """ONNX Gelu (opset 20): ``approximate="none"`` is Relax's erf GELU, ``"tanh"`` its tanh
+    approximation (the same formula as ONNX's)."""
+    mode = _attr(node, "approximate", "none")
+    if mode == "none":
+        return R.nn.gelu(args[0])
+    if mode == "tanh":
+        return R.nn.gelu_tanh(args[0])
+    raise _unsupported(node, f"approximate={mode!r}")
 
 
 @register_lowering("Elu")
