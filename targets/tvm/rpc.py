@@ -27,7 +27,8 @@ import numpy as np
 from ..base import TargetUnavailableError
 
 __all__ = ["RpcError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
-           "check_key", "board_count", "run_remote", "time_remote", "with_session"]
+           "check_key", "board_count", "run_remote", "time_remote", "with_session",
+           "remote_outputs"]
 
 # The tracker protocol (tvm.rpc.base): int32 magic handshake, then [int32 length][json].
 _TRACKER_MAGIC = 0x2F271
@@ -244,16 +245,32 @@ def run_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
                ) -> list[np.ndarray]:
     """Upload ``built`` (an executable, exported with ``cross_compiler``, or a library
     path), run ``func`` once on the board, return numpy outputs."""
-    from .build import _tensors, _to_numpy
+    from .build import _tensors
 
     with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
         lib = _library_file(built, cross_compiler, tmp)
 
         def job(session):
             vm, dev = _remote_vm(session, lib)
-            return _to_numpy(vm[func](*_tensors(inputs, dev)))
+            return remote_outputs(vm, func, _tensors(inputs, dev))
 
         return with_session(spec, job, what="run the model")
+
+
+def remote_outputs(vm: Any, func: str, args: Sequence[Any]) -> list[np.ndarray]:
+    """Call ``func`` of a VM on a remote session and fetch its outputs as numpy arrays,
+    flattened depth-first (the order `build.run` returns on the host).
+
+    ``vm[func](...)`` cannot be used over RPC when the result is a tuple: the remote
+    tuple comes back as an opaque ``RPCObjectRef`` (not iterable; issue #16).  The VM's
+    stateful interface walks the result on the board instead: ``invoke_stateful`` keeps
+    it there and ``get_outputs`` fetches each leaf tensor by its index path, so single
+    tensors, tuples and nested tuples all arrive whole."""
+    vm.set_input(func, *args)
+    vm.invoke_stateful(func)
+    from .build import _to_numpy
+
+    return _to_numpy(vm.get_outputs(func))
 
 
 def time_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
