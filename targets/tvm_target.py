@@ -68,7 +68,10 @@ class TvmTarget(Target):
                 host, port = parse_tracker(tracker)
             except ValueError as exc:
                 raise TargetUnavailableError(str(exc)) from None
-            return RemoteSpec(host, port, key or self.board_key or self.name)
+            from .board import busy_wait_seconds
+
+            return RemoteSpec(host, port, key or self.board_key or self.name,
+                              request_timeout=busy_wait_seconds())
         if key:
             raise TargetUnavailableError(f"an RPC key ('{key}') was given without a tracker "
                                          "(--tracker HOST:PORT or COMPILER_TRACKER)")

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..base import TargetUnavailableError
 
-__all__ = ["RpcError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
+__all__ = ["RpcError", "BoardBusyError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
            "check_key", "board_count", "run_remote", "time_remote", "with_session",
            "remote_outputs"]
 
@@ -37,6 +37,10 @@ _SUCCESS, _REQUEST, _SUMMARY = 0, 4, 6
 
 class RpcError(TargetUnavailableError):
     """A tracker or board that cannot be reached or used (named in the message)."""
+
+
+class BoardBusyError(RpcError):
+    """Every board under the key stayed in other sessions for the whole wait."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,11 @@ def _open_tracker(spec: RemoteSpec) -> socket.socket:
     try:
         sock = socket.create_connection((spec.host, spec.port), timeout=spec.connect_timeout)
     except OSError as exc:
+        if spec.emulated:  # the embedded board: the user named no tracker, so no --tracker
+            raise RpcError(f"the emulated board's RPC tracker {spec.tracker} is unreachable "
+                           f"({exc.strerror or exc}): the board was stopped or has crashed; "
+                           "see `compiler board status` (its logs are in the board's run/ "
+                           "folder) and start it again with `compiler board start`") from None
         raise RpcError(f"RPC tracker {spec.tracker} is unreachable ({exc.strerror or exc}); "
                        "start it (python -m tvm.exec.rpc_tracker) or fix --tracker") from None
     try:
@@ -183,8 +192,9 @@ def _request(spec: RemoteSpec):
         _send(sock, [_REQUEST, spec.key, "", 1])
         reply = _recv(sock)
     except socket.timeout:
-        raise RpcError(f"no free board under key '{spec.key}' at tracker {spec.tracker} "
-                       f"within {spec.request_timeout:g} s (all busy?)") from None
+        raise BoardBusyError(f"no free board under key '{spec.key}' at tracker {spec.tracker} "
+                             f"within {spec.request_timeout:g} s: all its boards stayed busy "
+                             "with other sessions (wait: COMPILER_BOARD_WAIT seconds)") from None
     except (OSError, ConnectionError) as exc:
         raise RpcError(f"RPC tracker {spec.tracker}: request for '{spec.key}' failed "
                        f"({exc})") from None
@@ -205,6 +215,8 @@ def with_session(spec: RemoteSpec, fn: Callable[[Any], Any], *, what: str = "run
         try:
             session = _request(spec)
             return fn(session)
+        except BoardBusyError:
+            raise                          # it already waited the whole timeout: once
         except RpcError as exc:
             if "no RPC server is registered" in str(exc) or "unreachable" in str(exc):
                 raise                      # retrying will not help
