@@ -131,6 +131,15 @@ def test_bad_remote_arguments():
         target.with_remote(key="rpi4").remote()
 
 
+def test_profiling_over_rpc_is_a_clear_error():
+    """TVM 0.27's VM has no profiler and our instrument callback cannot cross RPC: a
+    clear error naming both (and what to do instead), before any board is touched."""
+    cm = compiler.compile(model_path("tinynet"), target="cortex-a72")
+    with pytest.raises(TargetUnavailableError, match="not available over RPC.*no built-in "
+                       "profiler.*Cannot pass type ffi.Function.*benchmark"):
+        cm.profile(repeat=1)
+
+
 def test_host_target_is_not_remote():
     cm = compiler.compile(model_path("tinynet"), target="host")
     assert not cm.benchmark(repeat=2).emulated
