@@ -152,14 +152,10 @@ class TvmTarget(Target):
 
     def profile(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10) -> list[dict]:
         if not self.runs_locally:
-            raise TargetUnavailableError(
-                f"per-kernel profiling of target '{self.name}' code is not available over "
-                "RPC: TVM 0.27's Relax VM has no built-in profiler, and ours times each "
-                "kernel with a Python callback (the VM's instrument hook), and TVM's RPC cannot "
-                "pass a function to the board ('Cannot pass type ffi.Function as an argument "
-                "to the remote'). Use `benchmark` for the "
-                "whole model's time on the board, or profile a host build of the model "
-                "(target 'host') to see where the time goes")
+            from .tvm.rpc import profile_remote
+
+            return profile_remote(self.remote(), built, inputs, repeat=repeat,
+                                  cross_compiler=self.cross_compiler)
         from .tvm.build import profile_local
 
         return profile_local(built, inputs, repeat=repeat)

@@ -28,7 +28,7 @@ from ..base import TargetUnavailableError
 
 __all__ = ["RpcError", "BoardBusyError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
            "check_key", "board_count", "run_remote", "time_remote", "with_session",
-           "remote_outputs"]
+           "remote_outputs", "profile_remote", "NoRemoteProfilerError"]
 
 # The tracker protocol (tvm.rpc.base): int32 magic handshake, then [int32 length][json].
 _TRACKER_MAGIC = 0x2F271
@@ -41,6 +41,13 @@ class RpcError(TargetUnavailableError):
 
 class BoardBusyError(RpcError):
     """Every board under the key stayed in other sessions for the whole wait."""
+
+
+class NoRemoteProfilerError(RpcError):
+    """The board's RPC server does not provide ``compiler.board.vm_profile``."""
+
+
+PROFILER_FUNC = "compiler.board.vm_profile"
 
 
 @dataclass(frozen=True)
@@ -215,8 +222,8 @@ def with_session(spec: RemoteSpec, fn: Callable[[Any], Any], *, what: str = "run
         try:
             session = _request(spec)
             return fn(session)
-        except BoardBusyError:
-            raise                          # it already waited the whole timeout: once
+        except (BoardBusyError, NoRemoteProfilerError):
+            raise                          # waited the whole timeout / will not appear
         except RpcError as exc:
             if "no RPC server is registered" in str(exc) or "unreachable" in str(exc):
                 raise                      # retrying will not help
@@ -301,3 +308,37 @@ def time_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
             return [float(t) for t in timer(func).results]
 
         return with_session(spec, job, what="time the model")
+
+
+def profile_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
+                   repeat: int = 10, cross_compiler: str | Callable | None = None,
+                   func: str = "main") -> list[dict]:
+    """Per-kernel times measured *on the board* (its clock around each VM call; rows as
+    `build.profile_local`), by the board server's ``compiler.board.vm_profile`` (the
+    project's ``targets/board/server_main.py``; a plain ``tvm.exec.rpc_server`` has no
+    profiler and gives `NoRemoteProfilerError`)."""
+    from .build import _tensors
+
+    with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
+        lib = _library_file(built, cross_compiler, tmp)
+
+        def job(session):
+            try:
+                profile = session.get_function(PROFILER_FUNC)
+            except Exception:  # noqa: BLE001  (TVM: AttributeError / RuntimeError)
+                profile = None
+            if profile is None:
+                raise NoRemoteProfilerError(
+                    f"per-kernel profiling on {spec.describe()} needs the board's RPC server "
+                    f"to provide {PROFILER_FUNC}: TVM 0.27's VM has no profiler and RPC cannot "
+                    "pass a timing callback to the board. Start the server with the project's "
+                    "targets/board/server_main.py (next to targets/tvm/vm_profile.py) instead "
+                    "of python -m tvm.exec.rpc_server, or use `benchmark` for the whole "
+                    "model's time")
+            name = f"model_{os.getpid()}_{time.monotonic_ns()}.so"
+            session.upload(lib, target=name)
+            rlib = session.load_module(name)
+            text = profile(rlib, func, int(repeat), *_tensors(inputs, session.cpu()))
+            return json.loads(str(text))
+
+        return with_session(spec, job, what="profile the model")

@@ -200,13 +200,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_busy_board_error_within_the_wait(tmp_path, monkeypatch):
-    """One wait for a busy board, as long as COMPILER_BOARD_WAIT says, stated in the
-    error; not retried.  A host tracker + host RPC server stand in for the board."""
+@pytest.fixture
+def plain_rpc_board(tmp_path):
+    """A host tracker and one plain ``tvm.exec.rpc_server`` (host python, no emulation,
+    no project code) under a key of its own: a one-slot board that starts in seconds."""
     from targets.board import _kill_group, _spawn
-    from targets.tvm.rpc import _request, wait_for_key
+    from targets.tvm.rpc import wait_for_key
 
-    port, key = _free_port(), f"busy-{os.getpid()}"
+    port, key = _free_port(), f"plain-{os.getpid()}"
     procs = []
     try:
         procs.append(_spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host",
@@ -218,20 +219,44 @@ def test_busy_board_error_within_the_wait(tmp_path, monkeypatch):
                             tmp_path / "server.log"))
         spec = RemoteSpec("127.0.0.1", port, key)
         wait_for_key(spec, timeout=60)
-        session = _request(spec)  # the one slot is now busy
-        cm = compiler.compile(TINYNET, target=get_target("cortex-a72")
-                              .with_remote(f"127.0.0.1:{port}", key))
-        monkeypatch.setenv("COMPILER_BOARD_WAIT", "2")
-        t0 = time.monotonic()
-        with pytest.raises(BoardBusyError, match=r"no free board under key .* within 2 s.*"
-                                                 r"COMPILER_BOARD_WAIT"):
-            cm.run({cm.input_names[0]: np.zeros((1, 1, 28, 28), np.float32)})
-        elapsed = time.monotonic() - t0
-        assert 2.0 <= elapsed < 2.0 + 8.0, f"busy error after {elapsed:.1f} s"
-        del session
+        yield spec
     finally:
         for p in procs:
             _kill_group(p.pid)
+
+
+def test_busy_board_error_within_the_wait(plain_rpc_board, monkeypatch):
+    """One wait for a busy board, as long as COMPILER_BOARD_WAIT says, stated in the
+    error; not retried."""
+    from targets.tvm.rpc import _request
+
+    spec = plain_rpc_board
+    session = _request(spec)  # the one slot is now busy
+    cm = compiler.compile(TINYNET, target=get_target("cortex-a72")
+                          .with_remote(spec.tracker, spec.key))
+    monkeypatch.setenv("COMPILER_BOARD_WAIT", "2")
+    t0 = time.monotonic()
+    with pytest.raises(BoardBusyError, match=r"no free board under key .* within 2 s.*"
+                                             r"COMPILER_BOARD_WAIT"):
+        cm.run({cm.input_names[0]: np.zeros((1, 1, 28, 28), np.float32)})
+    elapsed = time.monotonic() - t0
+    assert 2.0 <= elapsed < 2.0 + 8.0, f"busy error after {elapsed:.1f} s"
+    del session
+
+
+def test_profile_on_a_plain_rpc_server_is_a_clear_error(plain_rpc_board):
+    """A board whose server is plain tvm.exec.rpc_server has no profiler: say so (and how
+    to get one) at once, without retrying."""
+    from targets.tvm.rpc import NoRemoteProfilerError
+
+    spec = plain_rpc_board
+    cm = compiler.compile(TINYNET, target=get_target("cortex-a72")
+                          .with_remote(spec.tracker, spec.key))
+    t0 = time.monotonic()
+    with pytest.raises(NoRemoteProfilerError, match="compiler.board.vm_profile.*no profiler"
+                                                    ".*server_main.py"):
+        cm.profile(repeat=1)
+    assert time.monotonic() - t0 < 20
 
 
 def test_busy_wait_setting(monkeypatch):
