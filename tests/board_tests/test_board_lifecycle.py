@@ -37,7 +37,8 @@ def _alive(pid: int) -> bool:
 
 
 def _board_pids(state: dict) -> list[int]:
-    return [state["tracker_pid"]] + list(state["server_pids"])
+    return ([state["tracker_pid"]] + list(state["server_pids"])
+            + [x["pid"] for x in state.get("extra_servers", [])])
 
 
 class Board:
@@ -62,9 +63,11 @@ class Board:
         except (OSError, ValueError):
             return None
 
-    def worker(self, name: str, artifact: Path | None = None) -> subprocess.Popen:
+    def worker(self, name: str, artifact: Path | None = None,
+               extra_key: str | None = None) -> subprocess.Popen:
         cmd = [sys.executable, str(WORKER), str(self.control), name]
-        proc = subprocess.Popen(cmd + ([str(artifact)] if artifact else []), env=self.env,
+        env = dict(self.env, **({"EXTRA_SERVER_KEY": extra_key} if extra_key else {}))
+        proc = subprocess.Popen(cmd + ([str(artifact)] if artifact else []), env=env,
                                 stdout=subprocess.DEVNULL, stderr=open(self.control /
                                                                        f"{name}.err", "w"))
         self.procs.append(proc)
@@ -136,14 +139,20 @@ def _check_outputs(b: Board, name: str, reference) -> None:
 
 @pytest.mark.slow
 def test_on_demand_board_outlives_its_starter_and_sigterm_stops_it(private_board, tiny_a72):
-    """A starts the board on demand, B joins; A exits: B still runs the model on it.
-    Then SIGTERM to B, the last holder: no tracker or qemu server is left behind."""
+    """A starts the board on demand (with an extra server, as a simulator would be), B
+    joins; A exits: B still runs the model on it.  Then SIGTERM to B, the last holder:
+    no tracker, qemu or extra server is left behind."""
+    from targets.tvm.rpc import registered_keys
+
     b = private_board
     artifact, x, reference = tiny_a72
     np.save(b.control / "input.npy", x)
-    a = b.worker("A")
+    a = b.worker("A", extra_key="extra-sim")
     state = json.loads(b.wait_file("A.ready", a).read_text())
     assert state["leased"] and all(_alive(p) for p in _board_pids(state))
+    assert [x["name"] for x in state["extra_servers"]] == ["extra-sim"]
+    spec = RemoteSpec("127.0.0.1", state["tracker_port"], "cortex-a72")
+    assert registered_keys(tracker_summary(spec)) == {"cortex-a72": 1, "extra-sim": 1}
     w = b.worker("B", artifact)
     assert json.loads(b.wait_file("B.ready", w).read_text())["tracker_pid"] == \
         state["tracker_pid"], "B started a second board instead of joining A's"
