@@ -343,6 +343,14 @@ def _start_unlocked(timeout: float, verbose: bool, boards: int) -> BoardStatus:
     current = status()
     if current.running and current.registered >= boards:
         return current
+    if current.running:  # too few boards: a restart would stop them under their users
+        users = [str(r["pid"]) for r in leases.live(_run_dir())
+                 if r.get("kind") != leases.EXPLICIT and r.get("pid") != os.getpid()]
+        if users:
+            raise BoardError(f"the emulated board runs {current.registered} board(s) and is in "
+                             f"use by pid(s) {', '.join(users)}: {boards} boards need a "
+                             "restart, which would stop it under them; retry when they have "
+                             "exited (or `compiler board stop --force` first)")
     _stop_unlocked()
     d = board_dir()
     if not installed(d):

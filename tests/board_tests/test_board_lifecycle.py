@@ -302,3 +302,23 @@ def test_leases_ignore_dead_and_recycled_pids(tmp_path):
     assert sorted(r["kind"] for r in leases.live(run)) == ["explicit", "process"]
     leases.release(mine)
     assert [r["kind"] for r in leases.live(run)] == ["explicit"]
+
+
+def test_start_with_more_boards_refuses_to_restart_a_board_in_use(tmp_path, monkeypatch):
+    """`board start --boards 2` on a running one-board board that another command uses
+    would restart (stop) it under that command: a clear error instead, nothing changed."""
+    monkeypatch.setenv("COMPILER_BOARD_DIR", str(tmp_path))
+    user = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        leases.acquire(board_mod._run_dir(), pid=user.pid)
+        board_mod._write_state({"tracker_pid": user.pid, "server_pids": [],
+                                "tracker_port": 1, "leased": True})
+        monkeypatch.setattr(board_mod, "status", lambda timeout=5.0: board_mod.BoardStatus(
+            True, "127.0.0.1:1", registered=1))
+        with pytest.raises(board_mod.BoardError, match=f"in use by pid\\(s\\) {user.pid}"):
+            board_mod.start(boards=2)
+        assert _alive(user.pid) and board_mod._read_state()["tracker_pid"] == user.pid
+        assert [r["pid"] for r in leases.live(board_mod._run_dir())] == [user.pid]
+    finally:
+        user.kill()
+        user.wait()
