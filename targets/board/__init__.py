@@ -341,6 +341,11 @@ def start(timeout: float = 120.0, verbose: bool = False, boards: int = 1) -> Boa
 
 def _start_unlocked(timeout: float, verbose: bool, boards: int) -> BoardStatus:
     current = status()
+    if not current.running and current.pids and current.detail and "stale" not in \
+            current.detail:
+        # Every process is alive but the tracker did not answer in 5 s: a loaded machine,
+        # not a dead board.  Ask again, longer, before restarting it under its users.
+        current = status(timeout=30.0)
     if current.running and current.registered >= boards:
         return current
     if current.running:  # too few boards: a restart would stop them under their users
