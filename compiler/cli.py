@@ -134,7 +134,12 @@ def cmd_board(args: argparse.Namespace) -> int:
         print(f"ready in {time.monotonic() - t0:.1f} s; timings from this board are EMULATED "
               "(qemu), never Cortex-A72 latency")
     elif args.action == "stop":
-        print("board: stopped" if board.stop() else "board: was not running")
+        result = board.stop(force=args.force)
+        if result.startswith("in use"):
+            print(f"board: {result}: it stops when the last of them exits (no longer kept "
+                  "by `compiler board start`; --force stops it now)")
+        else:
+            print("board: stopped" if result == "stopped" else "board: was not running")
     else:
         status = board.status()
         print(status)
@@ -249,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boards", type=int, default=1,
                    help="emulated boards behind the one tracker (a farm: tuning measures on "
                         "all of them in parallel)")
+    p.add_argument("--force", action="store_true",
+                   help="stop: stop the board even while other commands are using it")
     p.set_defaults(func=cmd_board)
 
     p = sub.add_parser("report", help="size, MACs, memory per layer")

@@ -68,7 +68,10 @@ class TvmTarget(Target):
                 host, port = parse_tracker(tracker)
             except ValueError as exc:
                 raise TargetUnavailableError(str(exc)) from None
-            return RemoteSpec(host, port, key or self.board_key or self.name)
+            from .board import busy_wait_seconds
+
+            return RemoteSpec(host, port, key or self.board_key or self.name,
+                              request_timeout=busy_wait_seconds())
         if key:
             raise TargetUnavailableError(f"an RPC key ('{key}') was given without a tracker "
                                          "(--tracker HOST:PORT or COMPILER_TRACKER)")
@@ -148,7 +151,11 @@ class TvmTarget(Target):
         return load_library(str(path))
 
     def profile(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10) -> list[dict]:
-        self._require_local("be profiled kernel by kernel")
+        if not self.runs_locally:
+            from .tvm.rpc import profile_remote
+
+            return profile_remote(self.remote(), built, inputs, repeat=repeat,
+                                  cross_compiler=self.cross_compiler)
         from .tvm.build import profile_local
 
         return profile_local(built, inputs, repeat=repeat)

@@ -9,15 +9,23 @@ When no real board is named (``--tracker``/``--key`` or ``COMPILER_TRACKER``/
 
 Both are installed by ``targets/board/install.sh`` (called by ``scripts/setup.sh``) into
 ``$COMPILER_BOARD_DIR`` (default ``~/.cache/embedded-cnn-compiler/board``), listen on
-127.0.0.1 only, run detached (so ``compiler board start`` outlives the command) and are
-recorded in ``<dir>/run/state.json`` for ``status``/``stop``.  Results match the host
-build; timings are EMULATED (qemu is 28-117x slower than native) and never A72 latency.
+127.0.0.1 only, run detached and are recorded in ``<dir>/run/state.json``.  Results match
+the host build; timings are EMULATED (qemu is 28-117x slower than native), never A72
+latency.
+
+Who stops it: every process using the board holds a *lease* (`leases`: a file naming its
+pid); ``compiler board start`` holds the explicit lease, which outlives the command.  A
+board is stopped when its last live lease is released (a process's exit, SIGTERM/SIGHUP
+included), never under another command still using it.  Extra servers started with the
+board (e.g. a simulator beside the A72s) are `ServerSpec`s given to `register_server`:
+they are started, watched and stopped with it.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
+import threading
 import os
 import signal
 import socket
@@ -26,12 +34,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..base import TargetUnavailableError
+from . import leases
 
-__all__ = ["BoardError", "BoardStatus", "board_dir", "installed", "install", "start", "stop",
-           "status", "ensure_running", "remote_spec", "BOARD_KEY"]
+__all__ = ["BoardError", "BoardStatus", "ServerSpec", "board_dir", "installed", "install",
+           "start", "stop", "status", "ensure_running", "release", "lease", "remote_spec",
+           "register_server", "busy_wait_seconds", "BOARD_KEY"]
 
 BOARD_KEY = "cortex-a72"
 HOST = "127.0.0.1"
@@ -79,13 +89,22 @@ class BoardStatus:
     free: int = 0
     pids: dict | None = None
     detail: str = ""
+    leases: list | None = None  # live holders (see `leases`)
 
     def __str__(self) -> str:
         if not self.running:
             return f"board: stopped{' (' + self.detail + ')' if self.detail else ''}"
         return (f"board: running (EMULATED Cortex-A72: qemu-aarch64 -cpu cortex-a72), tracker "
                 f"{self.tracker}, key '{self.key}', servers registered {self.registered}, "
-                f"free {self.free}, pids {self.pids}")
+                f"free {self.free}, pids {self.pids}; {self._holders()}")
+
+    def _holders(self) -> str:
+        held = self.leases or []
+        pids = [str(r["pid"]) for r in held if r.get("kind") != leases.EXPLICIT]
+        explicit = any(r.get("kind") == leases.EXPLICIT for r in held)
+        parts = (["kept by `compiler board start`"] if explicit else []) + (
+            [f"used by pid(s) {', '.join(pids)}"] if pids else [])
+        return ", ".join(parts) or "no holders"
 
 
 # -- state ------------------------------------------------------------------------
@@ -96,14 +115,31 @@ def _run_dir() -> Path:
     return d
 
 
+_THREAD_LOCK = threading.RLock()
+_LOCK_DEPTH = [0]
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
-    with open(_run_dir() / "lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """The board's lock (between processes: flock on ``run/lock``).  Re-entrant within
+    this process, so a signal handler that releases our lease while the main thread is
+    inside a locked section (e.g. starting the board) does not deadlock on itself."""
+    with _THREAD_LOCK:
+        if _LOCK_DEPTH[0]:
+            _LOCK_DEPTH[0] += 1
+            try:
+                yield
+            finally:
+                _LOCK_DEPTH[0] -= 1
+            return
+        with open(_run_dir() / "lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            _LOCK_DEPTH[0] = 1
+            try:
+                yield
+            finally:
+                _LOCK_DEPTH[0] = 0
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _read_state() -> dict | None:
@@ -145,6 +181,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def busy_wait_seconds() -> float:
+    """How long a command waits for the busy board (all its servers in sessions) before
+    a clear error: ``COMPILER_BOARD_WAIT`` seconds, default 60.  One wait, not retried
+    (waiting again would not free a board that stayed busy that long)."""
+    text = os.environ.get("COMPILER_BOARD_WAIT", "").strip()
+    if not text:
+        return 60.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise BoardError(f"COMPILER_BOARD_WAIT={text!r}: give a positive number of seconds")
+    return value
+
+
 def remote_spec(state: dict | None = None, **overrides: Any):
     """The `RemoteSpec` of the running board (emulated=True)."""
     from ..tvm.rpc import RemoteSpec
@@ -153,7 +205,7 @@ def remote_spec(state: dict | None = None, **overrides: Any):
     if not state:
         raise BoardError("the emulated board is not running (compiler board start)")
     # Emulation is slow: allow long sessions; the board has one slot.
-    opts = dict(emulated=True, request_timeout=120.0, session_timeout=900.0)
+    opts = dict(emulated=True, request_timeout=busy_wait_seconds(), session_timeout=900.0)
     opts.update(overrides)
     return RemoteSpec(HOST, int(state["tracker_port"]), state.get("key", BOARD_KEY), **opts)
 
@@ -173,8 +225,9 @@ def status(timeout: float = 5.0) -> BoardStatus:
     except RpcError as exc:
         return BoardStatus(False, tracker=spec.tracker, detail=str(exc), pids=pids)
     free = summary.get("queue_info", {}).get(spec.key, {}).get("free", 0)
+    holders = leases.live(_run_dir())  # (lease files are replaced atomically: no lock)
     return BoardStatus(True, spec.tracker, spec.key, registered_keys(summary).get(spec.key, 0),
-                       free, pids)
+                       free, pids, leases=holders)
 
 
 def _spawn(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
@@ -211,7 +264,31 @@ def _server_pids(state: dict) -> list[int]:
     pids = state.get("server_pids")
     if pids is None:  # state written before farms existed
         pids = [state["server_pid"]] if state.get("server_pid") else []
-    return [int(p) for p in pids]
+    return [int(p) for p in pids] + [int(x["pid"]) for x in state.get("extra_servers", [])]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """An extra RPC server started (and stopped) with the board, e.g. a simulator.
+
+    ``spawn(tracker_port, log)`` starts it detached in its own process group (use
+    `_spawn`), registering ``count`` servers under ``key`` at the local tracker; `start`
+    waits for them like for the A72 boards, `status` watches the pid and `stop` kills
+    its group."""
+
+    name: str
+    key: str
+    spawn: Callable[[int, Path], subprocess.Popen]
+    count: int = 1
+
+
+_EXTRA_SERVERS: list[ServerSpec] = []
+
+
+def register_server(spec: ServerSpec) -> None:
+    """Start ``spec`` with every board started from now on (by name: registering the
+    same name again replaces it)."""
+    _EXTRA_SERVERS[:] = [s for s in _EXTRA_SERVERS if s.name != spec.name] + [spec]
 
 
 def spawn_server(tracker_port: int, key: str = BOARD_KEY, log: Path | None = None,
@@ -247,68 +324,105 @@ def spawn_server(tracker_port: int, key: str = BOARD_KEY, log: Path | None = Non
 
 
 def start(timeout: float = 120.0, verbose: bool = False, boards: int = 1) -> BoardStatus:
-    """Start the local tracker and ``boards`` emulated boards under one key (a farm:
-    tuning measures on all of them in parallel); a no-op when that many are already
-    running.  Returns once every board has registered with the tracker."""
+    """``compiler board start``: the board kept running by the explicit lease (it
+    outlives this process, until `stop`), with ``boards`` emulated boards under one key
+    (a farm: tuning measures on all of them in parallel).  Reuses a running board that
+    has that many; returns once every server has registered with the tracker."""
     if not isinstance(boards, int) or not 1 <= boards <= 16:
         raise BoardError(f"boards={boards!r}: choose 1..16 emulated boards")
     with _locked():
-        current = status()
-        if current.running and current.registered >= boards:
-            return current
-        _stop_unlocked()
-        d = board_dir()
-        if not installed(d):
-            raise BoardError(f"the emulated Cortex-A72 board is not installed in {d}: run "
-                             "`bash scripts/setup.sh` (or `bash targets/board/install.sh`)")
-        t0 = time.monotonic()
-        run = _run_dir()
-        tracker_port = _free_port()
-        tracker = _spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", HOST,
-                          "--port", str(tracker_port), "--port-end", str(tracker_port + 1)],
-                         run / "tracker.log")
-        # The server gives up on a tracker that is not listening yet for 5 s: wait for it.
-        from ..tvm.rpc import RpcError, RemoteSpec, tracker_summary, wait_for_key
+        path = leases.acquire(_run_dir(), explicit=True)
+        try:
+            return _start_unlocked(timeout, verbose, boards)
+        except BaseException:
+            leases.release(path)
+            raise
 
-        probe = RemoteSpec(HOST, tracker_port, BOARD_KEY, connect_timeout=1.0)
-        while True:
-            try:
-                tracker_summary(probe)
-                break
-            except RpcError:
-                if not _alive(tracker.pid) or time.monotonic() - t0 > 30:
-                    _stop_unlocked_pids(tracker.pid)
-                    raise BoardError("the local RPC tracker did not start; see "
-                                     f"{run / 'tracker.log'}") from None
-                time.sleep(0.2)
-        servers = [spawn_server(tracker_port, BOARD_KEY, run / f"server{i}.log", d)
-                   for i in range(boards)]
-        state = {"tracker_pid": tracker.pid, "server_pids": [p.pid for p in servers],
-                 "tracker_port": tracker_port, "key": BOARD_KEY, "boards": boards,
-                 "started": time.time()}
+
+def _start_unlocked(timeout: float, verbose: bool, boards: int) -> BoardStatus:
+    current = status()
+    if not current.running and current.pids and current.detail and "stale" not in \
+            current.detail:
+        # Every process is alive but the tracker did not answer in 5 s: a loaded machine,
+        # not a dead board.  Ask again, longer, before restarting it under its users.
+        current = status(timeout=30.0)
+    if current.running and current.registered >= boards:
+        return current
+    if current.running:  # too few boards: a restart would stop them under their users
+        users = [str(r["pid"]) for r in leases.live(_run_dir())
+                 if r.get("kind") != leases.EXPLICIT and r.get("pid") != os.getpid()]
+        if users:
+            raise BoardError(f"the emulated board runs {current.registered} board(s) and is in "
+                             f"use by pid(s) {', '.join(users)}: {boards} boards need a "
+                             "restart, which would stop it under them; retry when they have "
+                             "exited (or `compiler board stop --force` first)")
+    _stop_unlocked()
+    d = board_dir()
+    if not installed(d):
+        raise BoardError(f"the emulated Cortex-A72 board is not installed in {d}: run "
+                         "`bash scripts/setup.sh` (or `bash targets/board/install.sh`)")
+    t0 = time.monotonic()
+    run = _run_dir()
+    tracker_port = _free_port()
+    tracker = _spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", HOST,
+                      "--port", str(tracker_port), "--port-end", str(tracker_port + 1)],
+                     run / "tracker.log")
+    # Recorded at once: whatever stops the board from now on (a signal included) finds
+    # every process started so far.
+    state = {"tracker_pid": tracker.pid, "server_pids": [], "extra_servers": [],
+             "tracker_port": tracker_port, "key": BOARD_KEY, "boards": boards,
+             "leased": True, "started": time.time()}
+    _write_state(state)
+    # The server gives up on a tracker that is not listening yet for 5 s: wait for it.
+    from ..tvm.rpc import RpcError, RemoteSpec, tracker_summary, wait_for_key
+
+    probe = RemoteSpec(HOST, tracker_port, BOARD_KEY, connect_timeout=1.0)
+    while True:
+        try:
+            tracker_summary(probe)
+            break
+        except RpcError:
+            if not _alive(tracker.pid) or time.monotonic() - t0 > 30:
+                _stop_unlocked()
+                raise BoardError("the local RPC tracker did not start; see "
+                                 f"{run / 'tracker.log'}") from None
+            time.sleep(0.2)
+    for i in range(boards):
+        state["server_pids"].append(
+            spawn_server(tracker_port, BOARD_KEY, run / f"server{i}.log", d).pid)
+        _write_state(state)
+    for extra in list(_EXTRA_SERVERS):
+        proc = extra.spawn(tracker_port, run / f"server-{extra.name}.log")
+        state["extra_servers"].append({"name": extra.name, "key": extra.key,
+                                       "count": extra.count, "pid": proc.pid})
         _write_state(state)
 
-        spec = remote_spec(state, connect_timeout=2.0)
-        deadline = time.monotonic() + timeout
+    waits = [(BOARD_KEY, boards)] + [(x["key"], x["count"]) for x in state["extra_servers"]]
+    deadline = time.monotonic() + timeout
+    for key, count in waits:
+        import dataclasses
+
+        spec = dataclasses.replace(remote_spec(state, connect_timeout=2.0), key=key)
         while True:
-            if not all(_alive(p.pid) for p in servers) or not _alive(tracker.pid):
+            if not all(_alive(p) for p in _server_pids(state)) or not _alive(tracker.pid):
                 _stop_unlocked()
-                raise BoardError("an emulated board exited while starting; see "
+                raise BoardError("a board server exited while starting; see "
                                  f"{run}/server*.log and {run / 'tracker.log'}")
             try:
                 wait_for_key(spec, timeout=min(2.0, max(0.0, deadline - time.monotonic())),
-                             count=boards)
+                             count=count)
                 break
             except RpcError as exc:
                 if time.monotonic() >= deadline:
                     _stop_unlocked()
-                    raise BoardError(f"{boards} emulated board(s) did not register within "
-                                     f"{timeout:g} s ({exc}); see {run}/server*.log") from None
-        state["start_seconds"] = round(time.monotonic() - t0, 2)
-        _write_state(state)
-        if verbose:
-            print(f"board started in {state['start_seconds']} s", file=sys.stderr)
-        return status()
+                    raise BoardError(f"{count} server(s) under key '{key}' did not register "
+                                     f"within {timeout:g} s ({exc}); see {run}/server*.log"
+                                     ) from None
+    state["start_seconds"] = round(time.monotonic() - t0, 2)
+    _write_state(state)
+    if verbose:
+        print(f"board started in {state['start_seconds']} s", file=sys.stderr)
+    return status()
 
 
 def _stop_unlocked() -> None:
@@ -320,46 +434,103 @@ def _stop_unlocked() -> None:
     _write_state(None)
 
 
-def _stop_unlocked_pids(*pids: int) -> None:
-    for pid in pids:
-        _kill_group(pid)
-
-
-def stop() -> bool:
-    """Stop the board and the tracker; True if something was running."""
+def stop(force: bool = False) -> str:
+    """``compiler board stop``: drop the explicit lease and stop the board if no command
+    is using it (``force``: stop it regardless).  Returns ``"stopped"``, ``"not
+    running"`` or ``"in use by pid(s) ..."`` (then the board stops when the last of
+    them exits)."""
     with _locked():
-        was = _read_state() is not None
+        run = _run_dir()
+        leases.release(run / "leases" / f"{leases.EXPLICIT}.json")
+        if _read_state() is None:
+            return "not running"
+        holders = [str(r["pid"]) for r in leases.live(run)]
+        if holders and not force:
+            return f"in use by pid(s) {', '.join(holders)}"
         _stop_unlocked()
-        return was
+        return "stopped"
 
 
-_AUTOSTARTED = False
+# -- on-demand use: one process lease, released at exit or on a signal ----------------
+
+_LEASE: list[Path] = []  # this process's lease, if it holds one
+_HOOKED = [False]
+
+
+def release() -> None:
+    """Release this process's lease; stop the board if it was the last live one and the
+    board is lease-managed (a board left by an older version is never stopped here)."""
+    with _locked():
+        if not _LEASE or _LEASE[0].name != f"pid-{os.getpid()}.json":
+            return  # nothing held (or a forked child: its parent holds the lease)
+        leases.release(_LEASE.pop())
+        state = _read_state()
+        if state and state.get("leased") and not leases.live(_run_dir()):
+            _stop_unlocked()
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    try:
+        release()
+    finally:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # die of the signal as the default handler would
+
+
+def _install_exit_hooks() -> None:
+    if _HOOKED[0]:
+        return
+    import atexit
+
+    atexit.register(release)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, _on_signal)
+    # SIGINT raises KeyboardInterrupt, so the interpreter exits through atexit.
+    _HOOKED[0] = True
 
 
 def ensure_running(timeout: float = 120.0):
     """The `RemoteSpec` of the embedded board, starting it if needed.
 
-    A board started here (on demand) is stopped when this process exits; one started
-    with `start` / ``compiler board start`` keeps running until `stop`.
+    This process takes a lease (once): the board is not stopped while it runs, and a
+    board nobody else holds is stopped when it exits (normally, on SIGTERM/SIGHUP or
+    Ctrl-C), unless ``compiler board start`` keeps it.
     ``COMPILER_BOARD=off`` disables the embedded board (a clear error instead)."""
-    global _AUTOSTARTED
     if os.environ.get("COMPILER_BOARD", "").lower() in ("off", "0", "no", "false"):
         raise BoardError("target 'cortex-a72' code needs a cortex-a72 device reached through "
                          "a TVM RPC tracker: none named (--tracker HOST:PORT / "
                          "COMPILER_TRACKER) and the emulated board is disabled (COMPILER_BOARD)")
-    st = status()
-    if not (st.running and st.registered):
-        if not installed():
-            raise BoardError("target 'cortex-a72' code needs a cortex-a72 device reached "
-                             "through a TVM RPC tracker: none named (--tracker HOST:PORT / "
-                             "COMPILER_TRACKER) and the emulated board is not installed in "
-                             f"{board_dir()} (bash scripts/setup.sh)")
-        print("starting the emulated Cortex-A72 board (stopped at exit; `compiler board "
-              "start` keeps one running)", file=sys.stderr)
-        start(timeout=timeout)
-        if not _AUTOSTARTED:
-            import atexit
+    _install_exit_hooks()
+    with _locked():
+        if not _LEASE or not _LEASE[0].exists():
+            _LEASE[:] = [leases.acquire(_run_dir())]
+        try:
+            st = status()
+            if not (st.running and st.registered):
+                if not installed():
+                    raise BoardError("target 'cortex-a72' code needs a cortex-a72 device "
+                                     "reached through a TVM RPC tracker: none named "
+                                     "(--tracker HOST:PORT / COMPILER_TRACKER) and the "
+                                     "emulated board is not installed in "
+                                     f"{board_dir()} (bash scripts/setup.sh)")
+                print("starting the emulated Cortex-A72 board (stopped when the last command "
+                      "using it exits; `compiler board start` keeps one running)",
+                      file=sys.stderr)
+                _start_unlocked(timeout, False, 1)
+        except BaseException:
+            release()
+            raise
+        return remote_spec()
 
-            atexit.register(stop)
-            _AUTOSTARTED = True
-    return remote_spec()
+
+@contextlib.contextmanager
+def lease(timeout: float = 120.0) -> Iterator:
+    """``with lease() as spec:`` the board for a block (tests, benchmarks): started if
+    needed, and stopped afterwards if nothing else holds it."""
+    spec = ensure_running(timeout)
+    try:
+        yield spec
+    finally:
+        release()

@@ -84,36 +84,11 @@ def profile_local(executable: Executable, inputs: Sequence[np.ndarray], *, repea
     the median over ``repeat`` runs of its summed time per run, its call count and its
     share of the summed kernel time.  Measured with the VM's instrument hook (a host
     clock around each call), after one warm-up run; sorted slowest first."""
-    import time
+    from .vm_profile import profile_rows
 
     device = device if device is not None else tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
-    args = _tensors(inputs, device)
-    per_run: list[dict[str, float]] = []
-    calls: dict[str, int] = {}
-    started: list[float] = []
-
-    def instrument(_func, symbol, before_run, _ret, *_args):
-        if before_run:
-            started.append(time.perf_counter())
-        else:
-            name = str(symbol)
-            per_run[-1][name] = per_run[-1].get(name, 0.0) + time.perf_counter() - started.pop()
-            if len(per_run) == 1:
-                calls[name] = calls.get(name, 0) + 1
-        return 0  # VMInstrumentReturnKind.NO_OP: run the call as usual
-
-    vm[func](*args)  # warm-up, uninstrumented
-    vm.set_instrument(instrument)
-    for _ in range(max(1, repeat)):
-        per_run.append({})
-        vm[func](*args)
-    names = list(per_run[0])
-    med = {n: float(np.median([r.get(n, 0.0) for r in per_run])) for n in names}
-    total = sum(med.values()) or 1.0
-    rows = [{"kernel": n, "ms": med[n] * 1e3, "calls": calls.get(n, 0),
-             "share": med[n] / total} for n in names]
-    return sorted(rows, key=lambda r: -r["ms"])
+    return profile_rows(vm, func, _tensors(inputs, device), repeat)
 
 
 def export_library(executable: Executable, path: str | os.PathLike,

@@ -26,8 +26,9 @@ import numpy as np
 
 from ..base import TargetUnavailableError
 
-__all__ = ["RpcError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
-           "check_key", "board_count", "run_remote", "time_remote", "with_session"]
+__all__ = ["RpcError", "BoardBusyError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
+           "check_key", "board_count", "run_remote", "time_remote", "with_session",
+           "remote_outputs", "profile_remote", "NoRemoteProfilerError"]
 
 # The tracker protocol (tvm.rpc.base): int32 magic handshake, then [int32 length][json].
 _TRACKER_MAGIC = 0x2F271
@@ -36,6 +37,17 @@ _SUCCESS, _REQUEST, _SUMMARY = 0, 4, 6
 
 class RpcError(TargetUnavailableError):
     """A tracker or board that cannot be reached or used (named in the message)."""
+
+
+class BoardBusyError(RpcError):
+    """Every board under the key stayed in other sessions for the whole wait."""
+
+
+class NoRemoteProfilerError(RpcError):
+    """The board's RPC server does not provide ``compiler.board.vm_profile``."""
+
+
+PROFILER_FUNC = "compiler.board.vm_profile"
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,11 @@ def _open_tracker(spec: RemoteSpec) -> socket.socket:
     try:
         sock = socket.create_connection((spec.host, spec.port), timeout=spec.connect_timeout)
     except OSError as exc:
+        if spec.emulated:  # the embedded board: the user named no tracker, so no --tracker
+            raise RpcError(f"the emulated board's RPC tracker {spec.tracker} is unreachable "
+                           f"({exc.strerror or exc}): the board was stopped or has crashed; "
+                           "see `compiler board status` (its logs are in the board's run/ "
+                           "folder) and start it again with `compiler board start`") from None
         raise RpcError(f"RPC tracker {spec.tracker} is unreachable ({exc.strerror or exc}); "
                        "start it (python -m tvm.exec.rpc_tracker) or fix --tracker") from None
     try:
@@ -182,8 +199,9 @@ def _request(spec: RemoteSpec):
         _send(sock, [_REQUEST, spec.key, "", 1])
         reply = _recv(sock)
     except socket.timeout:
-        raise RpcError(f"no free board under key '{spec.key}' at tracker {spec.tracker} "
-                       f"within {spec.request_timeout:g} s (all busy?)") from None
+        raise BoardBusyError(f"no free board under key '{spec.key}' at tracker {spec.tracker} "
+                             f"within {spec.request_timeout:g} s: all its boards stayed busy "
+                             "with other sessions (wait: COMPILER_BOARD_WAIT seconds)") from None
     except (OSError, ConnectionError) as exc:
         raise RpcError(f"RPC tracker {spec.tracker}: request for '{spec.key}' failed "
                        f"({exc})") from None
@@ -204,6 +222,8 @@ def with_session(spec: RemoteSpec, fn: Callable[[Any], Any], *, what: str = "run
         try:
             session = _request(spec)
             return fn(session)
+        except (BoardBusyError, NoRemoteProfilerError):
+            raise                          # waited the whole timeout / will not appear
         except RpcError as exc:
             if "no RPC server is registered" in str(exc) or "unreachable" in str(exc):
                 raise                      # retrying will not help
@@ -244,16 +264,32 @@ def run_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
                ) -> list[np.ndarray]:
     """Upload ``built`` (an executable, exported with ``cross_compiler``, or a library
     path), run ``func`` once on the board, return numpy outputs."""
-    from .build import _tensors, _to_numpy
+    from .build import _tensors
 
     with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
         lib = _library_file(built, cross_compiler, tmp)
 
         def job(session):
             vm, dev = _remote_vm(session, lib)
-            return _to_numpy(vm[func](*_tensors(inputs, dev)))
+            return remote_outputs(vm, func, _tensors(inputs, dev))
 
         return with_session(spec, job, what="run the model")
+
+
+def remote_outputs(vm: Any, func: str, args: Sequence[Any]) -> list[np.ndarray]:
+    """Call ``func`` of a VM on a remote session and fetch its outputs as numpy arrays,
+    flattened depth-first (the order `build.run` returns on the host).
+
+    ``vm[func](...)`` cannot be used over RPC when the result is a tuple: the remote
+    tuple comes back as an opaque ``RPCObjectRef`` (not iterable; issue #16).  The VM's
+    stateful interface walks the result on the board instead: ``invoke_stateful`` keeps
+    it there and ``get_outputs`` fetches each leaf tensor by its index path, so single
+    tensors, tuples and nested tuples all arrive whole."""
+    vm.set_input(func, *args)
+    vm.invoke_stateful(func)
+    from .build import _to_numpy
+
+    return _to_numpy(vm.get_outputs(func))
 
 
 def time_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
@@ -272,3 +308,37 @@ def time_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
             return [float(t) for t in timer(func).results]
 
         return with_session(spec, job, what="time the model")
+
+
+def profile_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
+                   repeat: int = 10, cross_compiler: str | Callable | None = None,
+                   func: str = "main") -> list[dict]:
+    """Per-kernel times measured *on the board* (its clock around each VM call; rows as
+    `build.profile_local`), by the board server's ``compiler.board.vm_profile`` (the
+    project's ``targets/board/server_main.py``; a plain ``tvm.exec.rpc_server`` has no
+    profiler and gives `NoRemoteProfilerError`)."""
+    from .build import _tensors
+
+    with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
+        lib = _library_file(built, cross_compiler, tmp)
+
+        def job(session):
+            try:
+                profile = session.get_function(PROFILER_FUNC)
+            except Exception:  # noqa: BLE001  (TVM: AttributeError / RuntimeError)
+                profile = None
+            if profile is None:
+                raise NoRemoteProfilerError(
+                    f"per-kernel profiling on {spec.describe()} needs the board's RPC server "
+                    f"to provide {PROFILER_FUNC}: TVM 0.27's VM has no profiler and RPC cannot "
+                    "pass a timing callback to the board. Start the server with the project's "
+                    "targets/board/server_main.py (next to targets/tvm/vm_profile.py) instead "
+                    "of python -m tvm.exec.rpc_server, or use `benchmark` for the whole "
+                    "model's time")
+            name = f"model_{os.getpid()}_{time.monotonic_ns()}.so"
+            session.upload(lib, target=name)
+            rlib = session.load_module(name)
+            text = profile(rlib, func, int(repeat), *_tensors(inputs, session.cpu()))
+            return json.loads(str(text))
+
+        return with_session(spec, job, what="profile the model")
