@@ -40,6 +40,10 @@ class TvmTarget(Target):
     # convs then use dot products; nchw otherwise (measured without templates: at 64
     # trials a tuned fp32 conv was 3.5x faster in nchw than in nchwc, benchmarks/README.md).
     layout: str = "auto"
+    # Who places the intermediate tensors: "tvm" (TVM 0.27's StaticPlanBlockMemory, one
+    # storage per reusable token) or "arena" (one arena per function, offsets from
+    # compiler.memory_plan; targets/tvm/arena.py).  Untuned builds only, for now.
+    memory: str = "tvm"
 
     def target_dict(self) -> dict[str, Any]:
         return self.tvm_target()
@@ -85,6 +89,12 @@ class TvmTarget(Target):
 
         return dataclasses.replace(self, layout=check_layout(layout))
 
+    def with_memory(self, memory: str) -> "TvmTarget":
+        """A copy whose intermediate tensors are placed by ``memory`` (``tvm`` or ``arena``)."""
+        if memory not in ("tvm", "arena"):
+            raise ValueError(f"memory planner must be 'tvm' or 'arena', not '{memory}'")
+        return dataclasses.replace(self, memory=memory)
+
     def _layout(self, tuned: bool, graph: Graph) -> str:
         if self.layout != "auto":
             return self.layout
@@ -106,8 +116,13 @@ class TvmTarget(Target):
         from .tvm.build import build
         from .tvm.layout import apply_layout
 
+        pipeline: Any = "default"
+        if self.memory == "arena":
+            from .tvm.arena import arena_pipeline
+
+            pipeline = arena_pipeline()
         return build(apply_layout(self.lower(graph), self._layout(False, graph))[0],
-                     self.target_dict())
+                     self.target_dict(), pipeline=pipeline)
 
     def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
         """Build with MetaSchedule tuning (``tune``: ``{"trials": N, "database": path}``);

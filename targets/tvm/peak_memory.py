@@ -1,0 +1,101 @@
+"""Peak memory of a built library, measured in a fresh process.
+
+Why a fresh process: the resident-set high-water mark (``VmHWM``) only grows, so a
+number taken in a process that has already compiled a model (or imported TVM's
+compiler, 392 MiB) says nothing about deployment.  The child imports only TVM's
+runtime (``TVM_USE_RUNTIME_LIB=1``), loads the library, and reports RSS after import,
+after load and the high-water mark after three runs; the run's memory is the peak
+minus the RSS after load (``shared/notes/memory.md`` 2.4).  Outputs are kept inside
+the runtime (not copied into numpy), so the copy does not count.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["PeakMemory", "measure_peak_memory"]
+
+_CHILD = r"""
+import json, os, sys
+import numpy as np
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(key)
+
+lib_path, inputs_path, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+data = np.load(inputs_path)
+arrays = [data[f"arg{i}"] for i in range(len(data.files))]
+import tvm
+from tvm import runtime
+after_import = status("VmRSS")
+lib = runtime.load_module(lib_path)
+vm = lib["vm_load_executable"]()
+alloc = 2  # pooled allocator
+vm["vm_initialization"](1, 0, alloc, 1, 0, alloc)  # kDLCPU 0, and the host device
+dev = tvm.cpu(0)
+args = [runtime.tensor(a, dev) for a in arrays]
+after_load = status("VmRSS")
+main = vm["main"]
+kept = None
+for _ in range(runs):
+    kept = None  # free the previous outputs first: a run's peak, not two runs' outputs
+    kept = main(*args)
+print(json.dumps({"after_import": after_import, "after_load": after_load,
+                  "peak": status("VmHWM")}))
+"""
+
+
+@dataclass
+class PeakMemory:
+    """Bytes: RSS after importing the runtime, after loading the model, and the peak."""
+
+    after_import: int
+    after_load: int
+    peak: int
+
+    @property
+    def run_bytes(self) -> int:
+        """What running the model added: peak - RSS after load."""
+        return self.peak - self.after_load
+
+    @property
+    def above_import(self) -> int:
+        """Peak - RSS after importing the runtime (the model's weights included)."""
+        return self.peak - self.after_import
+
+    def __str__(self) -> str:
+        mib = 2 ** 20
+        return (f"peak {self.peak / mib:.1f} MiB RSS: {self.above_import / mib:.2f} MiB above the "
+                f"runtime import, {self.run_bytes / mib:.2f} MiB while running")
+
+
+def measure_peak_memory(library: "str | os.PathLike", inputs: Sequence[np.ndarray], *,
+                        runs: int = 3, timeout: float = 600.0) -> PeakMemory:
+    """Run ``library`` (a host library written by ``export_library``) in a fresh
+    process, one thread, and return its `PeakMemory`."""
+    library = Path(library)
+    if not library.is_file():
+        raise FileNotFoundError(f"no library at {library}")
+    with tempfile.TemporaryDirectory(prefix="peakmem-") as tmp:
+        npz = Path(tmp) / "inputs.npz"
+        np.savez(npz, **{f"arg{i}": np.asarray(x) for i, x in enumerate(inputs)})
+        env = dict(os.environ, TVM_USE_RUNTIME_LIB="1", OMP_NUM_THREADS="1",
+                   TVM_NUM_THREADS="1")
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(library), str(npz), str(runs)],
+                              capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"peak-memory run of {library} failed (exit {proc.returncode}): "
+                           f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return PeakMemory(result["after_import"], result["after_load"], result["peak"])
