@@ -110,12 +110,12 @@ def _align(nbytes: int, alignment: int) -> int:
 
 
 def _is_elementwise(node: Node) -> bool:
-    """Ops of the elementwise family (`compiler/ops/elementwise.py`): output[i] depends
-    on input[i] only (after broadcasting), so writing over a dying input is safe."""
-    from .ops.registry import OPS, op_key
+    """Ops with the ``elementwise`` trait: output[i] depends on input[i] only (after
+    broadcasting), so writing over a dying input is safe."""
+    from .ops.registry import op_traits
 
-    opdef = OPS.get(op_key(node.op_type, node.domain))
-    return opdef is not None and opdef.kernel.__module__.endswith("ops.elementwise")
+    opdef = op_traits(node)
+    return opdef is not None and bool(opdef.elementwise)
 
 
 def lifetimes(graph: Graph, order: Sequence[Node] | None = None, *, alignment: int = 64,
