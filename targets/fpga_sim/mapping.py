@@ -232,8 +232,11 @@ class _Mapper:
 
     def op_q_Dequantize(self, node: Node) -> None:
         x = node.inputs[0]
-        qmin, qmax = _range(x)
-        frame = int(np.prod(x.shape[1:])) * _bits(qmin, qmax)
+        if x.dtype is not None and np.dtype(x.dtype).itemsize == 4:
+            bits = 32                      # raw accumulators leave the chip
+        else:
+            bits = _bits(*_range(x))
+        frame = int(np.prod(x.shape[1:])) * bits
         self.add(IODMA(f"{node.name}/odma", bits=frame, axi_bits=self.axi_bits), [x])
 
     def _conv_common(self, node: Node, x: Value, out_shape, kernel, strides, pads, dil,
