@@ -233,5 +233,5 @@ def _plain(obj: Any) -> Any:
 
 register_target(SIM_KEY, lambda: FpgaSimTarget(
     name=SIM_KEY, description="simulated FPGA dataflow accelerator (FINN models), via TVM RPC; "
-    "timings SIMULATED", default_passes=("cleanup", "fold-bn", "quantize"),
+    "timings SIMULATED", default_passes=("cleanup", "fold-bn"),
     capabilities=frozenset({"rpc", "simulated"})))
