@@ -26,7 +26,11 @@ __all__ = ["LayerEstimate", "Design", "build_design", "design_from_pipeline"]
 
 @dataclass
 class LayerEstimate:
-    """One hardware stage of the design with its folding, cycles and resources."""
+    """One hardware stage of the design with its folding, cycles and resources.
+
+    ``MH``/``MW`` are FINN's matrix height/width for MVAU and VVAU (VVAU: channels and
+    k_h*k_w); for other units the sizes of their PE and SIMD axes (channels, or 1).
+    ``BRAM18`` = ``bram_weights`` (FINN's estimate) + ``bram_thresholds`` (ours)."""
 
     node: str
     unit: str

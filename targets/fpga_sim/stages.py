@@ -22,6 +22,7 @@ What is OURS, not FINN (each says so again where it is computed):
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -72,8 +73,9 @@ def _res(lut: float = 0, bram: float = 0, uram: float = 0, dsp: float = 0, **ext
 
 
 @dataclass
-class Stage:
-    """A hardware unit.  ``folds`` names the attributes SetFolding may raise."""
+class Stage(abc.ABC):
+    """A hardware unit.  ``folds`` names the attributes SetFolding may raise.  Subclasses
+    give ``cycles`` (and ``resources`` when FINN has an estimate for the unit)."""
 
     node: str
     unit: ClassVar[str] = "Stage"
@@ -113,8 +115,9 @@ class Stage:
     def _simd_label(self) -> str:
         return "channels"
 
+    @abc.abstractmethod
     def cycles(self, pe: int = 1, simd: int = 1) -> int:
-        raise NotImplementedError  # every concrete stage overrides
+        """Expected cycles per frame at this folding (FINN ``get_exp_cycles``)."""
 
     def resources(self, pe: int = 1, simd: int = 1, res_type: str = "lut",
                   dsp_block: str = "DSP48E2") -> dict[str, Any]:
