@@ -92,3 +92,13 @@ def test_sparse_skip_counts_only_nonzero_simd_blocks():
     assert sparse.cycles(1, 4) == (1 + 1 + 2 + 2) * 10
     # with PE=2 a group waits for its slowest row: groups (0,1) -> 1, (2,3) -> 2
     assert sparse.cycles(2, 4) == (1 + 2) * 10
+
+
+def test_design_report_is_json_safe_and_labelled_simulated(design):
+    import json
+    d = json.loads(json.dumps(design.to_dict()))
+    assert d["timing"] == "SIMULATED" and d["ii_cycles"] == 32768
+    assert d["totals"]["LUT"] == sum(l["LUT"] for l in d["layers"])
+    assert d["utilization_pct"]["LUT"] == round(100 * d["totals"]["LUT"] / 53200, 2)
+    text = design.table()
+    assert "SIMULATED" in text and "TOTAL" in text and "bottleneck: fc0" in text
