@@ -37,6 +37,9 @@ BOARD_KEY = "cortex-a72"
 HOST = "127.0.0.1"
 _HERE = Path(__file__).resolve().parent
 QEMU = "qemu-aarch64-static"
+# Other simulated devices started with the board at its tracker ("module:function", called
+# as function(tracker_port, run_dir) -> Popen; recorded with the board's servers).
+EXTRA_SERVERS: list[str] = ["targets.fpga_sim.server:spawn_server"]
 
 
 class BoardError(TargetUnavailableError):
@@ -246,6 +249,13 @@ def spawn_server(tracker_port: int, key: str = BOARD_KEY, log: Path | None = Non
                    f"--load-library={extra}"], log or run / f"server-{key}-{port}.log", env=env)
 
 
+def _extra_server(spec: str):
+    import importlib
+
+    module, _, func = spec.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
 def start(timeout: float = 120.0, verbose: bool = False, boards: int = 1) -> BoardStatus:
     """Start the local tracker and ``boards`` emulated boards under one key (a farm:
     tuning measures on all of them in parallel); a no-op when that many are already
@@ -283,6 +293,7 @@ def start(timeout: float = 120.0, verbose: bool = False, boards: int = 1) -> Boa
                 time.sleep(0.2)
         servers = [spawn_server(tracker_port, BOARD_KEY, run / f"server{i}.log", d)
                    for i in range(boards)]
+        servers += [_extra_server(spec)(tracker_port, run) for spec in EXTRA_SERVERS]
         state = {"tracker_pid": tracker.pid, "server_pids": [p.pid for p in servers],
                  "tracker_port": tracker_port, "key": BOARD_KEY, "boards": boards,
                  "started": time.time()}

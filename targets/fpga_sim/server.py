@@ -105,15 +105,14 @@ def ensure_running(timeout: float = 60.0):
     is stopped when this process exits).  ``COMPILER_BOARD=off`` gives a clear error."""
     from .. import board
     from ..tvm.rpc import RemoteSpec, RpcError, registered_keys, tracker_summary, wait_for_key
-    from .options import FpgaSimError
-
     if os.environ.get("COMPILER_BOARD", "").lower() in ("off", "0", "no", "false"):
         raise board.BoardError("target 'fpga-sim' needs a simulator server reached through a "
                                "TVM RPC tracker: none named (tracker= option / "
                                "COMPILER_FPGA_TRACKER) and the embedded board is disabled "
                                "(COMPILER_BOARD)")
     state = board._read_state()
-    if not (state and board._alive(state.get("tracker_pid"))):
+    started = not (state and board._alive(state.get("tracker_pid")))
+    if started:  # the board starts a simulator with it (board.EXTRA_SERVERS)
         board.ensure_running()
         state = board._read_state()
     spec = RemoteSpec(board.HOST, int(state["tracker_port"]), SIM_KEY, connect_timeout=2.0,
@@ -121,11 +120,11 @@ def ensure_running(timeout: float = 60.0):
     try:
         have = registered_keys(tracker_summary(spec)).get(SIM_KEY, 0)
     except RpcError as exc:
-        raise FpgaSimError(f"the embedded board's tracker {spec.tracker} does not answer: "
+        raise board.BoardError(f"the embedded board's tracker {spec.tracker} does not answer: "
                            f"{exc}") from None
-    if not have:
-        proc = spawn_server(spec.port, board._run_dir())
-        _remember(proc.pid)
+    if started or not have:
+        if not have and not started:
+            _remember(spawn_server(spec.port, board._run_dir()).pid)
         try:
             wait_for_key(spec, timeout=timeout)
         except RpcError as exc:
