@@ -95,6 +95,14 @@ class Design:
         return {r: (self.totals[r] / self.device[r]) if self.device.get(r) else 0.0
                 for r in CHECKED_RESOURCES}
 
+    def finn_folding(self) -> dict[str, dict[str, int]]:
+        """The folding as a FINN-style ``folding_config.json`` dict (FINN node names such as
+        ``MVAU_hls_0``); `FpgaOptions(folding=...)` accepts it back."""
+        out: dict[str, dict[str, int]] = {"Defaults": {}}
+        for l in self.layers:
+            out[l.finn_name or l.node] = {"PE": l.PE, "SIMD": l.SIMD}
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"timing": "SIMULATED", "part": self.part, "fclk_mhz": self.fclk_mhz,
                 "folding_mode": self.folding_mode,

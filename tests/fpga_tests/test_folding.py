@@ -141,3 +141,13 @@ def test_options_from_cli_strings_and_replace():
     assert o.part == "xczu3eg"
     o2 = o.replace(res_type="dsp")
     assert o2.res_type == "dsp" and o.res_type == "lut" and o2.fclk_mhz == 150.0
+
+
+def test_chosen_folding_round_trips_as_user_and_finn_folding(cnv, tmp_path):
+    d = build_design(cnv, FpgaOptions(part="xc7z020"))
+    again = build_design(cnv, FpgaOptions(part="xc7z020", folding=d.folding))
+    assert again.folding == d.folding and again.ii_cycles == d.ii_cycles
+    path = tmp_path / "auto_folding_config.json"
+    path.write_text(json.dumps(d.finn_folding()))
+    via_json = build_design(cnv, FpgaOptions(part="xc7z020", folding=str(path)))
+    assert via_json.folding == d.folding and via_json.totals == d.totals
