@@ -313,8 +313,9 @@ class SWG(Stage):
 
     def resources(self, pe: int = 1, simd: int = 1, res_type: str = "lut",
                   dsp_block: str = "DSP48E2") -> dict[str, Any]:
-        k, s = max(self.kernel), max(self.stride)
-        ram_luts = (k + s) * simd * self.a_bits * math.ceil(self.ifm[1] * self.ch / simd / 64)
+        # FINN reads IFMDim[0], ConvKernelDim[0], Stride[0] (square maps assumed there)
+        k, s = self.kernel[0], self.stride[0]
+        ram_luts = (k + s) * simd * self.a_bits * math.ceil(self.ifm[0] * self.ch / simd / 64)
         return _res(300 + ram_luts)
 
 
