@@ -274,8 +274,13 @@ class VVAU(Stage):
         c2 = P * Q * self.weight_bits * math.ceil(omega / 64) if lutram else 0
         mult = 0 if res_type == "dsp" else Q * (2 * math.ceil((W + A) / 6) - 1) * (W + A)
         adder = (W + A) * (2 * Q - 1)
-        thr = (2 ** self.out_bits - 1) * self.acc_bits * (self.ch / pe) / 64 if self.out_bits else 0
-        lut = int(300 + 1.1 * (P * (mult + adder + self.acc_bits + thr)) + c2)
+        # thresholds (TMEM/64 LUTRAMs each) and comparators, counted whenever there is an
+        # activation (hls/vectorvectoractivation_hls.py: "TODO - add ram_style_threshold")
+        thr = comp = 0.0
+        if self.out_bits:
+            thr = (2 ** self.out_bits - 1) * self.acc_bits * (self.ch / pe) / 64
+            comp = (2 ** self.out_bits - 1) * self.acc_bits
+        lut = int(300 + 1.1 * (P * (mult + adder + self.acc_bits + thr + comp)) + c2)
         codebook_luts = P * Q * W * math.ceil(self.codebook / 64) if self.codebook else 0
         dsp = P * math.ceil((W + A) / 48) if res_type == "dsp" else 0
         return _res(lut + codebook_luts, wb, 0, dsp, bram_weights=wb, bram_thresholds=0,

@@ -102,3 +102,19 @@ def test_design_report_is_json_safe_and_labelled_simulated(design):
     assert d["utilization_pct"]["LUT"] == round(100 * d["totals"]["LUT"] / 53200, 2)
     text = design.table()
     assert "SIMULATED" in text and "TOTAL" in text and "bottleneck: fc0" in text
+
+
+def test_vvau_lut_formula_by_hand():
+    from targets.fpga_sim.stages import VVAU
+    v = VVAU("dw", ch=32, k=9, nvec=196, w_bits=4, a_bits=4, a_signed=False, out_bits=4)
+    # acc: alpha = log2(9) + 4 + 4 - 1 - 0 = 10.17 -> 12 bits
+    assert v.acc_bits == 12
+    P, Q = 4, 3
+    mult = Q * (2 * 2 - 1) * 8
+    adder = 8 * (2 * Q - 1)
+    thr, comp = 15 * 12 * (32 / P) / 64, 15 * 12
+    wmem = 9 * 32 // P // Q                                   # 24 <= 128: LUTRAM weights
+    c2 = P * Q * 4 * 1
+    assert v.resources(P, Q)["LUT"] == int(300 + 1.1 * P * (mult + adder + 12 + thr + comp) + c2)
+    assert v.resources(P, Q)["BRAM_18K"] == 0 and wmem == 24
+    assert v.cycles(P, Q) == 32 * 9 // (P * Q) * 196
