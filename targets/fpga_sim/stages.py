@@ -373,10 +373,14 @@ class DuplicateStreams(_Streaming):
 
 @dataclass
 class GlobalAccPool(_Streaming):
-    """Global average pool as FINN's GlobalAccPool (accumulate H*W pixels, C/PE per cycle);
-    the division is folded into the next thresholds."""
+    """Global average pool as FINN's GlobalAccPool: ``H*W*C/PE + C/PE`` cycles
+    (globalaccpool.py get_exp_cycles: the folded input plus draining the sums); the
+    division is folded into the next thresholds."""
 
     unit: ClassVar[str] = "GlobalAccPool"
+
+    def cycles(self, pe: int = 1, simd: int = 1) -> int:
+        return int(self.pixels * self.ch // pe + self.ch // pe)
 
 
 @dataclass
