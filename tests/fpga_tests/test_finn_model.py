@@ -118,3 +118,15 @@ def test_vvau_lut_formula_by_hand():
     assert v.resources(P, Q)["LUT"] == int(300 + 1.1 * P * (mult + adder + 12 + thr + comp) + c2)
     assert v.resources(P, Q)["BRAM_18K"] == 0 and wmem == 24
     assert v.cycles(P, Q) == 32 * 9 // (P * Q) * 196
+
+
+def test_res_type_dsp_moves_multipliers_from_luts_to_dsps():
+    pipeline = map_graph(build_cnv_w1a1())
+    folding = apply_user_folding(pipeline, FINN_EXAMPLES_FOLDING)
+    part = get_part("xc7z020")
+    lut = design_from_pipeline(pipeline, folding, part, FpgaOptions(), "user")
+    dsp = design_from_pipeline(pipeline, folding, part, FpgaOptions(res_type="dsp"), "user")
+    assert lut.totals["DSP"] == 0
+    # FINN HLS: P*Q*ceil((W+A)/48) DSPs per MVAU, multiplier LUTs dropped
+    assert dsp.totals["DSP"] == sum(l.PE * l.SIMD for l in dsp.layers if l.unit == "MVAU")
+    assert dsp.totals["LUT"] < lut.totals["LUT"]
