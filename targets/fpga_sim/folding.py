@@ -199,8 +199,11 @@ def fit_budget(pipeline: Pipeline, part: Part, budget: Mapping[str, float], *,
         f = set_folding(pipeline, t, mvau_wwidth_max)
         return f, totals(pipeline, f, res_type, part.dsp_block), max_cycles(pipeline, f)
 
+    fastest = trial(1)                         # every unit as fast as SetFolding goes
+    if not _over(fastest[1], limits):
+        return BudgetResult(fastest[0], True, None, 1)
     hi = max_cycles(pipeline, slow) + 1       # target met at PE=SIMD=1: slowest folding
-    lo = 1
+    lo = 1                                     # invariant: target lo does not fit
     best = trial(hi)
     if _over(best[1], limits):                 # SetFolding at its slowest may still differ
         best = (slow, slow_used, max_cycles(pipeline, slow))
@@ -214,16 +217,9 @@ def fit_budget(pipeline: Pipeline, part: Part, budget: Mapping[str, float], *,
             hi = mid
             if ii <= best[2]:
                 best, best_t = (f, used, ii), mid
-    # what binds: the next faster target's overflow (None when it is not faster)
-    binding = None
-    f_fast, used_fast, ii_fast = trial(max(1, best_t - 1)) if best_t > 1 else best
-    if ii_fast < best[2]:
-        over = _over(used_fast, limits)
-        if over:
-            binding = max(over, key=lambda r: used_fast[r] / max(limits[r], 1e-9))
-    if binding is None and lo > 1:
-        f_lo, used_lo, ii_lo = trial(lo)
-        over = _over(used_lo, limits)
-        if over and ii_lo < best[2]:
-            binding = max(over, key=lambda r: used_lo[r] / max(limits[r], 1e-9))
+    # what binds: the resource the next faster SetFolding (target lo, the largest failing
+    # one) overflows
+    _, used_lo, _ = trial(lo)
+    over = _over(used_lo, limits)            # non-empty: target lo does not fit
+    binding = max(over, key=lambda r: used_lo[r] / max(limits[r], 1e-9))
     return BudgetResult(best[0], True, binding, best_t)

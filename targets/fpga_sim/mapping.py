@@ -239,28 +239,25 @@ class _Mapper:
         frame = int(np.prod(x.shape[1:])) * bits
         self.add(IODMA(f"{node.name}/odma", bits=frame, axi_bits=self.axi_bits), [x])
 
-    def _conv_common(self, node: Node, x: Value, out_shape, kernel, strides, pads, dil,
-                     a_bits: int, transpose: bool = False):
-        """[FMPadding] + [SWG]: returns (last stage or None, preds inputs)."""
+    def _padding(self, node: Node, x: Value, kernel, strides, pads, transpose: bool
+                 ) -> tuple[Stage | None, tuple[int, int], tuple[int, int]]:
+        """The [FMPadding] in front of a conv's SWG: (stage or None, padded map, SWG stride).
+        A transposed conv gets FINN's FMPixelPadding (stride-1 zeros between pixels plus
+        k-1-pad borders), after which it is a stride-1 conv."""
         _, c, h, w = x.shape
         kh, kw = kernel
-        prev = None
-        inputs = [x]
         if transpose:
             sh, sw = strides
             up = ((h - 1) * sh + 1, (w - 1) * sw + 1)
-            ph, pw = kh - 1 - pads[0], kw - 1 - pads[1]
-            padded = (up[0] + ph + (kh - 1 - pads[2]), up[1] + pw + (kw - 1 - pads[3]))
-            prev = self.add(FMPadding(f"{node.name}/pixelpad", ch=c, out=padded,
-                                      pixel_padding=True), inputs)
-            ifm, strides, = padded, (1, 1)
-        elif any(pads):
-            ifm = (h + pads[0] + pads[2], w + pads[1] + pads[3])
-            prev = self.add(FMPadding(f"{node.name}/pad", ch=c, out=ifm), inputs)
-        else:
-            ifm = (h, w)
-        depthwise = False
-        return prev, ifm, strides, depthwise
+            padded = (up[0] + (kh - 1 - pads[0]) + (kh - 1 - pads[2]),
+                      up[1] + (kw - 1 - pads[1]) + (kw - 1 - pads[3]))
+            stage = self.add(FMPadding(f"{node.name}/pixelpad", ch=c, out=padded,
+                                       pixel_padding=True), [x])
+            return stage, padded, (1, 1)
+        if any(pads):
+            padded = (h + pads[0] + pads[2], w + pads[1] + pads[3])
+            return self.add(FMPadding(f"{node.name}/pad", ch=c, out=padded), [x]), padded, strides
+        return None, (h, w), strides
 
     def op_q_Conv(self, node: Node, transpose: bool = False) -> None:
         x, wv = node.inputs[0], node.inputs[1]
@@ -286,8 +283,7 @@ class _Mapper:
             raise FpgaSimError(f"node {node.name!r} ({_op(node)}): grouped conv with group={group}, "
                                f"C_in={c}, C_out={m} has no FINN unit (only group=1 or "
                                f"depthwise group=C_in=C_out)")
-        prev, ifm, st, _ = self._conv_common(node, x, out.shape, (kh, kw), strides, pads, dil,
-                                             a_bits, transpose)
+        prev, ifm, st = self._padding(node, x, (kh, kw), strides, pads, transpose)
         need_swg = not (kh == 1 and kw == 1 and st == (1, 1) and not transpose)
         if need_swg:
             swg = SWG(f"{node.name}/swg", ch=c, ifm=ifm, ofm=(oh, ow), kernel=(kh, kw), stride=st,
