@@ -173,7 +173,7 @@ def target_cycles_for_fps(fclk_mhz: float, target_fps: float) -> int:
 class BudgetResult:
     folding: Folding
     fits: bool
-    binding_resource: str | None   # what stops a faster design (None: nothing faster exists)
+    binding_resource: str | None   # what a faster design overflows (None: none is faster)
     target_cycles: int
 
 
@@ -217,9 +217,14 @@ def fit_budget(pipeline: Pipeline, part: Part, budget: Mapping[str, float], *,
             hi = mid
             if ii <= best[2]:
                 best, best_t = (f, used, ii), mid
-    # what binds: the resource the next faster SetFolding (target lo, the largest failing
-    # one) overflows
-    _, used_lo, _ = trial(lo)
-    over = _over(used_lo, limits)            # non-empty: target lo does not fit
-    binding = max(over, key=lambda r: used_lo[r] / max(limits[r], 1e-9))
+    # what binds: the resource a faster design overflows -- the next faster target (lo,
+    # the largest failing one) if it is faster, else SetFolding's fastest design; None when
+    # no failing design is faster (the fit already has SetFolding's best II)
+    binding = None
+    _, used_lo, ii_lo = trial(lo)
+    for used, ii in ((used_lo, ii_lo), (fastest[1], fastest[2])):
+        if ii < best[2]:
+            over = _over(used, limits)
+            binding = max(over, key=lambda r: used[r] / max(limits[r], 1e-9))
+            break
     return BudgetResult(best[0], True, binding, best_t)
