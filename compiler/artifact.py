@@ -188,12 +188,16 @@ class CompiledModel:
         return model
 
     # -- reporting -------------------------------------------------------------
-    def report(self) -> "Report":
+    def report(self, json: bool = False) -> "Report | dict":
+        """The report (``str()`` is a table); ``json=True`` returns its JSON-able dict.
+        A target may add a section (`Target.report_extra`: fpga-sim adds its design)."""
         report = Report(self.target.name, self.pipeline, model_stats(self.graph),
                         self.original_stats, self.pass_stats, self.timing)
         report.tuning = self.tuning
         report.compression = self.compression
-        return report
+        extra = getattr(self.target, "report_extra", None)
+        report.extra = extra(self.built, self.graph) if extra else None
+        return report.to_dict() if json else report
 
     def __repr__(self) -> str:
         return f"CompiledModel(target='{self.target.name}', nodes={len(self.graph)})"
@@ -209,6 +213,7 @@ class Report:
     timing: Any = None
     tuning: dict | None = None
     compression: dict | None = None
+    extra: dict | None = None  # a target's own section: {"title", "text", "data"}
 
     def to_dict(self) -> dict:
         return _jsonable({"target": self.target, "pipeline": self.pipeline,
@@ -219,7 +224,9 @@ class Report:
                           "pass_stats": self.pass_stats,
                           "latency": None if self.timing is None else {
                               "median_s": self.timing.median, "samples_s": self.timing.samples,
-                              "device": self.timing.device, "emulated": self.timing.emulated}})
+                              "device": self.timing.device, "emulated": self.timing.emulated,
+                              "simulated": getattr(self.timing, "simulated", False)},
+                          "target_report": self.extra["data"] if self.extra else None})
 
     def __str__(self) -> str:
         s, o = self.stats, self.original
@@ -251,7 +258,10 @@ class Report:
                         f"{t.get('seconds', 0)} s")
         if self.timing is not None:
             label = "latency (EMULATED)" if getattr(self.timing, "emulated", False) else "latency"
+            label = "latency (SIMULATED)" if getattr(self.timing, "simulated", False) else label
             rows.append(f"{label:<24}{str(self.timing)}")
+        if self.extra:
+            rows += ["", self.extra["title"], self.extra["text"]]
         rows += ["", f"{'layer':<32}{'op':<20}{'output':<20}{'MACs':>12}{'params':>10}"]
         for l in s.layers:
             shape = "x".join(str(d) for d in l.output_shape)

@@ -71,12 +71,25 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _target_arg(args: argparse.Namespace):
-    """The target, pointed at ``--tracker``/``--key`` when given."""
-    if not (getattr(args, "tracker", None) or getattr(args, "key", None)):
+    """The target, configured by ``--target-option`` and pointed at ``--tracker``/``--key``."""
+    options = getattr(args, "target_option", None)
+    if not (getattr(args, "tracker", None) or getattr(args, "key", None) or options):
         return args.target
     from targets import get_target
 
     target = get_target(args.target)
+    if options:
+        if not hasattr(target, "configure"):
+            raise SystemExit(f"error: target '{target.name}' takes no --target-option")
+        pairs = {}
+        for item in options:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise SystemExit(f"error: --target-option expects key=value, got '{item}'")
+            pairs[key.strip()] = value.strip()
+        target = target.configure(**pairs)
+    if not (getattr(args, "tracker", None) or getattr(args, "key", None)):
+        return target
     if not hasattr(target, "with_remote"):
         raise SystemExit(f"error: target '{target.name}' does not run through RPC")
     return target.with_remote(args.tracker, args.key)
@@ -157,7 +170,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if path.is_dir():
         cm = CompiledModel.load(path)
     else:
-        cm = compile(path, target=args.target, passes=_passes_arg(args.passes),
+        cm = compile(path, target=_target_arg(args), passes=_passes_arg(args.passes),
                      input_shapes=_parse_shapes(args.input_shape), build=False)
     report = cm.report()
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
@@ -208,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="static shape for a dynamic input (repeatable)")
         if target:
             p.add_argument("--target", default="host", help="target name (see 'targets')")
+            p.add_argument("--target-option", action="append", metavar="KEY=VALUE",
+                           help="target setting, repeatable (fpga-sim: part=xczu7ev, "
+                                "fclk_mhz=200, target_fps=1000, budget=lut:0.7, ...)")
 
     def remote_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tracker", metavar="HOST:PORT", help="TVM RPC tracker of a real board "
@@ -292,8 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from targets import TargetUnavailableError, UnknownTargetError
+        from targets.fpga_sim.options import FpgaSimError
 
-        if isinstance(exc, (UnknownTargetError, TargetUnavailableError)):
+        if isinstance(exc, (UnknownTargetError, TargetUnavailableError, FpgaSimError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -36,6 +36,7 @@ class Timing:
     device: str
     emulated: bool = False
     number: int = 1
+    simulated: bool = False  # computed by a simulator's model (fpga-sim), not measured
 
     @property
     def median(self) -> float:
@@ -48,6 +49,8 @@ class Timing:
     def __str__(self) -> str:
         lo, hi = self.spread
         tag = " (EMULATED: not real-device latency)" if self.emulated else ""
+        if self.simulated:
+            tag = " (SIMULATED: cycle model at fclk, not a hardware measurement)"
         return (f"{self.median * 1e3:.3f} ms median over {len(self.samples)} repeats "
                 f"[{lo * 1e3:.3f}-{hi * 1e3:.3f}] on {self.device}{tag}")
 
@@ -80,6 +83,11 @@ class Target:
     def profile(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10) -> list[dict]:
         """Per-kernel time (rows: kernel, ms, calls, share), slowest first."""
         raise NotImplementedError(f"target '{self.name}' cannot profile kernels")
+
+    def report_extra(self, built: Any, graph: Graph | None = None) -> dict | None:
+        """A target-specific section of `CompiledModel.report()` (``{"title", "text",
+        "data"}``), or None."""
+        return None
 
     @property
     def library_suffix(self) -> str:
@@ -121,3 +129,4 @@ def _load_builtin_targets() -> None:
     if not _loaded:
         _loaded = True
         from . import host, cortex_a72  # noqa: F401  (register on import)
+        from .fpga_sim import target as _fpga_sim  # noqa: F401

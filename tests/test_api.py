@@ -60,7 +60,7 @@ def test_run_checks_inputs():
 
 def test_bad_calls_fail_before_any_work(tmp_path):
     with pytest.raises(UnknownTargetError, match="unknown target 'gpu'; registered targets: "
-                                                 "cortex-a72, host"):
+                                                 "cortex-a72, fpga-sim, host"):
         compiler.compile(model_path("tinynet"), target="gpu")
     with pytest.raises(PassOptionError, match="unknown pass 'fold-bnn'"):
         compiler.compile(model_path("tinynet"), passes=["fold-bnn"])

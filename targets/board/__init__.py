@@ -291,6 +291,16 @@ def register_server(spec: ServerSpec) -> None:
     _EXTRA_SERVERS[:] = [s for s in _EXTRA_SERVERS if s.name != spec.name] + [spec]
 
 
+def _spawn_fpga_sim(tracker_port: int, log: Path) -> subprocess.Popen:
+    from ..fpga_sim.server import SIM_KEY, spawn_server as spawn_simulator
+
+    return spawn_simulator(tracker_port, log.parent, key=SIM_KEY)
+
+
+# The FPGA simulator (targets/fpga_sim) serves beside the emulated A72 at the same tracker.
+register_server(ServerSpec("fpga-sim", "fpga-sim", _spawn_fpga_sim))
+
+
 def spawn_server(tracker_port: int, key: str = BOARD_KEY, log: Path | None = None,
                  d: Path | None = None) -> subprocess.Popen:
     """Start one emulated Cortex-A72 RPC server that registers ``key`` at the local
