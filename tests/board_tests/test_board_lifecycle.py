@@ -150,9 +150,11 @@ def test_on_demand_board_outlives_its_starter_and_sigterm_stops_it(private_board
     a = b.worker("A", extra_key="extra-sim")
     state = json.loads(b.wait_file("A.ready", a).read_text())
     assert state["leased"] and all(_alive(p) for p in _board_pids(state))
-    assert [x["name"] for x in state["extra_servers"]] == ["extra-sim"]
+    # the fpga-sim simulator is registered with every board (targets/board), then ours
+    assert [x["name"] for x in state["extra_servers"]] == ["fpga-sim", "extra-sim"]
     spec = RemoteSpec("127.0.0.1", state["tracker_port"], "cortex-a72")
-    assert registered_keys(tracker_summary(spec)) == {"cortex-a72": 1, "extra-sim": 1}
+    assert registered_keys(tracker_summary(spec)) == {"cortex-a72": 1, "fpga-sim": 1,
+                                                      "extra-sim": 1}
     w = b.worker("B", artifact)
     assert json.loads(b.wait_file("B.ready", w).read_text())["tracker_pid"] == \
         state["tracker_pid"], "B started a second board instead of joining A's"
