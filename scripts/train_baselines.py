@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from compiler.datasets import Dataset, load_dataset  # noqa: E402
+from compiler.evaluate import mean_iou  # noqa: E402
 from compiler.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 OUT = ROOT / "baselines"
@@ -244,9 +245,7 @@ def confusion(pred: np.ndarray, label: np.ndarray, k: int) -> np.ndarray:
 def metric_from_confusion(cm: np.ndarray, task: str) -> float:
     if task == "classification":
         return float(np.trace(cm) / cm.sum())
-    tp = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - tp
-    return float(np.mean(tp[union > 0] / union[union > 0]))
+    return mean_iou(cm)
 
 
 METRIC = {"classification": "top1_accuracy", "segmentation": "mean_iou"}
