@@ -71,9 +71,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script: make the repository importable
 
 import compiler  # noqa: E402,F401
+from benchmarks.common import fmt_table, load_baselines  # noqa: E402
 from compiler.analysis import model_stats  # noqa: E402
 from compiler.compression import compress_graph, decode_container, sparse_bytes  # noqa: E402
 from compiler.datasets import load_dataset  # noqa: E402
@@ -82,9 +83,6 @@ from compiler.passes import PassContext, parse_pass  # noqa: E402
 from compiler.torch_bridge import finetune, to_torch  # noqa: E402
 from passes.gradual_prune import DeepCompression  # noqa: E402
 from passes.pruning import search_rate  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from pruning import fmt_table, load_baselines  # noqa: E402
 
 DEFAULT_MODELS = ["lenet5_mnist", "vgg_fmnist", "resnet_fmnist", "mobilenet_fmnist",
                   "plaincnn_fmnist"]
