@@ -39,10 +39,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # run as a script: make the repository importable
 
-from tvm_vs_ort import MODELS, conv64_model, input_spec, ort_session  # noqa: E402
+from benchmarks.common import MODELS, conv64_model, input_spec, ort_session  # noqa: E402
 
 PLANS = (("fp32", "nchw"), ("int8", "nchw"), ("int8", "nchwc"))
 

@@ -17,31 +17,18 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # run as a script: make the repository importable
 
-from conftest import MODEL_INPUTS, model_input  # noqa: E402  (model table shared with tests)
+from benchmarks.common import input_spec, prepared_model, random_input, time_ort  # noqa: E402
 
-
-def time_ort(path: Path, feed: dict, repeat: int, threads: int) -> list[float]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    sess.run(None, feed)  # warm-up
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        sess.run(None, feed)
-        samples.append(time.perf_counter() - start)
-    return samples
+DEFAULT_MODELS = ["tinynet", "resnet_tiny", "dwsep_tiny", "concat_tiny", "unet_tiny",
+                  "mobilenet_v2", "ppocr_det"]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODEL_INPUTS))
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--passes", default="fold-bn,cleanup")
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -52,14 +39,14 @@ def main(argv=None) -> int:
 
     rows = []
     for name in args.models.split(","):
-        path = MODEL_INPUTS[name][0]
+        path = prepared_model(name)
         if not path.exists():
             print(f"skip {name}: {path} missing (run scripts/prepare_models.py)")
             continue
         start = time.perf_counter()
         cm = compiler.compile(path, target="host", passes=args.passes)
         build_s = time.perf_counter() - start
-        x = model_input(name)
+        x = random_input(input_spec(path)[1])
         feed = {cm.input_names[0]: x}
         ours = cm.run(feed)[0]
         ort_s = time_ort(path, feed, args.repeat, args.threads)

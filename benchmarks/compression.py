@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -72,20 +71,18 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script: make the repository importable
 
 import compiler  # noqa: E402,F401
+from benchmarks.common import fmt_table, load_baselines  # noqa: E402
 from compiler.analysis import model_stats  # noqa: E402
 from compiler.compression import compress_graph, decode_container, sparse_bytes  # noqa: E402
 from compiler.datasets import load_dataset  # noqa: E402
 from compiler.onnx_io import export_model, import_model  # noqa: E402
 from compiler.passes import PassContext, parse_pass  # noqa: E402
 from compiler.torch_bridge import finetune, to_torch  # noqa: E402
-from passes.pruning import magnitude_prune, search_rate, within_budget  # noqa: E402
-from passes.weight_sharing import finetune_centroids, share_weights  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from pruning import fmt_table, load_baselines  # noqa: E402
+from passes.gradual_prune import DeepCompression  # noqa: E402
+from passes.pruning import search_rate  # noqa: E402
 
 DEFAULT_MODELS = ["lenet5_mnist", "vgg_fmnist", "resnet_fmnist", "mobilenet_fmnist",
                   "plaincnn_fmnist"]
@@ -119,59 +116,6 @@ def stage_bytes(graph, stage: str) -> dict[str, int]:
     return out
 
 
-def layer_prune(graph, density: float, alpha: float = 0.5):
-    """Magnitude pruning with a per-layer density: the largest layer keeps ``density`` of
-    its weights, a layer ``n`` times smaller keeps ``density * n**alpha`` (capped at 1):
-    small layers (first conv, classifier) cost little memory and much accuracy."""
-    from passes.pruning.magnitude import weight_layers
-
-    nodes = weight_layers(graph)
-    biggest = max(n.inputs[1].const.size for n in nodes)
-    per_layer = {}
-    for n in nodes:
-        d = min(1.0, density * (biggest / n.inputs[1].const.size) ** alpha)
-        graph, st = magnitude_prune(graph, 1 - d, "layer", [n.name])
-        per_layer[n.name] = st["layers"][n.name]
-    return graph, per_layer
-
-
-def prune_stage(graph, base_acc, evaluate, train, budget, ft_batches, epochs, log,
-                start: float = 0.5, factor: float = 0.5, lr: float = 5e-4,
-                teacher: dict | None = None):
-    """Iterative pruning (density of the largest layer halves per step, `layer_prune`),
-    each step fine-tuned, then 2 bisection probes between the last feasible and the first
-    infeasible density (fine-tuned from the last feasible graph)."""
-    def step(g, density):
-        g, per_layer = layer_prune(g.clone(), density)
-        g = finetune(g, train, epochs=epochs, lr=lr, max_batches=ft_batches, **(teacher or {}))
-        acc = evaluate(g)
-        history.append([round(density, 5), round(acc, 5)])
-        log(f"    prune density {density:.4f} {per_layer}: calib {acc:.4f}")
-        return g, acc
-
-    history: list = []
-    ok_d, ok_graph, fail_d = 1.0, graph, None
-    density = start / factor
-    while density > 1 / 1024:
-        density *= factor
-        g, acc = step(ok_graph, density)
-        if within_budget(base_acc, acc, budget):
-            ok_d, ok_graph = density, g
-        else:
-            fail_d = density
-            break
-    if fail_d is not None:
-        lo, hi = fail_d, ok_d  # densities: lo infeasible, hi feasible
-        for _ in range(2):
-            mid = math.sqrt(lo * hi)
-            g, acc = step(ok_graph, mid)
-            if within_budget(base_acc, acc, budget):
-                hi, ok_d, ok_graph = mid, mid, g
-            else:
-                lo = mid
-    return ok_graph, 1 - ok_d, history
-
-
 def channel_stage(graph, ratio, train, epochs, lr, ft_batches, evaluate, log,
                   teacher: dict | None = None):
     """Structured filter pruning before magnitude pruning: ``prune{objective=params,
@@ -189,48 +133,6 @@ def channel_stage(graph, ratio, train, epochs, lr, ft_batches, evaluate, log,
     log(f"    channels fine-tuned {epochs} epochs: calib {acc:.4f}")
     return graph, {"ratio": ratio, "layers": st["layers"], "params": st["params"],
                    "calib": round(acc, 5)}
-
-
-def share(graph, k: int, bias_clusters: int = 8, conv_clusters: int = 16,
-          small_layer: int = 0, small_clusters: int = 64):
-    """k clusters for fully connected layers, max(k, ``conv_clusters``) for convolutions
-    (Deep Compression also gives convs more bits), ``bias_clusters`` per bias vector (0:
-    biases stay fp32); bfloat16 centroids.  A layer with at most ``small_layer`` weights
-    (0: off) gets at least ``small_clusters``: its codebook costs little, and small layers
-    (depthwise convs with folded BatchNorm, the first conv) lose the most from a coarse
-    codebook."""
-    from passes.pruning.magnitude import weight_layers
-
-    groups: dict[int, list[str]] = {}
-    for n in weight_layers(graph):
-        kk = max(k, conv_clusters) if n.op_type in ("Conv", "ConvTranspose") else k
-        if small_layer and n.inputs[1].const.size <= small_layer:
-            kk = max(kk, small_clusters)
-        groups.setdefault(min(kk, 256), []).append(n.name)
-    g = graph
-    for kk, names in sorted(groups.items()):
-        g, _ = share_weights(g, clusters=kk, bias_clusters=bias_clusters, layers=names,
-                             bf16=True)
-    return g
-
-
-def share_stage(graph, base_acc, evaluate, train, budget, ks, ft_batches, log,
-                epochs: int = 1, lr: float = 1e-4, bias_clusters: int = 8,
-                conv_clusters: int = 16, small_layer: int = 0, small_clusters: int = 64,
-                teacher: dict | None = None):
-    tried, fallback = [], None
-    for k in ks:
-        g = share(graph.clone(), k, bias_clusters, conv_clusters, small_layer, small_clusters)
-        g = finetune_centroids(g, train, epochs=epochs, lr=lr, max_batches=ft_batches,
-                               **(teacher or {}))
-        acc = evaluate(g)
-        tried.append([k, round(acc, 5)])
-        log(f"    share k={k}: calib {acc:.4f}")
-        if within_budget(base_acc, acc, budget):
-            return g, k, tried
-        if fallback is None or acc > fallback[2]:
-            fallback = (g, k, acc)
-    return fallback[0], fallback[1], tried
 
 
 def setup(onnx_path, ds_name, args):
@@ -257,32 +159,33 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
     log(f"{name}: fp32 {fp32} B, test {base_test:.4f}, calib {base_calib:.4f}")
     teacher = ({"teacher": graph, "distill": args.distill, "temperature": args.temperature}
                if args.distill else None)  # fine-tuning keywords: distil from the original
-    channels, rate, prune_hist = None, None, []
+    channels = None
     if args.from_pruned:  # re-run sharing and coding on a saved pruning result
-        pruned = import_model(Path(args.from_pruned) / f"{name}.onnx")
-        log(f"    pruned graph from {args.from_pruned}: calib {evaluate(pruned):.4f}")
-    else:
-        if args.channels:
-            graph, channels = channel_stage(graph, args.channels, train, args.channel_epochs,
-                                            args.lr, ft, evaluate, log, teacher)
-        pruned, rate, prune_hist = prune_stage(graph, base_calib, evaluate, train,
-                                               args.prune_share * max_drop, ft, args.epochs, log,
-                                               args.start, args.step, args.lr, teacher)
-        if args.final_epochs:  # a longer retrain of the chosen sparsity
-            pruned = finetune(pruned, train, epochs=args.final_epochs, lr=3e-4, max_batches=ft,
-                              **(teacher or {}))
-            log(f"    retrained {args.final_epochs} epochs: calib {evaluate(pruned):.4f}")
-        if args.save_pruned:
-            Path(args.save_pruned).mkdir(parents=True, exist_ok=True)
-            export_model(pruned, Path(args.save_pruned) / f"{name}.onnx")
-    pruned_test = accuracy(pruned, test, test_n)
+        graph = import_model(Path(args.from_pruned) / f"{name}.onnx")
+        log(f"    pruned graph from {args.from_pruned}: calib {evaluate(graph):.4f}")
+    elif args.channels:
+        graph, channels = channel_stage(graph, args.channels, train, args.channel_epochs,
+                                        args.lr, ft, evaluate, log, teacher)
     ks = (8, 16) if args.quick else (4, 8, 16, 32)
-    shared, k, share_hist = share_stage(pruned, base_calib, evaluate, train,
-                                        args.share_budget * max_drop, ks, ft, log,
-                                        args.share_epochs, args.share_lr, args.bias_clusters,
-                                        args.conv_clusters, args.small_layer,
-                                        args.small_clusters, teacher)
-    shared = parse_pass("dedup-constants")(shared, PassContext()).graph
+    dc = DeepCompression(max_drop=max_drop, prune_share=args.prune_share,
+                         share_budget=args.share_budget, epochs=args.epochs, lr=args.lr,
+                         start=args.start, step=args.step, final_epochs=args.final_epochs,
+                         clusters=list(ks), share_epochs=args.share_epochs,
+                         share_lr=args.share_lr, bias_clusters=args.bias_clusters,
+                         conv_clusters=args.conv_clusters, small_layer=args.small_layer,
+                         small_clusters=args.small_clusters, prune=not args.from_pruned)
+    ctx = PassContext(evaluate=evaluate,
+                      options={"train_data": train, "finetune_max_batches": ft,
+                               "finetune_teacher": teacher, "baseline_accuracy": base_calib,
+                               "log": log})
+    res = dc(graph, ctx)
+    shared, pruned, k = res.graph, res.stats["pruned"], res.stats["clusters"]
+    rate, prune_hist = res.stats["rate"], res.stats["history"]["prune"]
+    share_hist = res.stats["history"]["share"]
+    if args.save_pruned and not args.from_pruned:
+        Path(args.save_pruned).mkdir(parents=True, exist_ok=True)
+        export_model(pruned, Path(args.save_pruned) / f"{name}.onnx")
+    pruned_test = accuracy(pruned, test, test_n)
     layer_stats: dict = {}
     blob = compress_graph(shared, layer_stats)
     decoded = decode_container(blob, name)

@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # run as a script: make the repository importable
 
 import compiler  # noqa: E402
+from benchmarks.common import fmt_table, load_baselines, time_ort  # noqa: E402
 from compiler.analysis import model_stats  # noqa: E402
 from compiler.datasets import load_dataset  # noqa: E402
 from compiler.evaluate import evaluate  # noqa: E402
@@ -53,25 +53,6 @@ from compiler.torch_bridge import finetune  # noqa: E402
 from passes.fold_bn import FoldBatchNorm  # noqa: E402
 from passes.pruning import layer_sensitivity, prune_graph, search_rate  # noqa: E402
 from passes.pruning.sensitivity import choose_ratios  # noqa: E402
-
-
-def load_baselines(path: Path, datasets: list[str]) -> list[tuple[str, Path, str]]:
-    """(name, onnx path, data set) of the classification baselines in baselines.json whose
-    data set is in ``datasets``."""
-    data = json.loads(path.read_text())
-    if isinstance(data, dict) and "models" in data:
-        data = data["models"]
-    entries = data.items() if isinstance(data, dict) else [(e.get("name"), e) for e in data]
-    out = []
-    for name, e in entries:
-        ds = str(e.get("dataset", e.get("data_set", ""))).lower().replace("_", "-")
-        if ds not in datasets or e.get("task", "classification") != "classification":
-            continue
-        f = Path(e.get("file", e.get("path", f"{name}.onnx")))
-        if not f.is_absolute():
-            f = path.parent / f if (path.parent / f).exists() else ROOT / f
-        out.append((name, f, ds))
-    return out
 
 
 def stand_in(train, quick: bool):
@@ -154,7 +135,6 @@ class Bench:
         run by onnxruntime (the exported graph), same input, same thread count."""
         import tempfile
 
-        from bench_host import time_ort
 
         cm = compiler.compile(g, target="host", passes=["fold-bn"])
         x = {cm.input_names[0]: self.test.inputs(0, 1)}
@@ -189,15 +169,6 @@ LAT, SPEED = "latency ms TVM / ORT", "speedup TVM / ORT"
 def _speedups(base: dict, row: dict) -> str:
     return (f"{base['latency_ms'] / row['latency_ms']:.2f}x / "
             f"{base['ort_latency_ms'] / row['ort_latency_ms']:.2f}x")
-
-
-def fmt_table(headers, rows) -> str:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line, sep] + ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths))
-                                    + " |" for r in cells])
 
 
 def pct(x) -> str:

@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import ort_session  # noqa: E402
 from compiler.evaluate import confusion_matrix, evaluate  # noqa: E402
 from compiler.onnx_io import import_model  # noqa: E402
 from compiler.passes import PassContext, parse_pass  # noqa: E402
@@ -77,11 +78,7 @@ def _quantize(graph, spec, calib, calibration="minmax"):
 
 
 def _ort_metric(path: Path, ds, limit: int, metric: str) -> float:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(path, 2)
     name = sess.get_inputs()[0].name
     k = ds.num_classes
     cm = np.zeros((k, k), np.int64)

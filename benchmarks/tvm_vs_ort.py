@@ -36,60 +36,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # run as a script: make the repository importable
 
-MODELS = {
-    "conv64": None,  # synthetic, made below
-    "tinynet": ROOT / "examples" / "tinynet.onnx",
-    "lenet5_mnist": ROOT / "baselines" / "lenet5_mnist.onnx",
-    "plaincnn_fmnist": ROOT / "baselines" / "plaincnn_fmnist.onnx",
-    "vgg_fmnist": ROOT / "baselines" / "vgg_fmnist.onnx",
-    "resnet_fmnist": ROOT / "baselines" / "resnet_fmnist.onnx",
-    "mobilenet_fmnist": ROOT / "baselines" / "mobilenet_fmnist.onnx",
-    "unet_seg": ROOT / "baselines" / "unet_seg.onnx",
-    "mobilenet_v2": ROOT / "models" / "mobilenet_v2.onnx",
-}
-
-
-def conv64_model(path: Path, c: int = 64, size: int = 56) -> Path:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    w = (rng.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32)
-    b = (rng.standard_normal(c) * 0.1).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["output"])], "conv64",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, size, size])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, c, size, size])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
-
-
-def input_spec(path: Path) -> tuple[str, tuple[int, ...]]:
-    import onnx
-
-    inp = onnx.load(str(path), load_external_data=False).graph.input[0]
-    dims = tuple(d.dim_value if d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim)
-    return inp.name, dims
-
-
-def ort_session(model, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    # no busy-waiting between runs: spinning pool threads would steal the cores from
-    # the variant timed next (TVM's pool is set alike, TVM_THREAD_POOL_SPIN_COUNT=0)
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+from benchmarks.common import MODELS, conv64_model, input_spec, ort_session  # noqa: E402,F401
 
 
 def ort_int8(path: Path, name: str, calib: np.ndarray, out: Path) -> Path:

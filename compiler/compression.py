@@ -42,6 +42,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from .fileio import atomic_write_bytes
+
 __all__ = ["CompressionError", "VERSION", "MAGIC", "huffman_encode", "huffman_decode",
            "encode_tensor", "decode_tensor", "encode_container", "decode_container",
            "read_container", "write_container", "graph_tensors", "compress_graph",
@@ -587,14 +589,7 @@ def _decode_container(blob: bytes, where: str) -> dict[str, np.ndarray]:
 def write_container(path: "str | os.PathLike", tensors, stats: dict | None = None) -> int:
     """Encode and write atomically; returns the number of bytes written."""
     blob = encode_container(tensors, stats)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(path, blob)
     return len(blob)
 
 

@@ -43,7 +43,7 @@ class EvalResult:
 
     @property
     def miou(self) -> float:
-        return _miou(self.confusion)
+        return mean_iou(self.confusion)
 
     def __str__(self) -> str:
         return f"{self.metric}={self.value:.4f} on {self.samples} samples"
@@ -67,7 +67,11 @@ def _macro_f1(cm: np.ndarray) -> float:
     return float(f1[present].mean()) if present.any() else 0.0
 
 
-def _miou(cm: np.ndarray) -> float:
+def mean_iou(cm: np.ndarray) -> float:
+    """Mean intersection-over-union of a confusion matrix (rows: labels, columns:
+    predictions), averaged over the classes that occur in the labels; a class that is
+    predicted but absent from the labels is not averaged in.  The one mIoU formula of the
+    project (scripts/train_baselines.py uses it too)."""
     tp = np.diag(cm).astype(np.float64)
     union = cm.sum(axis=0) + cm.sum(axis=1) - tp
     present = cm.sum(axis=1) > 0
@@ -80,7 +84,7 @@ def _metric_value(metric: str, cm: np.ndarray) -> float:
         return float(np.trace(cm) / max(cm.sum(), 1))
     if metric == "macro_f1":
         return _macro_f1(cm)
-    return _miou(cm)
+    return mean_iou(cm)
 
 
 def _as_predictor(model: Any, batch_size: int) -> tuple[Graph, Callable[[np.ndarray], np.ndarray], int]:

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import defs, helper, numpy_helper
 
+from .fileio import atomic_write_bytes
 from .folding import fold_or_infer
 from .ir import Graph, Node, Value
 from .ops.registry import OpValidationError, UnsupportedOpError, get_op, ops_with, supported_ops
@@ -607,14 +608,7 @@ def export_model(graph: Graph, path: str | os.PathLike | None = None, *,
     model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name=producer)
     model.ir_version = max(ir_version, helper.find_min_ir_version_for(opsets[:1]))
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_bytes(model.SerializeToString())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write_bytes(path, model.SerializeToString())
     return model
 
 

@@ -143,19 +143,15 @@ def _human(n: int) -> str:
 
 @contextlib.contextmanager
 def _atomic_path(path: Path):
-    """Yield a temp path next to ``path``; rename it onto ``path`` on success."""
+    """Yield a temp path next to ``path`` (parents created); rename it onto ``path`` on
+    success (`compiler.fileio.atomic_path`)."""
+    if str(REPO_ROOT) not in sys.path:  # run as a script: scripts/ is sys.path[0]
+        sys.path.insert(0, str(REPO_ROOT))
+    from compiler.fileio import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; use normal file perms
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        yield tmp
 
 
 def _finalize(model, path: Path) -> None:

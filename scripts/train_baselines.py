@@ -36,13 +36,11 @@ torch (``pip install torch==2.13.0``, CPU; torchvision is not needed) is importe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -54,6 +52,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from compiler.datasets import Dataset, load_dataset  # noqa: E402
+from compiler.evaluate import mean_iou  # noqa: E402
+from compiler.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 OUT = ROOT / "baselines"
 OPSET = 13
@@ -245,9 +245,7 @@ def confusion(pred: np.ndarray, label: np.ndarray, k: int) -> np.ndarray:
 def metric_from_confusion(cm: np.ndarray, task: str) -> float:
     if task == "classification":
         return float(np.trace(cm) / cm.sum())
-    tp = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - tp
-    return float(np.mean(tp[union > 0] / union[union > 0]))
+    return mean_iou(cm)
 
 
 METRIC = {"classification": "top1_accuracy", "segmentation": "mean_iou"}
@@ -295,25 +293,9 @@ def count_macs(torch, model, input_shape) -> int:
 
 # --------------------------------------------------------------------------- files
 
-@contextlib.contextmanager
-def _atomic_path(path: Path, suffix: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_text(path: Path, text: str) -> None:
-    with _atomic_path(path, path.suffix) as tmp:
-        tmp.write_text(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
 
 
 def export_onnx(torch, model, input_shape, path: Path) -> dict:
@@ -346,8 +328,8 @@ def export_onnx(torch, model, input_shape, path: Path) -> dict:
                            f"{ops.get('BatchNormalization', 0)} BatchNormalization nodes")
     if "Dropout" in ops:
         raise RuntimeError(f"{path.name}: Dropout survived the eval-mode export")
-    with _atomic_path(path, ".onnx") as tmp:
-        onnx.save(proto, str(tmp))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, proto.SerializeToString())
     return dict(sorted(ops.items()))
 
 

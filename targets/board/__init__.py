@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from compiler.fileio import atomic_write_json, atomic_write_text
+
 from ..base import TargetUnavailableError
 from . import leases
 
@@ -154,9 +156,7 @@ def _write_state(state: dict | None) -> None:
     if state is None:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, state, indent=2)
 
 
 def _alive(pid: int | None) -> bool:
@@ -318,10 +318,7 @@ def spawn_server(tracker_port: int, key: str = BOARD_KEY, log: Path | None = Non
         # Replaced atomically, never rewritten in place: a board started a moment ago may
         # still be reading it (a truncated launcher is an empty script: that board exited
         # silently and never registered -- seen with two boards spawned back to back).
-        tmp = run / f".aarch64-python.{os.getpid()}.tmp"
-        tmp.write_text(script)
-        tmp.chmod(0o755)
-        os.replace(tmp, launcher)
+        atomic_write_text(launcher, script, mode=0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PYTHONPATH=str(d / "site"), TVM_USE_RUNTIME_LIB="1",
                PYTHONDONTWRITEBYTECODE="1", COMPILER_BOARD_LAUNCHER=str(launcher))

@@ -36,6 +36,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from compiler.fileio import atomic_write_text
+
 __all__ = ["TuneOptions", "tune_and_build", "load_database_file", "DB_FORMAT",
            "DatabaseLockTimeout", "database_lock", "merge_into_database"]
 
@@ -127,16 +129,7 @@ def load_database_file(path: Path | None, target_key: str) -> tuple[dict, dict, 
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 class DatabaseLockTimeout(TimeoutError):

@@ -1,5 +1,7 @@
-"""benchmarks/compression.py's sharing helper: per-layer cluster counts (fully connected k,
-convolutions >= conv_clusters, small layers >= small_clusters) and bias clusters."""
+"""The Deep-Compression sharing schedule (`passes.gradual_prune.share_layers`, formerly
+benchmarks/compression.py's ``share``): per-layer cluster counts (fully connected k,
+convolutions >= conv_clusters, small layers >= small_clusters) and bias clusters; and the
+benchmark's channel stage."""
 import importlib.util
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ import numpy as np
 from compiler.onnx_io import import_model
 from compiler.passes import PassContext, parse_pass
 from conftest import model_path
+from passes.gradual_prune import share_layers
 from passes.pruning.magnitude import weight_layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,12 +34,11 @@ def _distinct(a):
 
 
 def test_small_layers_get_more_clusters_and_biases_follow_the_option():
-    bench = _bench()
     g = parse_pass("fold-bn")(import_model(model_path("dwsep_tiny")), PassContext()).graph
     before = {n.name: (n.inputs[1].const.copy(), n.inputs[2].const.copy())
               for n in weight_layers(g)}
-    plain = bench.share(g.clone(), 4, bias_clusters=8)
-    small = bench.share(g.clone(), 4, bias_clusters=0, small_layer=600, small_clusters=64)
+    plain = share_layers(g.clone(), 4, bias_clusters=8)
+    small = share_layers(g.clone(), 4, bias_clusters=0, small_layer=600, small_clusters=64)
     for a, b in zip(weight_layers(plain), weight_layers(small)):
         w0, b0 = before[a.name]
         conv = a.op_type == "Conv"
