@@ -57,6 +57,7 @@ class CompiledModel:
         self.timing = None
         self.tuning: dict | None = None  # MetaSchedule stats when compiled with tune=...
         self.compression: dict | None = None  # weights.bin stats of a compressed save/load
+        self.verification: dict | None = None  # compiler.verify result of compile()
 
     # -- execution ------------------------------------------------------------
     @property
