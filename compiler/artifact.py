@@ -146,6 +146,14 @@ class CompiledModel:
                 meta["tuning"] = _jsonable(self.tuning)
             if weights is not None:
                 meta["weights"] = _jsonable(weights)
+            if weights is not None:
+                # what a device receives: the library (which still embeds every weight:
+                # the library does not read weights.bin yet) plus weights.bin
+                lib_bytes = (tmp / library).stat().st_size if library else 0
+                weights["deployed_bytes"] = lib_bytes + weights["bytes"]
+                weights["library_bytes"] = lib_bytes
+                weights["library_embeds_weights"] = library is not None
+                meta["weights"] = _jsonable(weights)
             meta["files"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             if dest.exists():
@@ -265,9 +273,17 @@ class Report:
             rows.append(line)
         if self.compression:
             c = self.compression
-            rows.append(f"{'weights.bin':<24}{_bytes(c['bytes']):>16}"
+            rows.append(f"{'weights.bin (archive)':<24}{_bytes(c['bytes']):>16}"
                         + (f"{_bytes(o.param_bytes):>16}{o.param_bytes / c['bytes']:>8.1f}x"
                            if o and c["bytes"] else ""))
+            if c.get("deployed_bytes"):
+                d = c["deployed_bytes"]
+                rows.append(f"{'deployed (lib+weights)':<24}{_bytes(d):>16}"
+                            + (f"{_bytes(o.param_bytes):>16}{o.param_bytes / d:>8.2f}x"
+                               if o else ""))
+            if c.get("library_embeds_weights"):
+                rows.append("  (the library still embeds the full weights: the deployment "
+                            "is not compressed; weights.bin is a compressed archive)")
         if self.tuning:
             t = self.tuning
             rows.append(f"{'tuning':<24}{t.get('trials', 0)} trials this build, "

@@ -93,3 +93,13 @@ def test_concurrent_saves_to_one_folder_take_turns(tiny, tmp_path):
 def test_zero_input_shape_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(compiler.ModelImportError, match="positive"):
         compiler.compile(model_path("tinynet"), input_shapes={"input": (0, 1, 28, 28)})
+
+
+def test_compressed_report_states_the_deployed_bytes_honestly(tiny, tmp_path):
+    out = tiny.save(tmp_path / "c", compress=True)
+    lib = (out / "model.so").stat().st_size
+    blob = (out / "weights.bin").stat().st_size
+    text = str(CompiledModel.load(out).report())
+    c = tiny.compression
+    assert c["deployed_bytes"] == lib + blob and c["library_embeds_weights"] is True
+    assert "deployed (lib+weights)" in text and "the deployment is not compressed" in text
