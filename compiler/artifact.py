@@ -71,6 +71,9 @@ class CompiledModel:
     def run(self, inputs: "Mapping[str, Any] | Sequence[Any] | np.ndarray") -> list[np.ndarray]:
         """Run on the target; inputs by name or in order, checked against the model."""
         arrays = check_inputs(self.graph, inputs)
+        if self.built is None:
+            raise ArtifactError("this model has no built code (compiled with build=False, "
+                                "or its meta.json names no library): compile it again")
         return self.target.run(self.built, [arrays[v.name] for v in self.graph.inputs])
 
     def benchmark(self, *, repeat: int = 10, number: int = 1,
@@ -191,7 +194,10 @@ class CompiledModel:
             raise
         except Exception as exc:  # ModelImportError and friends: say which directory
             raise ArtifactError(f"{path}: model.onnx cannot be read ({exc})") from None
-        target = get_target(meta["target"])
+        try:
+            target = get_target(meta["target"])
+        except ValueError as exc:  # UnknownTargetError
+            raise ArtifactError(f"{meta_file}: {exc}") from None
         built = None
         if meta.get("library"):
             library = path / meta["library"]
