@@ -88,10 +88,11 @@ def window_params(attrs: dict[str, Any], nd: int, kernel: Sequence[int] | None =
             f"window attributes do not match {nd} spatial dims: kernel_shape={k}, "
             f"strides={strides}, pads={pads}, dilations={dilations}")
     k, strides, pads, dilations = ([int(v) for v in vs] for vs in (k, strides, pads, dilations))
-    if min(k + strides + dilations, default=1) < 1 or min(pads, default=0) < 0:
-        # a zero stride would divide by zero in the shape rule (found by tests/test_fuzz.py)
+    if min(k + strides + dilations, default=1) < 1:
+        # a zero stride would divide by zero in the shape rule (found by tests/test_fuzz.py);
+        # pads may be negative (ConvTranspose's output_shape derives such pads)
         raise OpValidationError(
-            f"window attributes must be kernel_shape, strides, dilations >= 1 and pads >= 0, "
+            f"window attributes must be kernel_shape, strides, dilations >= 1, "
             f"got kernel_shape={k}, strides={strides}, pads={pads}, dilations={dilations}")
     return k, strides, pads, dilations
 
