@@ -10,6 +10,7 @@ from .artifact import CompiledModel, Report
 from .interpreter import Interpreter, InputError
 from .ir import Graph, IRError, Node, QuantParams, Value
 from .onnx_io import ModelImportError, export_model, import_model
+from .verify import VerificationError
 from .ops.registry import OpValidationError, UnsupportedOpError, register_op
 from .passes import (Pass, PassContext, PassOptionError, PassResult, Sequential, parse_pass,
                      register_pass)
@@ -18,5 +19,5 @@ __all__ = ["compile", "optimize", "CompiledModel", "Report", "Interpreter", "Inp
            "Node", "Value", "QuantParams", "IRError", "import_model", "export_model",
            "ModelImportError", "UnsupportedOpError", "OpValidationError", "register_op", "Pass",
            "PassContext", "PassResult", "PassOptionError", "Sequential", "parse_pass",
-           "register_pass"]
+           "register_pass", "VerificationError"]
 __version__ = "0.1.0"

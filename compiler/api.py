@@ -55,6 +55,11 @@ def compile(model: Any, target: Any = "host",
     (an int means trials only; see `targets.tvm.tuning.TuneOptions`).  Tasks the
     database already has records for are not measured again; the stats are in
     ``CompiledModel.tuning``.  For cortex-a72 candidates are measured on the board.
+    ``verify`` (default on) checks the IR after each pass and then the built code
+    against the interpreter on one seeded input (`compiler.verify`: bit-exact for
+    integer outputs, the float tolerance otherwise); a mismatch raises
+    `VerificationError` naming the first differing output.  Targets that run remotely
+    are not run (``CompiledModel.verification`` says so).  ``verify=False`` skips both.
     """
     from targets import get_target
 
@@ -81,7 +86,13 @@ def compile(model: Any, target: Any = "host",
         built, tuning = tgt.build_tuned(graph, tune)
     else:
         built = tgt.build(graph) if build else None
+    verification = None
+    if built is not None and verify:
+        from .verify import verify_build
+
+        verification = verify_build(graph, tgt, built)
     cm = CompiledModel(graph, tgt, built, original=original, pipeline=pipeline.spec(),
                        pass_stats=result.stats)
     cm.tuning = tuning
+    cm.verification = verification
     return cm

@@ -11,7 +11,10 @@ built for and the target's built code.  ``save`` writes a directory::
                  indices and sparse gaps); model.onnx then holds the structure only, its
                  initializers marked external, and ``load`` restores them bit for bit
 
-Format version 2 added ``weights.bin``; version-1 directories still load.
+Format version 2 added ``weights.bin``; version 3 records the SHA-256 of every file in
+``meta.json`` (``files``) and ``load`` refuses a directory whose files do not match (a
+flipped bit in model.so would otherwise give wrong logits silently); versions 1 and 2
+still load (unchecked).
 
 The directory appears whole or not at all (it is assembled beside the destination and
 renamed into place).
@@ -32,10 +35,10 @@ from .analysis import ModelStats, model_stats
 from .interpreter import check_inputs
 from .ir import Graph
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 WEIGHTS_FILE = "weights.bin"
 
-__all__ = ["CompiledModel", "Report", "ArtifactError"]
+__all__ = ["CompiledModel", "Report", "ArtifactError", "check_destination"]
 
 
 class ArtifactError(ValueError):
@@ -54,6 +57,7 @@ class CompiledModel:
         self.timing = None
         self.tuning: dict | None = None  # MetaSchedule stats when compiled with tune=...
         self.compression: dict | None = None  # weights.bin stats of a compressed save/load
+        self.verification: dict | None = None  # compiler.verify result of compile()
 
     # -- execution ------------------------------------------------------------
     @property
@@ -67,6 +71,9 @@ class CompiledModel:
     def run(self, inputs: "Mapping[str, Any] | Sequence[Any] | np.ndarray") -> list[np.ndarray]:
         """Run on the target; inputs by name or in order, checked against the model."""
         arrays = check_inputs(self.graph, inputs)
+        if self.built is None:
+            raise ArtifactError("this model has no built code (compiled with build=False, "
+                                "or its meta.json names no library): compile it again")
         return self.target.run(self.built, [arrays[v.name] for v in self.graph.inputs])
 
     def benchmark(self, *, repeat: int = 10, number: int = 1,
@@ -101,12 +108,21 @@ class CompiledModel:
         """Write the model directory atomically; returns its path.
 
         ``compress=True`` stores the weights losslessly coded in ``weights.bin`` (see the
-        module docstring) and fills ``self.compression`` (bytes per tensor)."""
+        module docstring) and fills ``self.compression`` (bytes per tensor).  Refuses a
+        destination that is not ours (`check_destination`); concurrent saves to one
+        folder are serialized by a lock, and temporaries of killed saves are removed."""
+        dest = Path(path)
+        check_destination(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _save_lock(dest):
+            check_destination(dest)  # another save may have finished while we waited
+            _remove_stale_temporaries(dest)
+            return self._save_locked(dest, compress)
+
+    def _save_locked(self, dest: Path, compress: bool) -> Path:
         from .onnx_io import export_model
 
-        dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_TMP_MARK}", dir=dest.parent))
         try:
             weights = None
             if compress:
@@ -133,9 +149,18 @@ class CompiledModel:
                 meta["tuning"] = _jsonable(self.tuning)
             if weights is not None:
                 meta["weights"] = _jsonable(weights)
+            if weights is not None:
+                # what a device receives: the library (which still embeds every weight:
+                # the library does not read weights.bin yet) plus weights.bin
+                lib_bytes = (tmp / library).stat().st_size if library else 0
+                weights["deployed_bytes"] = lib_bytes + weights["bytes"]
+                weights["library_bytes"] = lib_bytes
+                weights["library_embeds_weights"] = library is not None
+                meta["weights"] = _jsonable(weights)
+            meta["files"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             if dest.exists():
-                old = dest.with_name(dest.name + ".old")
+                old = dest.with_name(f".{dest.name}{_TMP_MARK}old")
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(dest, old)
                 os.replace(tmp, dest)
@@ -157,26 +182,36 @@ class CompiledModel:
         meta_file = path / "meta.json"
         if not meta_file.exists():
             raise ArtifactError(f"{path}: not a compiled model directory (no meta.json)")
-        try:
-            meta = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{meta_file}: corrupt metadata ({exc})") from None
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ArtifactError(f"{meta_file}: format version {version!r} is not supported "
-                                f"(this compiler reads up to {FORMAT_VERSION})")
+        meta = _read_meta(meta_file)
+        _check_files(path, meta)
         weights = meta.get("weights")
-        if weights:
-            graph = _read_compressed(path, weights)
-        else:
-            graph = import_model(path / "model.onnx", fold=False)
-        target = get_target(meta["target"])
+        try:
+            if weights:
+                graph = _read_compressed(path, weights)
+            else:
+                graph = import_model(path / "model.onnx", fold=False)
+        except ArtifactError:
+            raise
+        except Exception as exc:  # ModelImportError and friends: say which directory
+            raise ArtifactError(f"{path}: model.onnx cannot be read ({exc})") from None
+        try:
+            target = get_target(meta["target"])
+        except ValueError as exc:  # UnknownTargetError
+            raise ArtifactError(f"{meta_file}: {exc}") from None
         built = None
         if meta.get("library"):
             library = path / meta["library"]
             if not library.exists():
                 raise ArtifactError(f"{path}: library {meta['library']} is missing")
-            built = target.load(library) if getattr(target, "runs_locally", True) else library
+            if getattr(target, "runs_locally", True):
+                try:
+                    built = target.load(library)
+                except Exception as exc:
+                    raise ArtifactError(f"{library}: the library cannot be loaded "
+                                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                                        "re-create it with `compiler compile`") from None
+            else:
+                built = library
         model = cls(graph, target, built, pipeline=meta.get("pipeline", ""),
                     pass_stats=meta.get("pass_stats") or {})
         model.tuning = meta.get("tuning")
@@ -184,7 +219,11 @@ class CompiledModel:
         if meta.get("original_stats"):
             stats = dict(meta["original_stats"])
             stats.pop("layers", None)
-            model.original_stats = ModelStats(**stats, layers=[])
+            try:
+                model.original_stats = ModelStats(**stats, layers=[])
+            except TypeError as exc:
+                raise ArtifactError(f"{meta_file}: corrupt metadata (original_stats: "
+                                    f"{exc})") from None
         return model
 
     # -- reporting -------------------------------------------------------------
@@ -247,9 +286,17 @@ class Report:
             rows.append(line)
         if self.compression:
             c = self.compression
-            rows.append(f"{'weights.bin':<24}{_bytes(c['bytes']):>16}"
+            rows.append(f"{'weights.bin (archive)':<24}{_bytes(c['bytes']):>16}"
                         + (f"{_bytes(o.param_bytes):>16}{o.param_bytes / c['bytes']:>8.1f}x"
                            if o and c["bytes"] else ""))
+            if c.get("deployed_bytes"):
+                d = c["deployed_bytes"]
+                rows.append(f"{'deployed (lib+weights)':<24}{_bytes(d):>16}"
+                            + (f"{_bytes(o.param_bytes):>16}{o.param_bytes / d:>8.2f}x"
+                               if o else ""))
+            if c.get("library_embeds_weights"):
+                rows.append("  (the library still embeds the full weights: the deployment "
+                            "is not compressed; weights.bin is a compressed archive)")
         if self.tuning:
             t = self.tuning
             rows.append(f"{'tuning':<24}{t.get('trials', 0)} trials this build, "
@@ -282,6 +329,137 @@ def _bytes(n: int) -> str:
         if n >= size:
             return f"{n / size:.2f} {unit}"
     return f"{n} B"
+
+
+_TMP_MARK = ".tmp-"  # hidden siblings `.NAME.tmp-*` are save() temporaries
+
+
+def check_destination(dest: "str | os.PathLike") -> None:
+    """Refuse, before any work, a save destination we must not or cannot write.
+
+    ``dest`` may be missing, an empty directory or one of our model directories (it has
+    a meta.json); anything else (a file, a foreign directory) is refused so that a typo
+    in ``-o`` never deletes someone's data.  The nearest existing parent must be a
+    writable directory."""
+    dest = Path(dest)
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise ArtifactError(f"{dest}: exists and is not a compiled model directory; "
+                            "refusing to replace it (choose another -o)")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / "meta.json").is_file():
+        raise ArtifactError(f"{dest}: is a directory that is not a compiled model (no "
+                            "meta.json); refusing to replace it (choose another -o)")
+    parent = dest.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ArtifactError(f"{dest}: cannot be created ({parent} is not a directory)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ArtifactError(f"{dest}: cannot write to {parent} (permission denied); "
+                            "choose another -o")
+
+
+class _save_lock:
+    """An exclusive flock on the hidden ``.NAME.lock`` beside the destination: concurrent
+    saves to one folder take turns (the loser waits) instead of racing on the rename.
+    The lock file stays (removing it would let a waiter lock an unlinked inode)."""
+
+    def __init__(self, dest: Path):
+        self.file = dest.parent / f".{dest.name}.lock"
+        self.fd = -1
+
+    def __enter__(self):
+        import fcntl
+
+        self.fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _remove_stale_temporaries(dest: Path) -> None:
+    """Temporaries of saves killed mid-way (we hold the lock, so none is live)."""
+    import re
+
+    legacy = re.compile(re.escape(f".{dest.name}.") + r"[a-z0-9_]{8}$")  # format <= 2 mkdtemp
+    for entry in dest.parent.iterdir():
+        name = entry.name
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        if (name.startswith(f".{dest.name}{_TMP_MARK}") or legacy.match(name)
+                or name == f"{dest.name}.old"):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _sha256(file: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_META_KEYS = {"format_version": int, "target": str}
+
+
+def _read_meta(meta_file: Path) -> dict:
+    """meta.json parsed and its required keys type-checked (an ArtifactError otherwise)."""
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{meta_file}: corrupt metadata ({exc}); re-create the "
+                            "directory with `compiler compile`") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{meta_file}: corrupt metadata (not a JSON object)")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise ArtifactError(f"{meta_file}: format version {version!r} is not supported "
+                            f"(this compiler reads up to {FORMAT_VERSION})")
+    for key, typ in _META_KEYS.items():
+        if not isinstance(meta.get(key), typ):
+            raise ArtifactError(f"{meta_file}: corrupt metadata ('{key}' is missing or not "
+                                f"a {typ.__name__})")
+    for key, typ in (("library", str), ("weights", dict), ("files", dict),
+                     ("pass_stats", dict), ("pipeline", str), ("original_stats", dict),
+                     ("tuning", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], typ):
+            raise ArtifactError(f"{meta_file}: corrupt metadata ('{key}' is not a "
+                                f"{typ.__name__})")
+    for key in ("library",):
+        name = meta.get(key)
+        if name is not None and (Path(name).name != name or name in ("", ".", "..")):
+            raise ArtifactError(f"{meta_file}: '{key}' {name!r} is not a file name in the "
+                                "directory")
+    if version >= 3 and not isinstance(meta.get("files"), dict):
+        raise ArtifactError(f"{meta_file}: corrupt metadata (no 'files' checksums)")
+    return meta
+
+
+def _check_files(path: Path, meta: dict) -> None:
+    """Every file listed in meta.json exists and has its recorded SHA-256 (weights.bin is
+    checked by `_read_compressed`, after its header, so a future container version is
+    reported as such rather than as damage)."""
+    weights_file = (meta.get("weights") or {}).get("file", WEIGHTS_FILE) if meta.get("weights") else None
+    for name, digest in (meta.get("files") or {}).items():
+        if name == weights_file:
+            continue
+        if Path(name).name != name or name in ("", ".", "..", "meta.json"):
+            raise ArtifactError(f"{path / 'meta.json'}: corrupt metadata (bad file "
+                                f"name {name!r})")
+        file = path / name
+        if not file.is_file():
+            raise ArtifactError(f"{path}: {name} is missing (re-create the directory "
+                                "with `compiler compile`)")
+        if _sha256(file) != digest:
+            raise ArtifactError(f"{file}: checksum does not match meta.json (the file was "
+                                "replaced or corrupted); re-create the directory with "
+                                "`compiler compile`")
 
 
 def _spec(value) -> dict:

@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+
+class CLIError(ValueError):
+    """A bad command line (option, file) found by the CLI itself: ``error:`` line, exit 2."""
 
 
 def _parse_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
@@ -29,11 +35,17 @@ def _parse_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | N
     for item in items:
         name, sep, dims = item.partition("=")
         if not sep:
-            raise SystemExit(f"error: --input-shape expects name=d0,d1,..., got '{item}'")
+            raise CLIError(f"--input-shape expects name=d0,d1,..., got '{item}'")
         try:
-            shapes[name] = tuple(int(d) for d in dims.replace("x", ",").split(",") if d)
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d)
         except ValueError:
-            raise SystemExit(f"error: --input-shape '{item}': dimensions must be integers")
+            raise CLIError(f"--input-shape '{item}': dimensions must be integers") from None
+        if not shape or any(d <= 0 for d in shape):
+            raise CLIError(f"--input-shape '{item}': give positive dimensions, e.g. "
+                           f"{name or 'input'}=1,3,224,224")
+        if name in shapes:
+            raise CLIError(f"--input-shape gives '{name}' twice (give it once)")
+        shapes[name] = shape
     return shapes
 
 
@@ -44,9 +56,38 @@ def _load_inputs(model, items: Sequence[str] | None, seed: int) -> dict[str, np.
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep:
-            raise SystemExit(f"error: --input expects name=file.npy, got '{item}'")
-        arrays[name] = np.load(path)
+            raise CLIError(f"--input expects name=file.npy, got '{item}'")
+        if name not in arrays:
+            raise CLIError(f"--input '{item}': the model has no input '{name}'; its inputs: "
+                           f"{', '.join(arrays)}")
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise CLIError(f"--input '{item}': {path} is not a readable .npy array "
+                           f"({type(exc).__name__}: {exc}); save it with numpy.save") from None
+        if not isinstance(arrays[name], np.ndarray):
+            raise CLIError(f"--input '{item}': {path} holds several arrays (.npz); give "
+                           "one .npy file per input")
     return arrays
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def output_file(directory: Path, name: str, used: set[str]) -> Path:
+    """The file ``directory/<name>.npy`` for an output, with ``name`` sanitized: a tensor
+    name is data from the model, never a path (``../../x`` or ``/abs/x`` would leave the
+    folder).  Characters outside [A-Za-z0-9._-] become ``_``; leading dots are dropped;
+    clashes get a numeric suffix.  The result is checked to lie inside ``directory``."""
+    stem = _SAFE_NAME.sub("_", name).lstrip(".") or "output"
+    candidate, n = stem, 1
+    while candidate in used:
+        candidate, n = f"{stem}_{n}", n + 1
+    used.add(candidate)
+    file = directory / f"{candidate}.npy"
+    if file.resolve().parent != directory.resolve():
+        raise CLIError(f"output '{name}' would be saved outside {directory}")
+    return file
 
 
 def _passes_arg(text: str | None):
@@ -58,14 +99,25 @@ def _passes_arg(text: str | None):
 def cmd_compile(args: argparse.Namespace) -> int:
     from .api import compile
 
+    from .artifact import check_destination
+
+    check_destination(args.output)  # before the (long) build: a bad -o must cost nothing
     tune = None
     if args.tune is not None:
         tune = {"trials": args.tune, "database": args.tune_db,
                 "max_seconds": args.tune_seconds}
     cm = compile(args.model, target=_target_arg(args), passes=_passes_arg(args.passes),
-                 input_shapes=_parse_shapes(args.input_shape), tune=tune)
+                 input_shapes=_parse_shapes(args.input_shape), tune=tune,
+                 verify=not args.no_verify)
     out = cm.save(args.output, compress=getattr(args, "compress", False))
     print(cm.report() if args.verbose else _summary(cm))
+    v = cm.verification
+    if v is None:
+        print("verify: off (--no-verify)")
+    elif v["status"] == "skipped":
+        print(f"verify: skipped ({v['reason']})")
+    else:
+        print("verify: the built code matches the interpreter on a seeded input")
     print(f"saved {out}")
     return 0
 
@@ -80,18 +132,19 @@ def _target_arg(args: argparse.Namespace):
     target = get_target(args.target)
     if options:
         if not hasattr(target, "configure"):
-            raise SystemExit(f"error: target '{target.name}' takes no --target-option")
+            raise CLIError(f"target '{target.name}' takes no --target-option")
         pairs = {}
         for item in options:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
-                raise SystemExit(f"error: --target-option expects key=value, got '{item}'")
+                raise CLIError(f"--target-option expects key=value, got '{item}'")
             pairs[key.strip()] = value.strip()
         target = target.configure(**pairs)
     if not (getattr(args, "tracker", None) or getattr(args, "key", None)):
         return target
-    if not hasattr(target, "with_remote"):
-        raise SystemExit(f"error: target '{target.name}' does not run through RPC")
+    if not hasattr(target, "with_remote") or getattr(target, "runs_locally", True):
+        raise CLIError(f"target '{target.name}' runs on this machine: --tracker/--key do not "
+                       "apply (drop them, or use --target cortex-a72)")
     return target.with_remote(args.tracker, args.key)
 
 
@@ -100,8 +153,9 @@ def _load_for_target(args: argparse.Namespace):
 
     cm = CompiledModel.load(args.model)
     if args.tracker or args.key:
-        if not hasattr(cm.target, "with_remote"):
-            raise SystemExit(f"error: target '{cm.target.name}' does not run through RPC")
+        if not hasattr(cm.target, "with_remote") or getattr(cm.target, "runs_locally", True):
+            raise CLIError(f"{args.model} is a '{cm.target.name}' model that runs on this "
+                           "machine: --tracker/--key do not apply (drop them)")
         cm.target = cm.target.with_remote(args.tracker, args.key)
     return cm
 
@@ -114,12 +168,19 @@ def _summary(cm) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cm = _load_for_target(args)
+    save_dir = None
+    if args.save:
+        save_dir = Path(args.save)
+        if save_dir.exists() and not save_dir.is_dir():
+            raise CLIError(f"--save {save_dir}: exists and is not a directory")
+        save_dir.mkdir(parents=True, exist_ok=True)
     outputs = cm.run(_load_inputs(cm, args.input, args.seed))
+    used: set[str] = set()
     for name, array in zip(cm.output_names, outputs):
         print(f"{name}: shape={list(array.shape)} dtype={array.dtype} "
               f"mean={float(array.mean()):.6g} first={array.reshape(-1)[:5].tolist()}")
-        if args.save:
-            np.save(Path(args.save) / f"{name}.npy", array)
+        if save_dir is not None:
+            np.save(output_file(save_dir, name, used), array)
     return 0
 
 
@@ -211,6 +272,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compiler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_opts(p: argparse.ArgumentParser, target: bool = True) -> None:
@@ -243,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also stop tuning after S seconds (records so far are kept)")
     p.add_argument("--tune-db", metavar="FILE.json",
                    help="persistent tuning database (reused: known tasks are not re-tuned)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip checking the built code against the interpreter on one "
+                        "seeded input")
     model_opts(p)
     remote_opts(p)
     p.set_defaults(func=cmd_compile)
@@ -291,29 +357,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Our exception types for bad input: each prints one ``error:`` line, exit 2."""
+    from targets import TargetUnavailableError, UnknownTargetError
+    from targets.fpga_sim.options import FpgaSimError
+    from targets.tvm.lowering import LoweringError
+
     from .artifact import ArtifactError
+    from .compression import CompressionError
     from .interpreter import InputError
     from .ir import IRError
     from .onnx_io import ModelImportError
     from .ops.registry import OpValidationError, UnsupportedOpError
     from .passes import PassOptionError
+    from .verify import VerificationError
 
+    errors = [CLIError, ModelImportError, UnsupportedOpError, OpValidationError,
+              PassOptionError, InputError, ArtifactError, IRError, CompressionError,
+              UnknownTargetError, TargetUnavailableError, LoweringError, FpgaSimError,
+              VerificationError]
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 on success, 2 for a bad model/option/file (one ``error:`` line), 1 for an
+    internal bug (a traceback only with ``--debug``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the verb
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
-        return args.func(args)
-    except (ModelImportError, UnsupportedOpError, OpValidationError, PassOptionError,
-            InputError, ArtifactError, IRError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        from targets import TargetUnavailableError, UnknownTargetError
-        from targets.fpga_sim.options import FpgaSimError
-
-        if isinstance(exc, (UnknownTargetError, TargetUnavailableError, FpgaSimError)):
+        try:
+            return args.func(args)
+        except _user_errors() as exc:
+            if args.debug:
+                raise
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        raise
+        except MemoryError:
+            if args.debug:
+                raise
+            print("error: out of memory (an input or model too large for this machine; "
+                  "use a smaller input shape)", file=sys.stderr)
+            return 2
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a file we were told to read or write
+            if args.debug:
+                raise
+            print(f"error: {exc.strerror or exc}"
+                  + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+            return 2
+        except Exception as exc:
+            if args.debug:
+                raise
+            print(f"internal error: {type(exc).__name__}: {exc} (a bug: please report it "
+                  "with the output of --debug)", file=sys.stderr)
+            return 1
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) has gone: stop quietly, without Python's second
+        # "Exception ignored" message when stdout is flushed at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

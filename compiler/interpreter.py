@@ -53,7 +53,8 @@ def check_inputs(graph: Graph, inputs: "Mapping[str, Any] | Sequence[Any] | np.n
 
 
 def random_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs of the right shape and dtype (normal floats, small integers)."""
+    """Seeded inputs of the right shape and dtype (normal floats, small integers in
+    [1, 8): never 0, so that a default input cannot divide by zero)."""
     rng = np.random.default_rng(seed)
     out = {}
     for value in graph.inputs:
@@ -62,7 +63,7 @@ def random_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
         elif value.dtype == np.bool_:
             out[value.name] = rng.integers(0, 2, value.shape).astype(bool)
         else:
-            out[value.name] = rng.integers(0, 8, value.shape).astype(value.dtype)
+            out[value.name] = rng.integers(1, 8, value.shape).astype(value.dtype)
     return out
 
 

@@ -160,6 +160,10 @@ class _Importer:
         dtype = helper.tensor_dtype_to_np_dtype(ttype.elem_type)
         if info.name in self.input_shapes:
             shape = tuple(int(d) for d in self.input_shapes[info.name])
+            if any(d <= 0 for d in shape):
+                raise ModelImportError(
+                    f"{self.label}: input_shapes gives '{info.name}' shape {shape}; every "
+                    "dimension must be a positive integer (empty tensors are not supported)")
             if ttype.HasField("shape") and len(ttype.shape.dim) != len(shape):
                 raise ModelImportError(
                     f"{self.label}: input_shapes gives '{info.name}' rank {len(shape)}, "

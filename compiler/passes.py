@@ -193,6 +193,8 @@ def parse_pass(spec: "str | Pass") -> Pass:
         if key not in fields:
             raise PassOptionError(f"pass '{name}' has no option '{key}'; its options: "
                                   f"{', '.join(fields) or '(none)'}")
+        if key in kwargs:
+            raise PassOptionError(f"pass '{name}': option '{key}' is given twice (give it once)")
         kwargs[key] = _coerce(raw, hints.get(key, str), name, key)
     try:
         return cls(**kwargs)

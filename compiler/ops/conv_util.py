@@ -87,8 +87,14 @@ def window_params(attrs: dict[str, Any], nd: int, kernel: Sequence[int] | None =
         raise OpValidationError(
             f"window attributes do not match {nd} spatial dims: kernel_shape={k}, "
             f"strides={strides}, pads={pads}, dilations={dilations}")
-    return [int(v) for v in k], [int(v) for v in strides], [int(v) for v in pads], \
-        [int(v) for v in dilations]
+    k, strides, pads, dilations = ([int(v) for v in vs] for vs in (k, strides, pads, dilations))
+    if min(k + strides + dilations, default=1) < 1:
+        # a zero stride would divide by zero in the shape rule (found by tests/test_fuzz.py);
+        # pads may be negative (ConvTranspose's output_shape derives such pads)
+        raise OpValidationError(
+            f"window attributes must be kernel_shape, strides, dilations >= 1, "
+            f"got kernel_shape={k}, strides={strides}, pads={pads}, dilations={dilations}")
+    return k, strides, pads, dilations
 
 
 def conv_output_shape(in_spatial: Sequence[int], kernel: Sequence[int],

@@ -209,6 +209,10 @@ def _infer_broadcast(node: Node):
 def div_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """ONNX Div: true division for floats, truncation toward zero for integers."""
     if a.dtype.kind in "iu":
+        if np.any(np.asarray(b) == 0):
+            # undefined in ONNX; onnxruntime fails with "Integer division by zero": so do we
+            raise invalid(None, "integer division by zero (onnxruntime refuses it too); "
+                          "check the divisor input")
         with np.errstate(all="ignore"):
             q = np.floor_divide(a, b)
             if a.dtype.kind == "i":

@@ -59,6 +59,11 @@ def _conv_operands(node: Node) -> tuple[tuple[int, ...], tuple[int, ...], np.dty
     x = input_shape(node, 0, "(X)")
     w = input_shape(node, 1, "(W)")
     dtype = _float_input(node)
+    for i, what in ((1, "W"), (2, "B")):
+        if has_input(node, i) and input_dtype(node, i) != dtype:
+            # ONNX types X, W and B with one T; onnxruntime refuses the model otherwise
+            raise invalid(node, f"{what} is {input_dtype(node, i)} but X is {dtype}; ONNX "
+                          f"requires one float type for X, W and B (cast the weights)")
     if len(x) < 3 or len(w) != len(x):
         raise invalid(node, f"X {x} and W {w} must have the same rank >= 3")
     return x, w, dtype

@@ -13,6 +13,12 @@ __all__: list[str] = []
 
 @register_lowering("Relu")
 def _lower_relu(ctx, node, args):
+    # NaN must propagate (ONNX/onnxruntime).  TVM lowers max(a, b) to
+    # select(a > b, a, b), which returns b when either is NaN: with the constant first
+    # a NaN x is returned as is (R.nn.relu(x) = max(x, 0) turned NaN into 0).  Still a
+    # plain elementwise maximum, so layout conversion and fusion see through it.
+    if node.inputs[0].dtype.kind == "f":
+        return R.maximum(ctx.scalar(0, node.inputs[0].dtype), args[0])
     return R.nn.relu(args[0])
 
 
@@ -22,18 +28,20 @@ def _lower_clip(ctx, node, args):
     y = args[0]
     lo = _in(node, 1)
     hi = _in(node, 2)
+    # the bound first: max/min lower to select(a > b, a, b), so a NaN x propagates (see
+    # _lower_relu)
     for value, arg, fn, what in ((lo, _arg(args, 1), R.maximum, "min"),
                                  (hi, _arg(args, 2), R.minimum, "max")):
         if value is None:
             continue
         bound = ctx.scalar(value.const.reshape(()), dtype) if value.const is not None else arg
-        y = ctx.emit(fn(y, bound))
+        y = ctx.emit(fn(bound, y))
     if lo is None and hi is None:
         # opset < 11 attributes (the importer should have turned them into inputs)
         if "min" in node.attrs:
-            y = ctx.emit(R.maximum(y, ctx.scalar(node.attrs["min"], dtype)))
+            y = ctx.emit(R.maximum(ctx.scalar(node.attrs["min"], dtype), y))
         if "max" in node.attrs:
-            y = ctx.emit(R.minimum(y, ctx.scalar(node.attrs["max"], dtype)))
+            y = ctx.emit(R.minimum(ctx.scalar(node.attrs["max"], dtype), y))
     return y
 
 
@@ -66,8 +74,8 @@ def _lower_tanh(ctx, node, args):
 
 def _hard_sigmoid(ctx, x, dtype, alpha, beta):
     y = ctx.emit(R.add(ctx.emit(R.multiply(x, ctx.scalar(alpha, dtype))), ctx.scalar(beta, dtype)))
-    y = ctx.emit(R.minimum(y, ctx.scalar(1, dtype)))
-    return ctx.emit(R.maximum(y, ctx.scalar(0, dtype)))
+    y = ctx.emit(R.minimum(ctx.scalar(1, dtype), y))  # bound first: NaN propagates
+    return ctx.emit(R.maximum(ctx.scalar(0, dtype), y))
 
 
 @register_lowering("HardSigmoid")
@@ -83,7 +91,7 @@ def _lower_hard_swish(ctx, node, args):
 
 
 _UNARY = {"Floor": R.floor, "Ceil": R.ceil, "Sqrt": R.sqrt, "Neg": R.negative, "Abs": R.abs,
-          "Exp": R.exp, "Log": R.log, "Sign": R.sign, "Erf": R.erf, "Round": R.round,
+          "Exp": R.exp, "Log": R.log, "Erf": R.erf, "Round": R.round,
           "Sin": R.sin, "Cos": R.cos}
 
 
@@ -93,6 +101,15 @@ def _make_unary(fn):
 
 for _op, _fn in _UNARY.items():
     register_lowering(_op)(_make_unary(_fn))
+
+
+@register_lowering("Sign")
+def _lower_sign(ctx, node, args):
+    # Sign(NaN) is NaN in onnxruntime; TVM's sign gives 0
+    y = ctx.emit(R.sign(args[0]))
+    if node.inputs[0].dtype.kind != "f":
+        return y
+    return R.where(ctx.emit(R.isnan(args[0])), args[0], y)
 
 
 @register_lowering("Reciprocal")
@@ -133,7 +150,23 @@ def _lower_elu(ctx, node, args):
 
 def _lower_div(ctx, node, args):
     # R.divide on integers truncates toward zero (C semantics), which is ONNX's Div.
-    return R.divide(args[0], args[1])
+    dtype = node.inputs[0].dtype
+    if dtype.kind not in "iu":
+        return R.divide(args[0], args[1])
+    # x / 0 and INT_MIN / -1 trap (SIGFPE) in the generated code.  The interpreter
+    # refuses a zero divisor (as onnxruntime does); compiled code cannot raise, so it
+    # divides by 1 there and returns 0 for x / 0, and -x (wrapping) for x / -1.
+    a, b = args[0], args[1]
+    zero = ctx.emit(R.equal(b, ctx.scalar(0, dtype)))
+    unsafe = zero
+    if dtype.kind == "i":
+        minus_one = ctx.emit(R.equal(b, ctx.scalar(-1, dtype)))
+        unsafe = ctx.emit(R.logical_or(zero, minus_one))
+    safe_b = ctx.emit(R.where(unsafe, ctx.scalar(1, dtype), b))
+    q = ctx.emit(R.divide(a, safe_b))
+    if dtype.kind == "i":
+        q = ctx.emit(R.where(minus_one, ctx.emit(R.subtract(ctx.scalar(0, dtype), a)), q))
+    return R.where(zero, ctx.scalar(0, dtype), q)
 
 
 _BINARY = {"Add": R.add, "Sub": R.subtract, "Mul": R.multiply,
@@ -173,6 +206,8 @@ def _lower_pow(ctx, node, args):
 
 
 def _variadic(fn):
+    nan_aware = fn in (R.maximum, R.minimum)
+
     def lower(ctx, node, args):
         present = [a for a in args if a is not None]
         if not present:
@@ -180,10 +215,20 @@ def _variadic(fn):
         y = present[0]
         if len(present) == 1:
             return y
+        step = fn
+        if nan_aware and node.inputs[0].dtype.kind == "f":
+            step = lambda a, b: _nan_propagating(ctx, fn, a, b)  # noqa: E731
         for a in present[1:-1]:
-            y = ctx.emit(fn(y, a))
-        return fn(y, present[-1])
+            y = ctx.emit(step(y, a))
+        return step(y, present[-1])
     return lower
+
+
+def _nan_propagating(ctx, fn, a, b):
+    """``fn(a, b)`` (max or min) that is NaN when either operand is (ONNX/onnxruntime):
+    TVM's select(a > b, a, b) drops a NaN ``a``; ``a + b`` is NaN exactly then."""
+    either = ctx.emit(R.logical_or(ctx.emit(R.isnan(a)), ctx.emit(R.isnan(b))))
+    return R.where(either, ctx.emit(R.add(a, b)), ctx.emit(fn(a, b)))
 
 
 register_lowering("Sum")(_variadic(R.add))
