@@ -79,7 +79,7 @@ from compiler.analysis import model_stats  # noqa: E402
 from compiler.compression import compress_graph, decode_container, sparse_bytes  # noqa: E402
 from compiler.datasets import load_dataset  # noqa: E402
 from compiler.onnx_io import export_model, import_model  # noqa: E402
-from compiler.passes import PassContext, parse_pass  # noqa: E402
+from compiler.pass_manager import PassContext, parse_pass  # noqa: E402
 from compiler.torch_bridge import finetune, to_torch  # noqa: E402
 from passes.pruning import magnitude_prune, search_rate, within_budget  # noqa: E402
 from passes.weight_sharing import finetune_centroids, share_weights  # noqa: E402

@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 from compiler.evaluate import confusion_matrix, evaluate  # noqa: E402
 from compiler.onnx_io import import_model  # noqa: E402
-from compiler.passes import PassContext, parse_pass  # noqa: E402
+from compiler.pass_manager import PassContext, parse_pass  # noqa: E402
 from passes.quantization import QuantizationWarning  # noqa: E402
 
 SETTINGS = [

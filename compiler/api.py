@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .artifact import CompiledModel
 from .ir import Graph
 from .onnx_io import import_model
-from .passes import (NumericsInstrument, Pass, PassContext, PassInstrument, VerifyInstrument,
+from .pass_manager import (NumericsInstrument, Pass, PassContext, PassInstrument, VerifyInstrument,
                      parse_pipeline)
 
 __all__ = ["compile", "optimize"]

@@ -171,7 +171,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_passes(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .passes import get_pass, registered_passes
+    from .pass_manager import get_pass, registered_passes
 
     for name in registered_passes():
         cls = get_pass(name)
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .ir import IRError
     from .onnx_io import ModelImportError
     from .ops.registry import OpValidationError, UnsupportedOpError
-    from .passes import PassOptionError
+    from .pass_manager import PassOptionError
 
     try:
         return args.func(args)

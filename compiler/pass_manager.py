@@ -10,6 +10,7 @@ printing) wrap every pass the way TVM's ``PassContext(instruments=...)`` does.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import re
 import time
@@ -358,12 +359,19 @@ class PrintIRInstrument(PassInstrument):
                   file=self.stream)
 
 
+#: Plug-in modules whose import registers the built-in passes, like entry points: the
+#: infrastructure names them and imports them by name at the first registry lookup, so
+#: ``compiler`` never imports the code of ``passes`` at module import time (no cycle, no
+#: upward import; tests/test_layering.py checks that).
+BUILTIN_PASS_MODULES: tuple[str, ...] = ("passes",)
+
 _builtin_loaded = False
 
 
 def _load_builtin_passes() -> None:
-    """Import the top-level ``passes`` package, whose modules register the built-ins."""
+    """Import the plug-in modules in ``BUILTIN_PASS_MODULES``, which register the built-ins."""
     global _builtin_loaded
     if not _builtin_loaded:
         _builtin_loaded = True
-        import passes  # noqa: F401
+        for name in BUILTIN_PASS_MODULES:
+            importlib.import_module(name)

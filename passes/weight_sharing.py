@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from compiler.ir import Graph, Value
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 __all__ = ["ShareWeights", "share_weights", "kmeans_1d", "shared_weights",
            "finetune_centroids", "to_bfloat16"]

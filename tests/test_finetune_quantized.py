@@ -7,7 +7,7 @@ import pytest
 import compiler
 from compiler.interpreter import Interpreter
 from compiler.ops.quant import qrange
-from compiler.passes import PassContext, parse_pass
+from compiler.pass_manager import PassContext, parse_pass
 from conftest import ROOT
 
 torch = pytest.importorskip("torch")

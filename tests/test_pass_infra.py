@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compiler.ir import Graph
-from compiler.passes import (Pass, PassContext, PassOptionError, PassResult, Sequential,
+from compiler.pass_manager import (Pass, PassContext, PassOptionError, PassResult, Sequential,
                              TimingInstrument, VerifyInstrument, parse_pass, parse_pipeline,
                              register_pass)
 
@@ -103,7 +103,7 @@ def test_run_must_return_a_pass_result():
 
 
 def test_numerics_instrument_catches_an_exact_pass_that_changes_outputs():
-    from compiler.passes import NumericsInstrument
+    from compiler.pass_manager import NumericsInstrument
 
     @register_pass("test-wrong-but-exact")
     @dataclass

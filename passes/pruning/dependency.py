@@ -56,7 +56,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from compiler.ir import Graph, Node, Value
-from compiler.passes import PassOptionError
+from compiler.pass_manager import PassOptionError
 
 __all__ = ["ChannelHandler", "register_handler", "get_handler", "HANDLERS", "DependencyGraph",
            "Component", "PruningGroup", "Rewriter", "PruningError", "analyze",

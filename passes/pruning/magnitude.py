@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from compiler.ir import Graph, Node
-from compiler.passes import Pass, PassContext, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassResult, register_pass
 
 from .dependency import PruningError, match_layers
 

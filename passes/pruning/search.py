@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from compiler.ir import Graph
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 from .criteria import check_criterion
 from .dependency import PruningError
@@ -83,7 +83,7 @@ def search_rate(graph: Graph, evaluate, *, max_drop: float = 0.01,
         else:
             g, st = magnitude_prune(g, rate, scope)
         if finetune_epochs > 0:
-            from compiler.passes import PassContext
+            from compiler.pass_manager import PassContext
             from compiler.torch_bridge import finetune
             from passes.fold_bn import FoldBatchNorm
 

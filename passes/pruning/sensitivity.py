@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from compiler.ir import Graph
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 from .criteria import check_criterion
 from .dependency import PruningError, analyze

@@ -43,7 +43,7 @@ import numpy as np
 
 from compiler.analysis import model_stats, node_cost
 from compiler.ir import Graph, Node
-from compiler.passes import Pass, PassContext, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassResult, register_pass
 
 from .criteria import ScoreInfo, check_criterion, group_scores
 from .dependency import (Component, DependencyGraph, PruningError, PruningGroup, analyze,

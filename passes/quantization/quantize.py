@@ -45,7 +45,7 @@ import numpy as np
 from compiler.folding import infer_node
 from compiler.ir import Graph, Node, QuantParams, Value
 from compiler.ops.quant import Q, qrange, quantize_multiplier, shared_multipliers
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 from .calibration import CALIBRATION_METHODS, calibrate_range, collect_stats
 from .cost import LayerCost, layer_macs, theoretical_speedup

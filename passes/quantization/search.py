@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from compiler.ir import Graph
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 from .calibration import HOW_TO_PASS, CalibrationError, collect_stats
 from .quantize import Quantize, QuantizationWarning, _check_bits, _Rewriter

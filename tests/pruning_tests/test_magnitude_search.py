@@ -4,7 +4,7 @@ import pytest
 
 import compiler
 from compiler import PassOptionError, import_model
-from compiler.passes import PassContext, VerifyInstrument, parse_pass
+from compiler.pass_manager import PassContext, VerifyInstrument, parse_pass
 from conftest import assert_close, model_input, model_path, ort_run
 from passes.pruning import layer_sensitivity, magnitude_prune, search_rate
 from passes.pruning.sensitivity import choose_ratios

@@ -9,7 +9,7 @@ import pytest
 
 from compiler.interpreter import Interpreter
 from compiler.onnx_io import import_model
-from compiler.passes import PassContext, parse_pass
+from compiler.pass_manager import PassContext, parse_pass
 
 from tests.conftest import model_path
 
