@@ -12,7 +12,7 @@ from conftest import ROOT
 
 torch = pytest.importorskip("torch")
 
-from compiler.torch_bridge import finetune, from_torch, to_torch  # noqa: E402
+from compiler.torch import finetune, from_torch, to_torch  # noqa: E402
 
 
 def _quantize(graph, calib, spec):

@@ -12,7 +12,7 @@ each probe prunes a fresh copy of the graph at the midpoint (``prune`` or
 after ``steps`` probes the best feasible probe is the result (the unchanged graph if
 none is feasible).  Accuracy is assumed to fall monotonically with the rate.
 
-Fine-tuning (``finetune_epochs > 0``) uses `compiler.torch_bridge.finetune` on
+Fine-tuning (``finetune_epochs > 0``) uses `compiler.torch.finetune` on
 ``ctx.options["train_data"]`` (a `compiler.datasets.Dataset`, required then).  Optional
 ``ctx.options`` keys: ``finetune_max_batches`` (batches per epoch cap, for quick runs),
 ``finetune_lr`` (default 1e-3), ``finetune_batch_size`` (64), ``target`` (for
@@ -84,10 +84,10 @@ def search_rate(graph: Graph, evaluate, *, max_drop: float = 0.01,
             g, st = magnitude_prune(g, rate, scope)
         if finetune_epochs > 0:
             from compiler.pass_manager import PassContext
-            from compiler.torch_bridge import finetune
+            from compiler.torch import finetune
             from passes.fold_bn import FoldBatchNorm
 
-            # torch_bridge trains BN running statistics as parameters (torch refuses), so
+            # compiler.torch trains BN running statistics as parameters (torch refuses), so
             # BatchNormalization is folded into the convs first (exact, and what deployment
             # does anyway).
             g = FoldBatchNorm()(g, PassContext()).graph
