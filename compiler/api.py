@@ -52,7 +52,7 @@ def compile(model: Any, target: Any = "host",
     ``calibration_data`` (a list of input dicts from real data) and ``evaluate`` (a
     callback ``graph -> score``) are handed to the passes through their `PassContext`.
     ``tune`` auto-tunes with MetaSchedule: ``{"trials": 64, "database": "tune.json"}``
-    (an int means trials only; see `targets.tvm.tuning.TuneOptions`).  Tasks the
+    (an int means trials only; the target parses it: `Target.tune_options`).  Tasks the
     database already has records for are not measured again; the stats are in
     ``CompiledModel.tuning``.  For cortex-a72 candidates are measured on the board.
     """
@@ -63,11 +63,7 @@ def compile(model: Any, target: Any = "host",
         passes = list(tgt.default_passes)
     pipeline = parse_pipeline(passes)  # validates names and options before any work
     if tune is not None and build:
-        if not hasattr(tgt, "build_tuned"):
-            raise ValueError(f"target '{tgt.name}' does not support auto-tuning")
-        from targets.tvm.tuning import TuneOptions
-
-        tune = TuneOptions.from_any(tune)
+        tune = tgt.tune_options(tune)  # the target parses its own options, before any work
     if calibration_data is not None or evaluate is not None:
         ctx = ctx or PassContext()
         if calibration_data is not None:

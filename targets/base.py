@@ -17,11 +17,15 @@ import numpy as np
 from compiler.ir import Graph
 
 __all__ = ["Target", "Timing", "register_target", "get_target", "registered_targets",
-           "UnknownTargetError", "TargetUnavailableError"]
+           "UnknownTargetError", "TargetUnavailableError", "TuningUnsupportedError"]
 
 
 class UnknownTargetError(ValueError):
     """No target is registered under the requested name."""
+
+
+class TuningUnsupportedError(ValueError):
+    """The target has no auto-tuner (only TVM targets tune)."""
 
 
 class TargetUnavailableError(RuntimeError):
@@ -80,6 +84,16 @@ class Target:
     def profile(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10) -> list[dict]:
         """Per-kernel time (rows: kernel, ms, calls, share), slowest first."""
         raise NotImplementedError(f"target '{self.name}' cannot profile kernels")
+
+    def tune_options(self, tune: Any) -> Any:
+        """Validate ``tune`` (a mapping, an int of trials or the target's own options type)
+        before any work and return the target's parsed options.  The default target cannot
+        tune; targets that can override this and `build_tuned`."""
+        raise TuningUnsupportedError(f"target '{self.name}' does not support auto-tuning")
+
+    def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
+        """Build with auto-tuning; returns ``(built, tuning stats)``."""
+        raise TuningUnsupportedError(f"target '{self.name}' does not support auto-tuning")
 
     @property
     def library_suffix(self) -> str:
