@@ -313,7 +313,7 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
 
 def run_speed(name, onnx_path, ds_name, args, log) -> dict:
     """Structured pruning (MACs) + int8, coded; latency on host next to size."""
-    from passes.pruning.search import measure_latency_ms
+    from compiler.api import measure_latency_ms
 
     t0 = time.time()
     fp32, graph, train, test, test_n, ft, max_drop, evaluate, base_test = \

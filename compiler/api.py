@@ -14,7 +14,13 @@ from .onnx_io import import_model
 from .pass_manager import (NumericsInstrument, Pass, PassContext, PassInstrument, VerifyInstrument,
                      parse_pipeline)
 
-__all__ = ["compile", "optimize"]
+__all__ = ["compile", "optimize", "measure_latency_ms"]
+
+
+def measure_latency_ms(graph: Graph, target: Any = "host", repeat: int = 20) -> float:
+    """Median latency (ms) of ``graph`` compiled for ``target`` (no further passes)."""
+    cm = compile(graph, target=target, passes=[])
+    return cm.benchmark(repeat=repeat).median * 1e3
 
 
 def optimize(model: Any, passes: "Iterable[str | Pass] | str | None" = None, *,
@@ -28,6 +34,9 @@ def optimize(model: Any, passes: "Iterable[str | Pass] | str | None" = None, *,
     pipeline = parse_pipeline(passes)
     original = model.clone() if isinstance(model, Graph) else import_model(model, input_shapes)
     ctx = ctx or PassContext()
+    if ctx.measure_latency is None:
+        options = ctx.options
+        ctx.measure_latency = lambda g: measure_latency_ms(g, options.get("target", "host"))
     if verify and not any(isinstance(i, VerifyInstrument) for i in ctx.instruments):
         ctx.instruments.append(VerifyInstrument())
     if check_numerics:

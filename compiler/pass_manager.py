@@ -46,11 +46,15 @@ class PassContext:
 
     ``calibration_data``: a list of input dicts (name -> array) drawn from real data.
     ``evaluate``: a callback ``graph -> float`` (e.g. accuracy on a held-out split) for
-    accuracy-aware passes.  ``instruments`` run around every pass.
+    accuracy-aware passes.  ``measure_latency``: a callback ``graph -> ms`` for
+    latency-aware passes (`compiler.optimize` sets one that builds for
+    ``options["target"]``, default host), so passes never call the compiler themselves.
+    ``instruments`` run around every pass.
     """
 
     calibration_data: list[dict[str, np.ndarray]] | None = None
     evaluate: Callable[[Graph], float] | None = None
+    measure_latency: Callable[[Graph], float] | None = None
     instruments: list["PassInstrument"] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: log)
