@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -151,6 +151,7 @@ class Quantize(Pass):
     output_bits: int = 8
     equalize: Literal["depthwise", "all", "off"] = "depthwise"
     exact = False
+    requires: ClassVar[tuple[str, ...]] = ("fold-bn",)  # BN folded into the convs first
 
     def __post_init__(self) -> None:
         check_bits(self.bits, "bits")
@@ -195,9 +196,6 @@ class Quantize(Pass):
 
     # ------------------------------------------------------------------------------
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from passes.fold_bn import FoldBatchNorm
-
-        FoldBatchNorm().run(graph, ctx)
         stats = collect_stats(graph, ctx.calibration_data, pass_name=self.name)
         return QuantRewriter(self, graph, stats, ctx).rewrite()
 

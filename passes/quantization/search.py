@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from compiler.ir import Graph
 from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
@@ -38,6 +38,7 @@ class MixedPrecision(Pass):
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
     per_channel: bool = True
     exact = False
+    requires: ClassVar[tuple[str, ...]] = ("fold-bn",)  # BN folded into the convs first
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -51,14 +52,11 @@ class MixedPrecision(Pass):
             raise PassOptionError("pass 'mixed-precision': budget must be >= 0")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from passes.fold_bn import FoldBatchNorm
-
         if ctx.evaluate is None:
             raise CalibrationError("pass 'mixed-precision' needs an accuracy callback: "
                                    "PassContext(evaluate=lambda graph: accuracy, ...)")
         if not ctx.calibration_data:
             raise CalibrationError(f"pass 'mixed-precision' needs calibration data; {HOW_TO_PASS}")
-        FoldBatchNorm().run(graph, ctx)
         stats = collect_stats(graph, ctx.calibration_data, pass_name=self.name)
         top = self.candidates[0]
         layers = [n.name for n in graph.topo_order() if QuantRewriter._is_layer(n)]
