@@ -44,7 +44,7 @@ Sizes per stage (the table's columns):
 
 Selection uses the ``calib`` split; fine-tuning uses ``train``; reported accuracies are
 top-1 on the full ``test`` split (10,000 images) computed with the torch module of the
-graph (`compiler.torch_bridge.to_torch`, the same function as the interpreter; the
+graph (`compiler.torch.to_torch`, the same function as the interpreter; the
 baseline column is measured the same way).  ``--quick``: 2,000 test and 1,000 calib images,
 at most 100 fine-tuning batches per step, k in (8, 16) -- a smoke run, not the table.
 
@@ -79,8 +79,8 @@ from compiler.analysis import model_stats  # noqa: E402
 from compiler.compression import compress_graph, decode_container, sparse_bytes  # noqa: E402
 from compiler.datasets import load_dataset  # noqa: E402
 from compiler.onnx_io import export_model, import_model  # noqa: E402
-from compiler.passes import PassContext, parse_pass  # noqa: E402
-from compiler.torch_bridge import finetune, to_torch  # noqa: E402
+from compiler.pass_manager import PassContext, parse_pass  # noqa: E402
+from compiler.torch import finetune, to_torch  # noqa: E402
 from passes.gradual_prune import DeepCompression  # noqa: E402
 from passes.pruning import search_rate  # noqa: E402
 
@@ -216,7 +216,7 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
 
 def run_speed(name, onnx_path, ds_name, args, log) -> dict:
     """Structured pruning (MACs) + int8, coded; latency on host next to size."""
-    from passes.pruning.search import measure_latency_ms
+    from compiler.api import measure_latency_ms
 
     t0 = time.time()
     fp32, graph, train, test, test_n, ft, max_drop, evaluate, base_test = \

@@ -48,8 +48,8 @@ from benchmarks.common import fmt_table, load_baselines, time_ort  # noqa: E402
 from compiler.analysis import model_stats  # noqa: E402
 from compiler.datasets import load_dataset  # noqa: E402
 from compiler.evaluate import evaluate  # noqa: E402
-from compiler.passes import PassContext  # noqa: E402
-from compiler.torch_bridge import finetune  # noqa: E402
+from compiler.pass_manager import PassContext  # noqa: E402
+from compiler.torch import finetune  # noqa: E402
 from passes.fold_bn import FoldBatchNorm  # noqa: E402
 from passes.pruning import layer_sensitivity, prune_graph, search_rate  # noqa: E402
 from passes.pruning.sensitivity import choose_ratios  # noqa: E402

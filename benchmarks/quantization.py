@@ -23,7 +23,7 @@ activations, and ``mixed``: binary weights / 2-bit activations with an 8-bit fir
 Every number above is post-training (PTQ: calibration only, no training).  With
 ``--qat-batches N`` the settings named by ``--qat-settings`` are also **fine-tuned**
 (quantization-aware training, QAT): the integer graph of that setting is trained with
-`compiler.torch_bridge.finetune` (straight-through rounding, integer weights through float
+`compiler.torch.finetune` (straight-through rounding, integer weights through float
 shadows; scales, zero points, biases and multipliers fixed) for ``N`` batches of
 ``--qat-batch-size`` images of the data set's ``train`` split (Adam, ``--qat-lr``, cosine
 schedule, seed 0), then scored like the others; these are reported in a separate,
@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.common import ort_session  # noqa: E402
 from compiler.evaluate import confusion_matrix, evaluate  # noqa: E402
 from compiler.onnx_io import import_model  # noqa: E402
-from compiler.passes import PassContext, parse_pass  # noqa: E402
+from compiler.pass_manager import PassContext, parse_pass  # noqa: E402
 from passes.quantization import QuantizationWarning  # noqa: E402
 
 SETTINGS = [
@@ -141,7 +141,7 @@ def bench_baseline(name: str, entry: dict, base_dir: Path, args) -> dict:
               f"{result.stats['theoretical_speedup']:.1f} ({time.perf_counter() - t:.0f} s)",
               flush=True)
         if args.qat_batches > 0 and label in args.qat_settings:
-            from compiler.torch_bridge import finetune
+            from compiler.torch import finetune
 
             if train_ds is None:
                 train_ds = load_dataset(entry["dataset"], "train")

@@ -12,7 +12,7 @@ from .ir import Graph, IRError, Node, QuantParams, Value
 from .onnx_io import ModelImportError, export_model, import_model
 from .verify import VerificationError
 from .ops.registry import OpValidationError, UnsupportedOpError, register_op
-from .passes import (Pass, PassContext, PassOptionError, PassResult, Sequential, parse_pass,
+from .pass_manager import (Pass, PassContext, PassOptionError, PassResult, Sequential, parse_pass,
                      register_pass)
 
 __all__ = ["compile", "optimize", "CompiledModel", "Report", "Interpreter", "InputError", "Graph",

@@ -11,10 +11,16 @@ from typing import Any, Iterable, Mapping, Sequence
 from .artifact import CompiledModel
 from .ir import Graph
 from .onnx_io import import_model
-from .passes import (NumericsInstrument, Pass, PassContext, PassInstrument, VerifyInstrument,
+from .pass_manager import (NumericsInstrument, Pass, PassContext, PassInstrument, VerifyInstrument,
                      parse_pipeline)
 
-__all__ = ["compile", "optimize"]
+__all__ = ["compile", "optimize", "measure_latency_ms"]
+
+
+def measure_latency_ms(graph: Graph, target: Any = "host", repeat: int = 20) -> float:
+    """Median latency (ms) of ``graph`` compiled for ``target`` (no further passes)."""
+    cm = compile(graph, target=target, passes=[])
+    return cm.benchmark(repeat=repeat).median * 1e3
 
 
 def optimize(model: Any, passes: "Iterable[str | Pass] | str | None" = None, *,
@@ -28,6 +34,9 @@ def optimize(model: Any, passes: "Iterable[str | Pass] | str | None" = None, *,
     pipeline = parse_pipeline(passes)
     original = model.clone() if isinstance(model, Graph) else import_model(model, input_shapes)
     ctx = ctx or PassContext()
+    if ctx.measure_latency is None:
+        options = ctx.options
+        ctx.measure_latency = lambda g: measure_latency_ms(g, options.get("target", "host"))
     if verify and not any(isinstance(i, VerifyInstrument) for i in ctx.instruments):
         ctx.instruments.append(VerifyInstrument())
     if check_numerics:
@@ -52,7 +61,7 @@ def compile(model: Any, target: Any = "host",
     ``calibration_data`` (a list of input dicts from real data) and ``evaluate`` (a
     callback ``graph -> score``) are handed to the passes through their `PassContext`.
     ``tune`` auto-tunes with MetaSchedule: ``{"trials": 64, "database": "tune.json"}``
-    (an int means trials only; see `targets.tvm.tuning.TuneOptions`).  Tasks the
+    (an int means trials only; the target parses it: `Target.tune_options`).  Tasks the
     database already has records for are not measured again; the stats are in
     ``CompiledModel.tuning``.  For cortex-a72 candidates are measured on the board.
     ``verify`` (default on) checks the IR after each pass and then the built code
@@ -68,11 +77,7 @@ def compile(model: Any, target: Any = "host",
         passes = list(tgt.default_passes)
     pipeline = parse_pipeline(passes)  # validates names and options before any work
     if tune is not None and build:
-        if not hasattr(tgt, "build_tuned"):
-            raise ValueError(f"target '{tgt.name}' does not support auto-tuning")
-        from targets.tvm.tuning import TuneOptions
-
-        tune = TuneOptions.from_any(tune)
+        tune = tgt.tune_options(tune)  # the target parses its own options, before any work
     if calibration_data is not None or evaluate is not None:
         ctx = ctx or PassContext()
         if calibration_data is not None:

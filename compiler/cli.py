@@ -250,7 +250,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_passes(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .passes import get_pass, registered_passes
+    from .pass_manager import get_pass, registered_passes
 
     for name in registered_passes():
         cls = get_pass(name)
@@ -359,9 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Our exception types for bad input: each prints one ``error:`` line, exit 2."""
-    from targets import TargetUnavailableError, UnknownTargetError
-    from targets.fpga_sim.options import FpgaSimError
-    from targets.tvm.lowering import LoweringError
+    from targets import user_error_types
 
     from .artifact import ArtifactError
     from .compression import CompressionError
@@ -369,13 +367,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .ir import IRError
     from .onnx_io import ModelImportError
     from .ops.registry import OpValidationError, UnsupportedOpError
-    from .passes import PassOptionError
+    from .pass_manager import PassOptionError
     from .verify import VerificationError
 
     errors = [CLIError, ModelImportError, UnsupportedOpError, OpValidationError,
               PassOptionError, InputError, ArtifactError, IRError, CompressionError,
-              UnknownTargetError, TargetUnavailableError, LoweringError, FpgaSimError,
-              VerificationError]
+              VerificationError, *user_error_types()]
     return tuple(errors)
 
 

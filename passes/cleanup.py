@@ -12,7 +12,7 @@ import numpy as np
 from compiler.folding import can_fold, fold_node, infer_node
 from compiler.ir import Graph
 from compiler.ops.registry import ops_with
-from compiler.passes import Pass, PassContext, PassResult, Sequential, register_pass
+from compiler.pass_manager import Pass, PassContext, PassResult, Sequential, register_pass
 
 # Ops that return their first input unchanged at inference time (op trait
 # ``identity_at_inference``: Identity, Dropout).

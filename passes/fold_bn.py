@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.ir import Graph, Node
-from compiler.passes import Pass, PassContext, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassResult, register_pass
 from compiler.folding import infer_node
 
 

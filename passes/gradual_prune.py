@@ -42,7 +42,7 @@ Evaluate = Callable[[Graph], float]
 
 def _finetune(*args: Any, **kwargs: Any) -> Graph:
     """`finetune` imported on use: torch is needed only by fine-tuning passes."""
-    from compiler.torch_bridge import finetune
+    from compiler.torch import finetune
 
     return finetune(*args, **kwargs)
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from compiler.ir import Graph, Value
 from compiler.ops.registry import op_traits, ops_with
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 __all__ = ["ShareWeights", "share_weights", "kmeans_1d", "shared_weights",
            "finetune_centroids", "to_bfloat16"]
@@ -254,9 +254,9 @@ def finetune_centroids(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float
     members of a cluster stay equal (the centroid moves); zeros stay zero.  Other float
     parameters train normally.  Returns a new graph; codebooks are rewritten.  A
     ``teacher`` graph turns the loss into knowledge distillation (`training_loss`)."""
-    from compiler.torch_bridge import _torch, from_torch, to_torch, training_loss
+    from compiler.torch import import_torch, from_torch, to_torch, training_loss
 
-    torch = _torch()
+    torch = import_torch()
     torch.manual_seed(seed)
     module = to_torch(graph)
     if module.qweights:

@@ -17,11 +17,16 @@ import numpy as np
 from compiler.ir import Graph
 
 __all__ = ["Target", "Timing", "register_target", "get_target", "registered_targets",
-           "UnknownTargetError", "TargetUnavailableError"]
+           "UnknownTargetError", "TargetUnavailableError", "TuningUnsupportedError",
+           "user_error_types"]
 
 
 class UnknownTargetError(ValueError):
     """No target is registered under the requested name."""
+
+
+class TuningUnsupportedError(ValueError):
+    """The target has no auto-tuner (only TVM targets tune)."""
 
 
 class TargetUnavailableError(RuntimeError):
@@ -89,6 +94,16 @@ class Target:
         "data"}``), or None."""
         return None
 
+    def tune_options(self, tune: Any) -> Any:
+        """Validate ``tune`` (a mapping, an int of trials or the target's own options type)
+        before any work and return the target's parsed options.  The default target cannot
+        tune; targets that can override this and `build_tuned`."""
+        raise TuningUnsupportedError(f"target '{self.name}' does not support auto-tuning")
+
+    def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
+        """Build with auto-tuning; returns ``(built, tuning stats)``."""
+        raise TuningUnsupportedError(f"target '{self.name}' does not support auto-tuning")
+
     @property
     def library_suffix(self) -> str:
         return ".so"
@@ -130,3 +145,14 @@ def _load_builtin_targets() -> None:
         _loaded = True
         from . import host, cortex_a72  # noqa: F401  (register on import)
         from .fpga_sim import target as _fpga_sim  # noqa: F401
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exception types targets raise for bad input (an option, a model a target
+    cannot take, an unreachable device): a front end reports them as one error line.
+    Each target family's own types are found here, so the CLI need not import them."""
+    from .fpga_sim.options import FpgaSimError
+    from .tvm.lowering import LoweringError
+
+    return (UnknownTargetError, TargetUnavailableError, TuningUnsupportedError, LoweringError,
+            FpgaSimError)

@@ -124,13 +124,19 @@ class TvmTarget(Target):
         return build(apply_layout(self.lower(graph), self._layout(False, graph))[0],
                      self.target_dict(), pipeline=pipeline)
 
+    def tune_options(self, tune: Any) -> Any:
+        """``tune`` as a `targets.tvm.tuning.TuneOptions` (clear error on a bad option)."""
+        from .tvm.tuning import TuneOptions
+
+        return TuneOptions.from_any(tune)
+
     def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
         """Build with MetaSchedule tuning (``tune``: ``{"trials": N, "database": path}``);
         returns ``(built, tuning stats)``.  Measures locally, or on the board."""
         from .tvm.layout import apply_layout
-        from .tvm.tuning import TuneOptions, tune_and_build
+        from .tvm.tuning import tune_and_build
 
-        opts = TuneOptions.from_any(tune)  # validate before any work
+        opts = self.tune_options(tune)  # validate before any work
         remote = None if self.runs_locally else self.remote()
         mod, layout = apply_layout(self.lower(graph), self._layout(True, graph),
                                    self.target_dict())

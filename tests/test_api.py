@@ -121,3 +121,12 @@ def test_quantized_model_saves_and_loads_exactly(tmp_path):
     np.testing.assert_array_equal(loaded.run([x])[0], cm.run([x])[0])
     report = cm.report()
     assert report.original.param_bytes > 3.5 * report.stats.param_bytes  # int8 weights
+
+
+def test_tune_on_a_target_without_a_tuner_fails_before_any_work(tmp_path):
+    """`Target.tune_options` is the contract: the base class refuses, by name, before import."""
+    from targets import Target, TuningUnsupportedError
+
+    missing = tmp_path / "never-read.onnx"
+    with pytest.raises(TuningUnsupportedError, match="target 'plain' does not support auto-tuning"):
+        compiler.compile(missing, target=Target(name="plain"), tune=4)

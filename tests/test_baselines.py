@@ -57,7 +57,7 @@ def test_full_test_set_reproduces_recorded_metric(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_torch_round_trip_is_exact(name):
     torch = pytest.importorskip("torch")
-    from compiler.torch_bridge import from_torch, to_torch
+    from compiler.torch import from_torch, to_torch
 
     record, graph, data = _load(name)
     x = data.inputs(0, 4)
@@ -73,7 +73,7 @@ def test_torch_round_trip_is_exact(name):
 
 def test_finetuning_recovers_a_damaged_model_and_keeps_zeros():
     pytest.importorskip("torch")
-    from compiler.torch_bridge import finetune
+    from compiler.torch import finetune
 
     record, graph, test = _load("lenet5_mnist")
     test = test.subset(1000)
@@ -123,7 +123,7 @@ def test_distillation_loss_and_finetuning_from_a_teacher():
     """`training_loss`: distill=0 is cross-entropy, a student equal to its teacher has zero
     soft loss at distill=1; fine-tuning a damaged LeNet-5 against the intact one heals it."""
     torch = pytest.importorskip("torch")
-    from compiler.torch_bridge import finetune, to_torch, training_loss
+    from compiler.torch import finetune, to_torch, training_loss
 
     record, graph, test = _load("lenet5_mnist")
     test = test.subset(1000)

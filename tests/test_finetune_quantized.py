@@ -7,12 +7,12 @@ import pytest
 import compiler
 from compiler.interpreter import Interpreter
 from compiler.ops.quant import qrange
-from compiler.passes import PassContext, parse_pass
+from compiler.pass_manager import PassContext, parse_pass
 from conftest import ROOT
 
 torch = pytest.importorskip("torch")
 
-from compiler.torch_bridge import finetune, from_torch, to_torch  # noqa: E402
+from compiler.torch import finetune, from_torch, to_torch  # noqa: E402
 
 
 def _quantize(graph, calib, spec):

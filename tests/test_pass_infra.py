@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compiler.ir import Graph
-from compiler.passes import (Pass, PassContext, PassOptionError, PassResult, Sequential,
+from compiler.pass_manager import (Pass, PassContext, PassOptionError, PassResult, Sequential,
                              TimingInstrument, VerifyInstrument, parse_pass, parse_pipeline,
                              register_pass)
 
@@ -103,7 +103,7 @@ def test_run_must_return_a_pass_result():
 
 
 def test_numerics_instrument_catches_an_exact_pass_that_changes_outputs():
-    from compiler.passes import NumericsInstrument
+    from compiler.pass_manager import NumericsInstrument
 
     @register_pass("test-wrong-but-exact")
     @dataclass
@@ -118,3 +118,42 @@ def test_numerics_instrument_catches_an_exact_pass_that_changes_outputs():
         WrongButExact()(graph_with_constant(), ctx)
     # a pass declared inexact is not held to it
     ScaleConstants(factor=2.0)(graph_with_constant(), PassContext(instruments=[NumericsInstrument()]))
+
+
+@register_pass("test-needs-scale")
+@dataclass
+class NeedsScale(Pass):
+    """A toy pass that declares ``test-scale`` as its prerequisite."""
+
+    requires = ("test-scale",)
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(graph, False, {})
+
+
+class _Recorder(VerifyInstrument):
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def before_pass(self, p, graph, ctx):
+        self.seen.append(p.name)
+
+
+def test_required_pass_is_inserted_once_and_seen_by_instruments():
+    assert [p.name for p in Sequential([NeedsScale()]).passes] == ["test-scale", "test-needs-scale"]
+    already = Sequential([ScaleConstants(factor=2.0), NeedsScale()])
+    assert already.passes == [ScaleConstants(factor=2.0), NeedsScale()]  # not inserted again
+    assert parse_pipeline("test-needs-scale").spec() == "test-scale,test-needs-scale"
+    rec = _Recorder()
+    parse_pipeline("test-needs-scale")(graph_with_constant(), PassContext(instruments=[rec]))
+    assert rec.seen == ["sequential", "test-scale", "test-needs-scale"]
+    rec = _Recorder()  # called on its own, the pass runs its prerequisite first, visibly
+    NeedsScale()(graph_with_constant(), PassContext(instruments=[rec]))
+    assert rec.seen == ["test-scale", "test-needs-scale"]
+
+
+def test_quantize_and_mixed_precision_declare_fold_bn():
+    for name in ("quantize", "mixed-precision"):
+        assert "fold-bn" in parse_pass(name).requires
+    assert parse_pipeline("quantize").spec() == "fold-bn,quantize"
+    assert parse_pipeline("fold-bn,cleanup,quantize").spec() == "fold-bn,cleanup,quantize"

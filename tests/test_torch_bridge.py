@@ -6,7 +6,7 @@ torch = pytest.importorskip("torch", reason="torch is installed by scripts/setup
 
 import compiler  # noqa: E402
 from compiler.interpreter import Interpreter  # noqa: E402
-from compiler.torch_bridge import from_torch, to_torch  # noqa: E402
+from compiler.torch import from_torch, to_torch  # noqa: E402
 from conftest import REAL_MODELS, SMALL_MODELS, assert_close, model_input, model_path  # noqa: E402
 
 

@@ -12,6 +12,6 @@ def test_custom_pass_tutorial_runs_and_rewrites():
     assert not cm.graph.find("Clip")
     assert len(cm.graph.find("Relu")) == cm.pass_stats["clip-to-relu"]["replaced"]
     # the string form names the same registered pass
-    from compiler.passes import parse_pass
+    from compiler.pass_manager import parse_pass
 
     assert type(parse_pass("clip-to-relu{limit=6}")).__name__ == "ClipToRelu"

@@ -147,7 +147,8 @@ def conv(attrs, x, w, b=None):
 # ConvTranspose
 # =====================================================================================
 
-def _transpose_params(attrs: dict[str, Any], in_spatial, w_shape):
+def transpose_params(attrs: dict[str, Any], in_spatial, w_shape):
+    """ConvTranspose window, pads and output padding from ``attrs`` (shared with quantize)."""
     nd = len(in_spatial)
     kernel, strides, pads, dilations = window_params(attrs, nd, w_shape[2:])
     output_padding = [int(v) for v in (attrs.get("output_padding") or [0] * nd)]
@@ -164,7 +165,7 @@ def _infer_conv_transpose(node: Node):
     if group < 1 or x[1] != w[0] or x[1] % group:
         raise invalid(node, f"channels do not match: X {x}, W {w}, group={group}")
     _window(node, len(x) - 2, w[2:])
-    kernel, strides, pads, dilations, opad = _transpose_params(node.attrs, x[2:], w)
+    kernel, strides, pads, dilations, opad = transpose_params(node.attrs, x[2:], w)
     if list(kernel) != list(w[2:]):
         raise invalid(node, f"kernel_shape {kernel} does not match W {w}")
     m = w[1] * group
@@ -223,7 +224,7 @@ def conv_transpose_nd(x, w, b, strides, pads, dilations, group, output_padding):
 def conv_transpose(attrs, x, w, b=None):
     """N-D transposed convolution (groups, dilations, output_padding, output_shape)."""
     _kernel_auto_pad(attrs)
-    _, strides, pads, dilations, opad = _transpose_params(attrs, x.shape[2:], w.shape)
+    _, strides, pads, dilations, opad = transpose_params(attrs, x.shape[2:], w.shape)
     return conv_transpose_nd(x, w, b, strides, pads, dilations, int(attrs.get("group", 1)),
                              opad)
 

@@ -153,37 +153,13 @@ def rescale(v: np.ndarray, multiplier: Any, shift: Any) -> np.ndarray:
 def conv_int(x: np.ndarray, w: np.ndarray, strides, pads, dilations, group: int) -> np.ndarray:
     """Exact integer convolution of (already zero-point-corrected) int arrays -> int64.
 
-    Computed in float64 through the float kernel: every product and partial sum of int8
-    ranges is an integer far below 2**53, so the result is exact."""
-    if x.ndim == 4:
-        torch = _torch()
-        if torch is not None:  # same exact integers, much faster (im2col + GEMM in float64)
-            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
-            if any(pads):
-                xt = torch.nn.functional.pad(xt, (pads[1], pads[3], pads[0], pads[2]))
-            wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float64))
-            with torch.no_grad():
-                y = torch.nn.functional.conv2d(xt, wt, stride=list(strides),
-                                               dilation=list(dilations), groups=int(group))
-            return np.rint(y.numpy()).astype(np.int64)
+    Computed in float64 through the float kernel (numpy im2col + matmul): every product and
+    partial sum of int8 ranges is an integer far below 2**53, so the result is exact. numpy
+    only: the reference never depends on whether torch is installed."""
     from .nn import conv_nd
 
     y = conv_nd(x.astype(np.float64), w.astype(np.float64), None, strides, pads, dilations, group)
     return np.rint(y).astype(np.int64)
-
-
-_TORCH: list = []
-
-
-def _torch():
-    """torch if installed (optional accelerator of the exact integer convolution), else None."""
-    if not _TORCH:
-        try:
-            import torch  # noqa: PLC0415
-        except ImportError:
-            torch = None
-        _TORCH.append(torch)
-    return _TORCH[0]
 
 
 def _matmul_int(a: np.ndarray, b: np.ndarray) -> np.ndarray:

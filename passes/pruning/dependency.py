@@ -57,7 +57,7 @@ import numpy as np
 
 from compiler.ir import Graph, Node, Value
 from compiler.ops.registry import ops_with
-from compiler.passes import PassOptionError
+from compiler.pass_manager import PassOptionError
 
 __all__ = ["ChannelHandler", "register_handler", "get_handler", "HANDLERS", "DependencyGraph",
            "Component", "PruningGroup", "Rewriter", "PruningError", "analyze",

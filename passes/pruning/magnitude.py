@@ -22,7 +22,7 @@ import numpy as np
 
 from compiler.ir import Graph, Node
 from compiler.ops.registry import ops_with
-from compiler.passes import Pass, PassContext, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassResult, register_pass
 
 from .dependency import PruningError, match_layers
 

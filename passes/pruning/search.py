@@ -12,11 +12,12 @@ each probe prunes a fresh copy of the graph at the midpoint (``prune`` or
 after ``steps`` probes the best feasible probe is the result (the unchanged graph if
 none is feasible).  Accuracy is assumed to fall monotonically with the rate.
 
-Fine-tuning (``finetune_epochs > 0``) uses `compiler.torch_bridge.finetune` on
+Fine-tuning (``finetune_epochs > 0``) uses `compiler.torch.finetune` on
 ``ctx.options["train_data"]`` (a `compiler.datasets.Dataset`, required then).  Optional
 ``ctx.options`` keys: ``finetune_max_batches`` (batches per epoch cap, for quick runs),
-``finetune_lr`` (default 1e-3), ``finetune_batch_size`` (64), ``target`` (for
-``objective=latency``, default ``host``).  A fine-tuned probe has its BatchNormalization
+``finetune_lr`` (default 1e-3), ``finetune_batch_size`` (64).  ``objective=latency``
+measures with ``ctx.measure_latency`` (`compiler.optimize` sets one that builds for
+``ctx.options["target"]``, default ``host``).  A fine-tuned probe has its BatchNormalization
 folded (``fold-bn``) before training.
 
 ``objective`` (structured only): ``uniform`` -- the rate is the fraction of filters
@@ -28,17 +29,17 @@ and timed on ``target`` (``latency_ms`` = medians before / after).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from compiler.ir import Graph
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 from .criteria import check_criterion
 from .dependency import PruningError
 from .magnitude import magnitude_prune
 from .structured import prune_graph
 
-__all__ = ["PruneSearch", "search_rate", "measure_latency_ms", "within_budget"]
+__all__ = ["PruneSearch", "search_rate", "within_budget"]
 
 
 def within_budget(base: float, acc: float, max_drop: float) -> bool:
@@ -49,22 +50,23 @@ def within_budget(base: float, acc: float, max_drop: float) -> bool:
     return base - acc <= max_drop + 1e-9
 
 
-def measure_latency_ms(graph: Graph, target: str = "host", repeat: int = 20) -> float:
-    """Median latency (ms) of ``graph`` compiled for ``target`` (no further passes)."""
-    from compiler.api import compile as compile_model
-
-    cm = compile_model(graph, target=target, passes=[])
-    return cm.benchmark(repeat=repeat).median * 1e3
-
-
 def search_rate(graph: Graph, evaluate, *, max_drop: float = 0.01,
                 method: str = "structured", low: float = 0.0, high: float = 0.95,
                 steps: int = 6, criterion: str = "mean_weight", objective: str = "uniform",
                 scope: str = "layer", round_to: int = 1, protect: list[str] | None = None,
                 finetune_epochs: int = 0, options: dict[str, Any] | None = None,
-                baseline: float | None = None) -> tuple[Graph, dict]:
-    """Bisection on the rate; returns ``(best graph, stats)`` (the input is not modified)."""
+                baseline: float | None = None,
+                measure_latency: Callable[[Graph], float] | None = None) -> tuple[Graph, dict]:
+    """Bisection on the rate; returns ``(best graph, stats)`` (the input is not modified).
+
+    ``measure_latency`` (graph -> ms) is needed for ``objective="latency"``: the pass gets it
+    from ``PassContext.measure_latency`` (set by `compiler.compile`), so this module never
+    compiles or builds anything itself."""
     options = options or {}
+    if objective == "latency" and measure_latency is None:
+        raise PassOptionError("prune-search: objective=latency needs a latency callback: "
+                              "PassContext(measure_latency=lambda graph: ms), which "
+                              "compiler.compile/optimize set by default")
     if method not in ("structured", "magnitude"):
         raise PruningError(f"prune-search: method '{method}' must be structured or magnitude")
     if not 0.0 <= low < high < 1.0:
@@ -83,11 +85,11 @@ def search_rate(graph: Graph, evaluate, *, max_drop: float = 0.01,
         else:
             g, st = magnitude_prune(g, rate, scope)
         if finetune_epochs > 0:
-            from compiler.passes import PassContext
-            from compiler.torch_bridge import finetune
+            from compiler.pass_manager import PassContext
+            from compiler.torch import finetune
             from passes.fold_bn import FoldBatchNorm
 
-            # torch_bridge trains BN running statistics as parameters (torch refuses), so
+            # compiler.torch trains BN running statistics as parameters (torch refuses), so
             # BatchNormalization is folded into the convs first (exact, and what deployment
             # does anyway).
             g = FoldBatchNorm()(g, PassContext()).graph
@@ -123,9 +125,8 @@ def search_rate(graph: Graph, evaluate, *, max_drop: float = 0.01,
     elif best_stats:
         stats["sparsity"] = best_stats["sparsity"]
     if objective == "latency":
-        target = options.get("target", "host")
-        stats["latency_ms"] = [round(measure_latency_ms(graph, target), 4),
-                               round(measure_latency_ms(best_graph, target), 4)]
+        stats["latency_ms"] = [round(measure_latency(graph), 4),
+                               round(measure_latency(best_graph), 4)]
     return best_graph, stats
 
 
@@ -166,5 +167,6 @@ class PruneSearch(Pass):
                                   steps=self.steps, criterion=self.criterion,
                                   objective=self.objective, scope=self.scope,
                                   round_to=self.round_to, protect=self.protect,
-                                  finetune_epochs=self.finetune_epochs, options=ctx.options)
+                                  finetune_epochs=self.finetune_epochs, options=ctx.options,
+                                  measure_latency=ctx.measure_latency)
         return PassResult(best, stats["rate"] > 0, stats)

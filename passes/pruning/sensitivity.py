@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from compiler.ir import Graph
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 from .criteria import check_criterion
 from .dependency import PruningError, analyze
-from .structured import _check_ratio, prune_graph
+from .structured import check_ratio, prune_graph
 
 __all__ = ["layer_sensitivity", "choose_ratios", "TSensitive", "DEFAULT_RATIOS"]
 
@@ -86,7 +86,7 @@ class TSensitive(Pass):
         if not self.ratios:
             raise PruningError("t-sensitive: ratios is empty")
         for r in self.ratios:
-            _check_ratio(float(r), "ratios entry")
+            check_ratio(float(r), "ratios entry")
         if self.threshold < 0:
             raise PruningError(f"t-sensitive: threshold={self.threshold} must be >= 0")
 

@@ -44,7 +44,7 @@ import numpy as np
 from compiler.analysis import model_stats, node_cost
 from compiler.ir import Graph, Node
 from compiler.ops.registry import op_traits
-from compiler.passes import Pass, PassContext, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassResult, register_pass
 
 from .criteria import ScoreInfo, check_criterion, group_scores
 from .dependency import (Component, DependencyGraph, PruningError, PruningGroup, analyze,
@@ -80,12 +80,13 @@ def parse_ratios(spec: Any) -> dict[str, float]:
             r = float(val)
         except (TypeError, ValueError):
             raise PruningError(f"prune: ratio {val!r} for layer '{key}' is not a number") from None
-        _check_ratio(r, f"ratios[{key}]")
+        check_ratio(r, f"ratios[{key}]")
         out[str(key)] = r
     return out
 
 
-def _check_ratio(r: float, what: str = "ratio") -> None:
+def check_ratio(r: float, what: str = "ratio") -> None:
+    """A PruningError unless ``r`` is a pruning rate in [0, 1)."""
     if not (isinstance(r, (int, float)) and 0.0 <= float(r) < 1.0):
         raise PruningError(f"prune: {what}={r!r} must be in [0, 1) (a group keeps at least "
                            "one channel)")
@@ -245,7 +246,7 @@ def prune_graph(graph: Graph, *, ratio: float = 0.5, criterion: str = "mean_weig
                 objective: str = "uniform", grouped: str = "prune",
                 seed: int = 0) -> tuple[Graph, dict]:
     """Structured pruning of ``graph`` in place; returns ``(graph, stats)``."""
-    _check_ratio(ratio)
+    check_ratio(ratio)
     if round_to < 1:
         raise PruningError(f"prune: round_to={round_to} must be >= 1")
     if objective not in ("uniform", "params", "macs"):
@@ -297,7 +298,7 @@ class Prune(Pass):
     exact = False
 
     def __post_init__(self) -> None:
-        _check_ratio(self.ratio)
+        check_ratio(self.ratio)
         check_criterion(self.criterion)
         if int(self.round_to) < 1:
             raise PruningError(f"prune: round_to={self.round_to} must be >= 1")

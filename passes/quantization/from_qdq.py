@@ -25,7 +25,7 @@ from compiler.folding import infer_node
 from compiler.ir import Graph, Node, QuantParams, Value
 from compiler.ops.quant import Q, quantize_multiplier, shared_multipliers
 from compiler.ops.registry import ops_with
-from compiler.passes import Pass, PassContext, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassResult, register_pass
 
 __all__ = ["QdqToInteger"]
 

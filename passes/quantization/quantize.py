@@ -23,7 +23,7 @@ equalize=depthwise}``
   weights, ``bits_per_layer`` entries ``"name:w"`` or ``"name:w/a"``); graph outputs get
   at least ``output_bits``.
 * ``equalize`` (``depthwise``, the default; ``all``; ``off``): channel equalization of the
-  tensors between two quantized layers (``_Rewriter._plan_equalization``): a channel whose
+  tensors between two quantized layers (``QuantRewriter._plan_equalization``): a channel whose
   calibrated range is a fraction of the tensor's is scaled up in the producer and down in
   the consumers (exact in real arithmetic), so per-tensor activation scales do not leave
   it a few levels.  ``depthwise`` does this for tensors read only by grouped/depthwise
@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from compiler.folding import infer_node
 from compiler.ir import Graph, Node, QuantParams, Value
 from compiler.ops.quant import Q, qrange, quantize_multiplier, shared_multipliers
 from compiler.ops.registry import op_traits, ops_with
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 from .calibration import CALIBRATION_METHODS, calibrate_range, collect_stats
 from .cost import LayerCost, layer_macs, theoretical_speedup
@@ -135,7 +135,8 @@ _POOLS = (ops_with("layout_preserving") & ops_with("quantizable")) - _ACTS
 _LAYER_OPS = ops_with("weight_layer", domain="") & ops_with("quantizable")
 
 
-def _check_bits(value: int, what: str) -> int:
+def check_bits(value: int, what: str) -> int:
+    """``value`` as a bit width in 1..8, or a PassOptionError naming ``what``."""
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= 8:
         raise PassOptionError(f"pass 'quantize': {what}={value!r} is outside 1..8 (weights and "
                               "activations are stored in int8 containers)")
@@ -159,13 +160,14 @@ class Quantize(Pass):
     output_bits: int = 8
     equalize: Literal["depthwise", "all", "off"] = "depthwise"
     exact = False
+    requires: ClassVar[tuple[str, ...]] = ("fold-bn",)  # BN folded into the convs first
 
     def __post_init__(self) -> None:
-        _check_bits(self.bits, "bits")
-        _check_bits(self.act_bits, "act_bits")
-        _check_bits(self.output_bits, "output_bits")
+        check_bits(self.bits, "bits")
+        check_bits(self.act_bits, "act_bits")
+        check_bits(self.output_bits, "output_bits")
         if self.first_layer_bits:
-            _check_bits(self.first_layer_bits, "first_layer_bits")
+            check_bits(self.first_layer_bits, "first_layer_bits")
         if self.calibration not in CALIBRATION_METHODS:
             raise PassOptionError(f"pass 'quantize': calibration={self.calibration!r} must be one "
                                   f"of {', '.join(CALIBRATION_METHODS)}")
@@ -197,17 +199,14 @@ class Quantize(Pass):
             except ValueError:
                 raise PassOptionError(f"pass 'quantize': bits_per_layer entry for {name!r} is "
                                       f"not an integer bit width: {value!r}") from None
-            out[str(name)] = (_check_bits(wb, f"bits_per_layer[{name}]"),
-                              None if ab is None else _check_bits(ab, f"bits_per_layer[{name}]"))
+            out[str(name)] = (check_bits(wb, f"bits_per_layer[{name}]"),
+                              None if ab is None else check_bits(ab, f"bits_per_layer[{name}]"))
         return out
 
     # ------------------------------------------------------------------------------
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from passes.fold_bn import FoldBatchNorm
-
-        FoldBatchNorm().run(graph, ctx)
         stats = collect_stats(graph, ctx.calibration_data, pass_name=self.name)
-        return _Rewriter(self, graph, stats, ctx).rewrite()
+        return QuantRewriter(self, graph, stats, ctx).rewrite()
 
 
 def _const(value: Value | None) -> np.ndarray | None:
@@ -225,7 +224,9 @@ def _clip_bounds(node: Node) -> tuple[float, float] | None:
     return (float(lo) if lo is not None else -np.inf, float(hi) if hi is not None else np.inf)
 
 
-class _Rewriter:
+class QuantRewriter:
+    """Rewrites a float graph into integer ops (shared by quantize and mixed-precision)."""
+
     def __init__(self, opts: Quantize, graph: Graph, stats, ctx: PassContext):
         self.o = opts
         self.g = graph
@@ -582,9 +583,9 @@ class _Rewriter:
             attrs["x_zero_point"] = apx.zero_point
             qnode = self._new("Conv", inputs, attrs, name=f"{node.name}_q")
         elif node.op_type == "ConvTranspose":
-            from compiler.ops.nn import _transpose_params
+            from compiler.ops.nn import transpose_params
 
-            kernel, strides, pads, dilations, opad = _transpose_params(
+            kernel, strides, pads, dilations, opad = transpose_params(
                 node.attrs, x.shape[2:], w.shape)
             qnode = self._new("ConvTranspose", inputs, dict(
                 kernel_shape=list(kernel), strides=list(strides), pads=list(pads),

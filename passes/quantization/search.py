@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from compiler.ir import Graph
-from compiler.passes import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
 
 from .calibration import HOW_TO_PASS, CalibrationError, collect_stats
-from .quantize import Quantize, QuantizationWarning, _check_bits, _Rewriter
+from .quantize import Quantize, QuantizationWarning, check_bits, QuantRewriter
 
 __all__ = ["MixedPrecision"]
 
@@ -38,30 +38,28 @@ class MixedPrecision(Pass):
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
     per_channel: bool = True
     exact = False
+    requires: ClassVar[tuple[str, ...]] = ("fold-bn",)  # BN folded into the convs first
 
     def __post_init__(self) -> None:
         if not self.candidates:
             raise PassOptionError("pass 'mixed-precision': candidates must not be empty")
         for b in self.candidates:
-            _check_bits(b, "candidates")
+            check_bits(b, "candidates")
         if self.first_layer_bits:
-            _check_bits(self.first_layer_bits, "first_layer_bits")
+            check_bits(self.first_layer_bits, "first_layer_bits")
         self.candidates = sorted({int(b) for b in self.candidates}, reverse=True)
         if self.budget < 0:
             raise PassOptionError("pass 'mixed-precision': budget must be >= 0")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from passes.fold_bn import FoldBatchNorm
-
         if ctx.evaluate is None:
             raise CalibrationError("pass 'mixed-precision' needs an accuracy callback: "
                                    "PassContext(evaluate=lambda graph: accuracy, ...)")
         if not ctx.calibration_data:
             raise CalibrationError(f"pass 'mixed-precision' needs calibration data; {HOW_TO_PASS}")
-        FoldBatchNorm().run(graph, ctx)
         stats = collect_stats(graph, ctx.calibration_data, pass_name=self.name)
         top = self.candidates[0]
-        layers = [n.name for n in graph.topo_order() if _Rewriter._is_layer(n)]
+        layers = [n.name for n in graph.topo_order() if QuantRewriter._is_layer(n)]
         if not layers:
             return PassResult(graph, False, {"layers": {}})
         fixed = {layers[0]: self.first_layer_bits} if self.first_layer_bits else {}
@@ -74,7 +72,7 @@ class MixedPrecision(Pass):
                             calibration=self.calibration, bits_per_layer=spec)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", QuantizationWarning)
-                return _Rewriter(opts, graph.clone(), stats, ctx).rewrite().graph
+                return QuantRewriter(opts, graph.clone(), stats, ctx).rewrite().graph
 
         def score(assign: dict[str, int]) -> float:
             nonlocal evaluations
@@ -103,7 +101,7 @@ class MixedPrecision(Pass):
                           bits_per_layer={n: (b, b) for n, b in {**assign, **fixed}.items()})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", QuantizationWarning)
-            out = _Rewriter(result, graph, stats, ctx).rewrite()
+            out = QuantRewriter(result, graph, stats, ctx).rewrite()
         out.stats.update({"base_score": base, "score": current, "evaluations": evaluations,
                           "sensitivity": {k: round(v, 5) for k, v in sensitivity.items()},
                           "bits_per_layer": {n: b for n, b in {**assign, **fixed}.items()}})

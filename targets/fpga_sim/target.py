@@ -161,13 +161,13 @@ class FpgaSimTarget(Target):
     def _session_job(self, built: FpgaBuilt, inputs: list[np.ndarray] | None, batch: int,
                      repeat: int):
         """(outputs or None, [simulator replies]) from one session at the simulator."""
-        from ..tvm.build import _tensors, _to_numpy
-        from ..tvm.rpc import _library_file, _remote_vm, with_session
+        from ..tvm.build import to_tensors, to_numpy
+        from ..tvm.rpc import library_file, remote_vm, with_session
 
         spec = self.remote()
         design_json = json.dumps(built.design)
         with tempfile.TemporaryDirectory(prefix="fpga-sim-") as tmp:
-            lib = _library_file(built.functional, None, tmp)
+            lib = library_file(built.functional, None, tmp)
 
             def job(session):
                 try:
@@ -176,8 +176,8 @@ class FpgaSimTarget(Target):
                     return None
                 outputs = None
                 if inputs is not None:
-                    vm, dev = _remote_vm(session, lib)
-                    outputs = _to_numpy(vm["main"](*_tensors(inputs, dev)))
+                    vm, dev = remote_vm(session, lib)
+                    outputs = to_numpy(vm["main"](*to_tensors(inputs, dev)))
                 replies = [json.loads(simulate(design_json, batch)) for _ in range(repeat)]
                 return outputs, replies
 

@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 
 __all__ = ["build", "run", "time_local", "profile_local", "export_library", "load_library",
-           "host_target", "make_target"]
+           "host_target", "make_target", "to_numpy", "to_tensors"]
 
 Executable = Any  # tvm.runtime.Executable or a loaded tvm.runtime.Module
 
@@ -42,18 +42,18 @@ def build(mod: tvm.IRModule, target: Any = None, *, pipeline: Any = "default") -
     return tvm.compile(mod, target=make_target(target), relax_pipeline=pipeline)
 
 
-def _to_numpy(obj: Any) -> list[np.ndarray]:
+def to_numpy(obj: Any) -> list[np.ndarray]:
     if isinstance(obj, (tvm.runtime.Tensor,)):
         return [obj.numpy()]
     if hasattr(obj, "numpy"):
         return [obj.numpy()]
     out: list[np.ndarray] = []
     for item in obj:  # tuple / Array of outputs
-        out.extend(_to_numpy(item))
+        out.extend(to_numpy(item))
     return out
 
 
-def _tensors(inputs: Sequence[np.ndarray], device: Any) -> list:
+def to_tensors(inputs: Sequence[np.ndarray], device: Any) -> list:
     # (np.ascontiguousarray would turn 0-d arrays into 1-d ones)
     arrays = [np.asarray(x) for x in inputs]
     return [tvm.runtime.tensor(x if x.flags.c_contiguous else x.copy(), device) for x in arrays]
@@ -64,7 +64,7 @@ def run(executable: Executable, inputs: Sequence[np.ndarray], device: Any = None
     """Run ``func`` of a built (or loaded) module on numpy inputs; returns numpy outputs."""
     device = device if device is not None else tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
-    return _to_numpy(vm[func](*_tensors(inputs, device)))
+    return to_numpy(vm[func](*to_tensors(inputs, device)))
 
 
 def time_local(executable: Executable, inputs: Sequence[np.ndarray], *, repeat: int = 10,
@@ -73,7 +73,7 @@ def time_local(executable: Executable, inputs: Sequence[np.ndarray], *, repeat: 
     calls), measured with the VM's ``time_evaluator`` on this machine."""
     device = device if device is not None else tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
-    vm.set_input(func, *_tensors(inputs, device))
+    vm.set_input(func, *to_tensors(inputs, device))
     timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
     return [float(t) for t in timer(func).results]
 
@@ -88,7 +88,7 @@ def profile_local(executable: Executable, inputs: Sequence[np.ndarray], *, repea
 
     device = device if device is not None else tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
-    return profile_rows(vm, func, _tensors(inputs, device), repeat)
+    return profile_rows(vm, func, to_tensors(inputs, device), repeat)
 
 
 def export_library(executable: Executable, path: str | os.PathLike,

@@ -28,7 +28,8 @@ from ..base import TargetUnavailableError
 
 __all__ = ["RpcError", "BoardBusyError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
            "check_key", "board_count", "run_remote", "time_remote", "with_session",
-           "remote_outputs", "profile_remote", "NoRemoteProfilerError"]
+           "remote_outputs", "profile_remote", "NoRemoteProfilerError", "library_file",
+           "remote_vm"]
 
 # The tracker protocol (tvm.rpc.base): int32 magic handshake, then [int32 length][json].
 _TRACKER_MAGIC = 0x2F271
@@ -241,7 +242,7 @@ def with_session(spec: RemoteSpec, fn: Callable[[Any], Any], *, what: str = "run
 
 # -- upload / run / time -----------------------------------------------------------
 
-def _library_file(built: Any, cross_compiler: str | Callable | None, tmpdir: str) -> str:
+def library_file(built: Any, cross_compiler: str | Callable | None, tmpdir: str) -> str:
     if isinstance(built, (str, os.PathLike)):
         return os.fspath(built)
     from .build import export_library
@@ -249,7 +250,7 @@ def _library_file(built: Any, cross_compiler: str | Callable | None, tmpdir: str
     return export_library(built, os.path.join(tmpdir, "model.so"), cross_compiler=cross_compiler)
 
 
-def _remote_vm(session: Any, lib_path: str):
+def remote_vm(session: Any, lib_path: str):
     from tvm import relax
 
     name = f"model_{os.getpid()}_{time.monotonic_ns()}.so"
@@ -264,14 +265,14 @@ def run_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
                ) -> list[np.ndarray]:
     """Upload ``built`` (an executable, exported with ``cross_compiler``, or a library
     path), run ``func`` once on the board, return numpy outputs."""
-    from .build import _tensors
+    from .build import to_tensors
 
     with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
-        lib = _library_file(built, cross_compiler, tmp)
+        lib = library_file(built, cross_compiler, tmp)
 
         def job(session):
-            vm, dev = _remote_vm(session, lib)
-            return remote_outputs(vm, func, _tensors(inputs, dev))
+            vm, dev = remote_vm(session, lib)
+            return remote_outputs(vm, func, to_tensors(inputs, dev))
 
         return with_session(spec, job, what="run the model")
 
@@ -287,23 +288,23 @@ def remote_outputs(vm: Any, func: str, args: Sequence[Any]) -> list[np.ndarray]:
     tensors, tuples and nested tuples all arrive whole."""
     vm.set_input(func, *args)
     vm.invoke_stateful(func)
-    from .build import _to_numpy
+    from .build import to_numpy
 
-    return _to_numpy(vm.get_outputs(func))
+    return to_numpy(vm.get_outputs(func))
 
 
 def time_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
                 repeat: int = 10, number: int = 1, cross_compiler: str | Callable | None = None,
                 func: str = "main") -> list[float]:
     """Seconds per call on the board (``vm.time_evaluator("invoke_stateful")``)."""
-    from .build import _tensors
+    from .build import to_tensors
 
     with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
-        lib = _library_file(built, cross_compiler, tmp)
+        lib = library_file(built, cross_compiler, tmp)
 
         def job(session):
-            vm, dev = _remote_vm(session, lib)
-            vm.set_input(func, *_tensors(inputs, dev))
+            vm, dev = remote_vm(session, lib)
+            vm.set_input(func, *to_tensors(inputs, dev))
             timer = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat)
             return [float(t) for t in timer(func).results]
 
@@ -317,10 +318,10 @@ def profile_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *
     `build.profile_local`), by the board server's ``compiler.board.vm_profile`` (the
     project's ``targets/board/server_main.py``; a plain ``tvm.exec.rpc_server`` has no
     profiler and gives `NoRemoteProfilerError`)."""
-    from .build import _tensors
+    from .build import to_tensors
 
     with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
-        lib = _library_file(built, cross_compiler, tmp)
+        lib = library_file(built, cross_compiler, tmp)
 
         def job(session):
             try:
@@ -338,7 +339,7 @@ def profile_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *
             name = f"model_{os.getpid()}_{time.monotonic_ns()}.so"
             session.upload(lib, target=name)
             rlib = session.load_module(name)
-            text = profile(rlib, func, int(repeat), *_tensors(inputs, session.cpu()))
+            text = profile(rlib, func, int(repeat), *to_tensors(inputs, session.cpu()))
             return json.loads(str(text))
 
         return with_session(spec, job, what="profile the model")

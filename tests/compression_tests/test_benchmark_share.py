@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.onnx_io import import_model
-from compiler.passes import PassContext, parse_pass
+from compiler.pass_manager import PassContext, parse_pass
 from conftest import model_path
 from passes.gradual_prune import share_layers
 from passes.pruning.magnitude import weight_layers

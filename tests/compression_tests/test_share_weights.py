@@ -6,7 +6,7 @@ import pytest
 from compiler.compression import compress_graph, decode_container
 from compiler.interpreter import Interpreter
 from compiler.onnx_io import import_model
-from compiler.passes import PassContext, PassOptionError, parse_pass, registered_passes
+from compiler.pass_manager import PassContext, PassOptionError, parse_pass, registered_passes
 from conftest import model_input, model_path
 from passes.pruning.magnitude import weight_layers
 from passes.weight_sharing import kmeans_1d, share_weights, shared_weights

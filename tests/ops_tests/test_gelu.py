@@ -158,7 +158,7 @@ def test_integer_input_is_a_validation_error():
 @pytest.mark.parametrize("mode", MODES)
 def test_torch_op_matches_onnxruntime(mode):
     torch = pytest.importorskip("torch")
-    from compiler.torch_bridge import to_torch
+    from compiler.torch import to_torch
 
     model = _gelu_model(mode, conv=True)
     x = _x()

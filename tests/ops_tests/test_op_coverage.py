@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from compiler.onnx_io import CANONICAL_OPSET  # noqa: E402
 from compiler.ops.registry import OPS, op_traits, ops_with, supported_ops  # noqa: E402
 
-#: float ops without a torch op: fine-tuning (``compiler.torch_bridge.to_torch``) refuses a
+#: float ops without a torch op: fine-tuning (``compiler.torch.to_torch``) refuses a
 #: graph holding one, naming it.  They are elementwise math outside the layer vocabulary
 #: of the CNNs the flow fine-tunes (conv/BN/activation/pool/residual/concat/resize).
 NO_TORCH_OP: dict[str, str] = {
@@ -45,7 +45,7 @@ def _lowerings() -> dict:
 
 def _torch_ops() -> dict:
     pytest.importorskip("torch")
-    from compiler.torch_bridge import TORCH_OPS
+    from compiler.torch import TORCH_OPS
 
     return TORCH_OPS
 

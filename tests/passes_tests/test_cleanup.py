@@ -4,7 +4,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler import import_model
 from compiler.interpreter import Interpreter
-from compiler.passes import parse_pass
+from compiler.pass_manager import parse_pass
 from conftest import SMALL_MODELS, model_path
 
 

@@ -5,7 +5,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler import import_model
 from compiler.interpreter import Interpreter
-from compiler.passes import PassContext, VerifyInstrument, parse_pass
+from compiler.pass_manager import PassContext, VerifyInstrument, parse_pass
 from conftest import SMALL_MODELS, assert_close, model_input, model_path, ort_run
 
 RNG = np.random.default_rng(0)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch", reason="fine-tuning needs torch (scripts/se
 from compiler import PassContext, PassOptionError, parse_pass  # noqa: E402
 from compiler.datasets import Dataset, DatasetUnavailableError, load_dataset  # noqa: E402
 from compiler.onnx_io import import_model  # noqa: E402
-from compiler.torch_bridge import to_torch  # noqa: E402
+from compiler.torch import to_torch  # noqa: E402
 from passes.pruning.magnitude import weight_layers  # noqa: E402
 
 LENET = Path(__file__).resolve().parents[2] / "baselines" / "lenet5_mnist.onnx"

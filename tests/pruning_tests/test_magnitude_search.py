@@ -4,7 +4,8 @@ import pytest
 
 import compiler
 from compiler import PassOptionError, import_model
-from compiler.passes import PassContext, VerifyInstrument, parse_pass
+from compiler.api import measure_latency_ms
+from compiler.pass_manager import PassContext, VerifyInstrument, parse_pass
 from conftest import assert_close, model_input, model_path, ort_run
 from passes.pruning import layer_sensitivity, magnitude_prune, search_rate
 from passes.pruning.sensitivity import choose_ratios
@@ -103,8 +104,11 @@ def test_half_interval_search(method):
 def test_search_objective_latency_and_errors():
     graph = import_model(model_path("tinynet"))
     evaluate = fidelity(graph)
-    best, st = search_rate(graph, evaluate, max_drop=0.2, steps=2, objective="latency")
+    best, st = search_rate(graph, evaluate, max_drop=0.2, steps=2, objective="latency",
+                           measure_latency=measure_latency_ms)
     assert len(st["latency_ms"]) == 2 and all(t > 0 for t in st["latency_ms"])
+    with pytest.raises(PassOptionError, match="latency callback"):
+        search_rate(graph, evaluate, objective="latency")
     with pytest.raises(PassOptionError, match="train_data"):
         search_rate(graph, evaluate, finetune_epochs=1, options={})
     with pytest.raises(PassOptionError, match="needs an accuracy callback"):

@@ -6,7 +6,7 @@ import pytest
 import compiler
 from compiler import PassOptionError, import_model
 from compiler.analysis import model_stats
-from compiler.passes import PassContext, VerifyInstrument, parse_pass
+from compiler.pass_manager import PassContext, VerifyInstrument, parse_pass
 from conftest import assert_close, model_input, model_path, ort_run
 from passes.pruning import analyze, group_scores, prune_graph
 from passes.pruning.criteria import CRITERIA

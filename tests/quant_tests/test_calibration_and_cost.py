@@ -8,7 +8,7 @@ import pytest
 
 from compiler.ir import Graph
 from compiler.onnx_io import import_model
-from compiler.passes import PassContext, PassOptionError, parse_pass
+from compiler.pass_manager import PassContext, PassOptionError, parse_pass
 from passes.quantization.calibration import (CalibrationError, TensorStats, calibrate_range,
                                              collect_stats, kl_threshold)
 from passes.quantization.cost import cost_table, theoretical_speedup

@@ -9,7 +9,7 @@ import pytest
 
 from compiler.interpreter import Interpreter
 from compiler.onnx_io import import_model
-from compiler.passes import PassContext, PassOptionError, parse_pass
+from compiler.pass_manager import PassContext, PassOptionError, parse_pass
 from compiler.qdq_export import export_qdq
 from passes.quantization import CalibrationError, QuantizationWarning
 

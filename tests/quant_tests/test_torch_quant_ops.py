@@ -9,13 +9,13 @@ import pytest
 
 from compiler.interpreter import Interpreter
 from compiler.onnx_io import import_model
-from compiler.passes import PassContext, parse_pass
+from compiler.pass_manager import PassContext, parse_pass
 
 from tests.conftest import model_path
 
 torch = pytest.importorskip("torch")
 
-from compiler.torch_bridge import from_torch, to_torch  # noqa: E402
+from compiler.torch import from_torch, to_torch  # noqa: E402
 
 
 def test_quantized_unet_in_torch_matches_the_interpreter_and_trains():

@@ -16,14 +16,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .analysis import is_param
-from .ir import Graph, Node
-from .ops.registry import UnsupportedOpError, op_key, op_traits
+from ..analysis import is_param
+from ..ir import Graph, Node
+from ..ops.registry import UnsupportedOpError, op_key, op_traits
 
-__all__ = ["to_torch", "from_torch", "finetune", "training_loss", "TORCH_OPS", "GraphModule"]
+__all__ = ["to_torch", "from_torch", "finetune", "training_loss", "TORCH_OPS", "GraphModule",
+           "import_torch"]
 
 
-def _torch():
+def import_torch() -> Any:
+    """Import torch on demand, with an install hint: torch is optional for the compiler."""
     try:
         import torch
     except ImportError:
@@ -50,7 +52,7 @@ def _sanitize(name: str) -> str:
 
 def to_torch(graph: Graph) -> Any:
     """A trainable ``nn.Module`` computing ``graph`` (any batch size)."""
-    torch = _torch()
+    torch = import_torch()
     missing = sorted({op_key(n.op_type, n.domain) for n in graph.topo_order()
                       if op_key(n.op_type, n.domain) not in TORCH_OPS})
     if missing:
@@ -139,7 +141,7 @@ def training_loss(teacher: Graph | None = None, distill: float = 0.5,
     T**2 * KL(softmax(teacher / T) || softmax(student / T))`` with ``T = temperature``.
     The teacher (say, the model before pruning) is only evaluated; its soft labels carry
     what a pruned or shared model should keep beyond the one-hot label."""
-    torch = _torch()
+    torch = import_torch()
     cross_entropy = torch.nn.CrossEntropyLoss()
     if teacher is None:
         return lambda logits, labels, inputs: cross_entropy(logits, labels)
@@ -176,7 +178,7 @@ def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
     kept.  ``int_lr`` is the learning rate of those shadows (integer units per step); by
     default it is ``lr / mean(weight scale)``, i.e. the same step as ``lr`` in real units.
     """
-    torch = _torch()
+    torch = import_torch()
     torch.manual_seed(seed)
     module = to_torch(graph)
     module.train()
@@ -228,7 +230,7 @@ def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
 # --- per-op torch implementations (same semantics as compiler/ops) -------------------
 
 def _F():
-    return _torch().nn.functional
+    return import_torch().nn.functional
 
 
 def _pads_2d(pads: list[int]) -> tuple[list[int], bool]:
@@ -289,7 +291,7 @@ def _relu(node, x):
 
 @torch_op("Clip")
 def _clip(node, x, lo=None, hi=None):
-    torch = _torch()
+    torch = import_torch()
     # the bounds are constants of the graph (ReLU6's 0 and 6), never trained
     return torch.clamp(x, None if lo is None else float(lo.detach()),
                        None if hi is None else float(hi.detach()))
@@ -302,18 +304,18 @@ def _leaky(node, x):
 
 @torch_op("PRelu")
 def _prelu(node, x, slope):
-    torch = _torch()
+    torch = import_torch()
     return torch.where(x >= 0, x, x * slope)
 
 
 @torch_op("Sigmoid")
 def _sigmoid(node, x):
-    return _torch().sigmoid(x)
+    return import_torch().sigmoid(x)
 
 
 @torch_op("HardSigmoid")
 def _hard_sigmoid(node, x):
-    return _torch().clamp(node.attrs["alpha"] * x + node.attrs["beta"], 0.0, 1.0)
+    return import_torch().clamp(node.attrs["alpha"] * x + node.attrs["beta"], 0.0, 1.0)
 
 
 @torch_op("HardSwish")
@@ -323,7 +325,7 @@ def _hard_swish(node, x):
 
 @torch_op("Tanh")
 def _tanh(node, x):
-    return _torch().tanh(x)
+    return import_torch().tanh(x)
 
 
 @torch_op("Gelu")
@@ -353,12 +355,12 @@ def _div(node, a, b):
 
 @torch_op("Concat")
 def _concat(node, *xs):
-    return _torch().cat(xs, dim=node.attrs["axis"])
+    return import_torch().cat(xs, dim=node.attrs["axis"])
 
 
 @torch_op("Split")
 def _split(node, x, split):
-    return _torch().split(x, [int(s) for s in split], dim=node.attrs["axis"])
+    return import_torch().split(x, [int(s) for s in split], dim=node.attrs["axis"])
 
 
 @torch_op("Identity", "Dropout")
@@ -429,7 +431,7 @@ def _matmul(node, a, b):
 
 @torch_op("Softmax")
 def _softmax(node, x):
-    return _torch().softmax(x, dim=node.attrs["axis"])
+    return import_torch().softmax(x, dim=node.attrs["axis"])
 
 
 def _pool_pads(F, x, pads, value):
@@ -527,7 +529,7 @@ def _weight_inputs(node: Node) -> tuple[int, ...]:
 def _integer_weights(graph: Graph) -> dict[int, tuple[int, int]]:
     """id(constant) -> (qmin, qmax) of the integer weights of multiply layers;
     ``(0, 0)`` marks binary (±1) weights."""
-    from .ops.quant import qrange
+    from ..ops.quant import qrange
 
     found: dict[int, tuple[int, int]] = {}
     for node in graph.topo_order():
@@ -556,15 +558,15 @@ def _integer_weights(graph: Graph) -> dict[int, tuple[int, int]]:
 
 
 def _ste_round(x):
-    return x + (_torch().round(x) - x).detach()
+    return x + (import_torch().round(x) - x).detach()
 
 
 def _ste_floor(x):
-    return x + (_torch().floor(x) - x).detach()
+    return x + (import_torch().floor(x) - x).detach()
 
 
 def _fake_quant_weight(shadow, rng: tuple[int, int]):
-    torch = _torch()
+    torch = import_torch()
     if rng == (0, 0):  # binary: sign (+1 for 0), gradient passed where |w| <= 1
         sign = torch.where(shadow >= 0, 1.0, -1.0).to(shadow.dtype)
         soft = torch.clamp(shadow, -1.0, 1.0)
@@ -573,32 +575,32 @@ def _fake_quant_weight(shadow, rng: tuple[int, int]):
 
 
 def _round_weight(shadow, rng: tuple[int, int]):
-    torch = _torch()
+    torch = import_torch()
     if rng == (0, 0):
         return torch.where(shadow >= 0, 1, -1).to(torch.int8)
     return torch.clamp(torch.round(shadow), rng[0], rng[1]).to(torch.int8)
 
 
 def _f64(x):
-    torch = _torch()
+    torch = import_torch()
     return x.to(torch.float64)
 
 
 def _rescale_ste(v, multiplier, shift):
     """``(v * M + 2**(shift-1)) >> shift`` = ``floor(v * M / 2**shift + 1/2)`` (STE)."""
-    torch = _torch()
+    torch = import_torch()
     factor = _f64(torch.as_tensor(multiplier)) * torch.pow(
         torch.tensor(2.0, dtype=torch.float64), -_f64(torch.as_tensor(shift)))
     return _ste_floor(v * factor + 0.5)
 
 
 def _clamp_q(x, qmin, qmax):
-    return _torch().clamp(x, float(qmin), float(qmax))
+    return import_torch().clamp(x, float(qmin), float(qmax))
 
 
 @torch_op("q.Quantize")
 def _q_quantize(node, x):
-    torch = _torch()
+    torch = import_torch()
     a = node.attrs
     inv = torch.tensor(np.float32(1.0 / float(a["scale"])))
     scaled = _f64(x.to(torch.float32) * inv)
@@ -607,7 +609,7 @@ def _q_quantize(node, x):
 
 @torch_op("q.Dequantize")
 def _q_dequantize(node, q):
-    torch = _torch()
+    torch = import_torch()
     v = (_f64(q) - int(node.attrs.get("zero_point", 0))).to(torch.float32)
     return v * torch.tensor(np.float32(node.attrs["scale"]))
 
@@ -688,7 +690,7 @@ def _q_add(node, x, y):
 
 @torch_op("q.Concat")
 def _q_concat(node, *xs):
-    torch = _torch()
+    torch = import_torch()
     a = node.attrs
     scale = 2.0 ** -int(a["shift"])
     parts = [_clamp_q(_ste_floor((_f64(x) - int(zp)) * (int(m) * scale) + 0.5)
@@ -699,7 +701,7 @@ def _q_concat(node, *xs):
 
 @torch_op("q.AveragePool")
 def _q_average_pool(node, x):
-    torch = _torch()
+    torch = import_torch()
     F = _F()
     a = node.attrs
     zp = int(a.get("zero_point", 0))

@@ -10,6 +10,7 @@ printing) wrap every pass the way TVM's ``PassContext(instruments=...)`` does.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import re
 import time
@@ -22,6 +23,7 @@ import numpy as np
 from .ir import Graph
 
 __all__ = ["Pass", "PassResult", "PassContext", "PassInstrument", "Sequential", "register_pass",
+           "with_requirements",
            "get_pass", "parse_pass", "parse_pipeline", "registered_passes", "PassOptionError",
            "VerifyInstrument", "NumericsInstrument", "TimingInstrument", "PrintIRInstrument"]
 
@@ -45,11 +47,15 @@ class PassContext:
 
     ``calibration_data``: a list of input dicts (name -> array) drawn from real data.
     ``evaluate``: a callback ``graph -> float`` (e.g. accuracy on a held-out split) for
-    accuracy-aware passes.  ``instruments`` run around every pass.
+    accuracy-aware passes.  ``measure_latency``: a callback ``graph -> ms`` for
+    latency-aware passes (`compiler.optimize` sets one that builds for
+    ``options["target"]``, default host), so passes never call the compiler themselves.
+    ``instruments`` run around every pass.
     """
 
     calibration_data: list[dict[str, np.ndarray]] | None = None
     evaluate: Callable[[Graph], float] | None = None
+    measure_latency: Callable[[Graph], float] | None = None
     instruments: list["PassInstrument"] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: log)
@@ -90,16 +96,26 @@ class Pass:
     Subclasses are dataclasses (their fields are the options), set ``name`` through
     `register_pass`, and implement `run`.  ``exact`` says the rewrite preserves the
     model's outputs up to float rounding (the numerics instrument checks it).
+    ``requires`` names passes that must have run first (e.g. ``("fold-bn",)``): a
+    `Sequential` inserts each one that is not already earlier in it, and a pass called on
+    its own runs them first, so instruments and ``ctx.history`` see every rewrite.
     """
 
     name: ClassVar[str] = "<unnamed>"
     exact: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         raise NotImplementedError(f"pass {type(self).__name__} does not implement run()")
 
-    def __call__(self, graph: Graph, ctx: PassContext | None = None) -> PassResult:
+    def __call__(self, graph: Graph, ctx: PassContext | None = None, *,
+                 run_requirements: bool = True) -> PassResult:
+        """Run with instruments; first the ``requires`` passes unless ``run_requirements``
+        is False (a `Sequential` says so: it has put them earlier in the pipeline)."""
         ctx = ctx or PassContext()
+        if run_requirements:
+            for req in self.requires:
+                graph = get_pass(req)()(graph, ctx).graph
         for instrument in ctx.instruments:
             instrument.before_pass(self, graph, ctx)
         result = self.run(graph, ctx)
@@ -130,6 +146,9 @@ class Sequential(Pass):
 
     passes: list[Pass] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.passes = with_requirements(self.passes)
+
     @property
     def exact(self) -> bool:  # type: ignore[override]
         return all(p.exact for p in self.passes)
@@ -138,7 +157,7 @@ class Sequential(Pass):
         modified = False
         stats: dict[str, Any] = {}
         for p in self.passes:
-            result = p(graph, ctx)
+            result = p(graph, ctx, run_requirements=False)
             graph = result.graph
             modified |= result.modified
             key = p.name
@@ -151,6 +170,34 @@ class Sequential(Pass):
 
     def spec(self) -> str:
         return ",".join(p.spec() for p in self.passes)
+
+
+def _names(passes: Iterable[Pass]) -> set[str]:
+    names: set[str] = set()
+    for p in passes:
+        names.add(p.name)
+        if isinstance(p, Sequential):
+            names |= _names(p.passes)
+    return names
+
+
+def with_requirements(passes: Iterable[Pass]) -> list[Pass]:
+    """``passes`` with each pass's ``requires`` inserted just before it, unless a pass of
+    that name is already earlier (requirements of requirements too)."""
+    out: list[Pass] = []
+
+    def add(p: Pass, chain: tuple[str, ...]) -> None:
+        for req in p.requires:
+            if req in chain:
+                raise PassOptionError(f"pass '{p.name}': circular requirement "
+                                      f"{' -> '.join(chain + (req,))}")
+            if req not in _names(out):
+                add(get_pass(req)(), chain + (req,))
+        out.append(p)
+
+    for p in passes:
+        add(p, (p.name,))
+    return out
 
 
 def registered_passes() -> list[str]:
@@ -360,12 +407,19 @@ class PrintIRInstrument(PassInstrument):
                   file=self.stream)
 
 
+#: Plug-in modules whose import registers the built-in passes, like entry points: the
+#: infrastructure names them and imports them by name at the first registry lookup, so
+#: ``compiler`` never imports the code of ``passes`` at module import time (no cycle, no
+#: upward import; tests/test_layering.py checks that).
+BUILTIN_PASS_MODULES: tuple[str, ...] = ("passes",)
+
 _builtin_loaded = False
 
 
 def _load_builtin_passes() -> None:
-    """Import the top-level ``passes`` package, whose modules register the built-ins."""
+    """Import the plug-in modules in ``BUILTIN_PASS_MODULES``, which register the built-ins."""
     global _builtin_loaded
     if not _builtin_loaded:
         _builtin_loaded = True
-        import passes  # noqa: F401
+        for name in BUILTIN_PASS_MODULES:
+            importlib.import_module(name)
