@@ -116,8 +116,11 @@ def test_lenet5_bit_exact_through_rpc(sim, spec):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["quantize{bits=8,act_bits=8}", "quantize{bits=4,act_bits=4}"])
-def test_plaincnn_bit_exact_through_rpc(sim, spec):
-    _check_bit_exact(sim, "plaincnn_fmnist", spec, part="xczu7ev")
+@pytest.mark.parametrize("name", ["plaincnn_fmnist", "vgg_fmnist", "resnet_fmnist",
+                                  "mobilenet_fmnist", "unet_seg"])
+def test_every_shipped_baseline_bit_exact_through_rpc(sim, name, spec):
+    # (lenet5_mnist: above, with binary weights too); xczu7ev fits all of them at 8/8
+    _check_bit_exact(sim, name, spec, part="xczu7ev")
 
 
 def test_measure_returns_the_simulators_time_labelled_simulated(sim):
