@@ -147,6 +147,23 @@ def _load_builtin_targets() -> None:
         from .fpga_sim import target as _fpga_sim  # noqa: F401
 
 
+def remote_copy(target: "Target", tracker: str | None, key: str | None) -> "Target":
+    """A copy of ``target`` (a dataclass target with ``tracker`` and ``rpc_key`` fields)
+    that reaches its device through the tracker ``HOST:PORT`` under ``key``; a malformed
+    tracker address is a `TargetUnavailableError` naming it."""
+    import dataclasses
+
+    if tracker is not None:
+        from .tvm.rpc import parse_tracker
+
+        try:
+            parse_tracker(tracker)
+        except ValueError as exc:
+            raise TargetUnavailableError(str(exc)) from None
+    return dataclasses.replace(target, tracker=tracker or target.tracker,
+                               rpc_key=key or target.rpc_key)
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The exception types targets raise for bad input (an option, a model a target
     cannot take, an unreachable device): a front end reports them as one error line.

@@ -16,7 +16,7 @@ import numpy as np
 
 from compiler.ir import Graph
 
-from .base import Target, TargetUnavailableError, Timing
+from .base import Target, TargetUnavailableError, Timing, remote_copy
 
 
 @dataclass
@@ -50,15 +50,7 @@ class TvmTarget(Target):
 
     def with_remote(self, tracker: str | None = None, key: str | None = None) -> "TvmTarget":
         """A copy that runs through the tracker ``HOST:PORT`` under ``key``."""
-        if tracker is not None:
-            from .tvm.rpc import parse_tracker
-
-            try:
-                parse_tracker(tracker)
-            except ValueError as exc:
-                raise TargetUnavailableError(str(exc)) from None
-        return dataclasses.replace(self, tracker=tracker or self.tracker,
-                                   rpc_key=key or self.rpc_key)
+        return remote_copy(self, tracker, key)
 
     def remote(self):
         """The `RemoteSpec` this target runs on (starting the embedded board if that

@@ -33,7 +33,7 @@ import numpy as np
 
 from compiler.ir import Graph
 
-from ..base import Target, TargetUnavailableError, Timing, register_target
+from ..base import Target, TargetUnavailableError, Timing, register_target, remote_copy
 from .options import FpgaOptions, FpgaSimError
 
 __all__ = ["FpgaSimTarget", "FpgaBuilt", "design_file"]
@@ -81,15 +81,7 @@ class FpgaSimTarget(Target):
 
     def with_remote(self, tracker: str | None = None, key: str | None = None) -> "FpgaSimTarget":
         """A copy that reaches the simulator through the tracker ``HOST:PORT`` under ``key``."""
-        if tracker is not None:
-            from ..tvm.rpc import parse_tracker
-
-            try:
-                parse_tracker(tracker)
-            except ValueError as exc:
-                raise TargetUnavailableError(str(exc)) from None
-        return dataclasses.replace(self, tracker=tracker or self.tracker,
-                                   rpc_key=key or self.rpc_key)
+        return remote_copy(self, tracker, key)
 
     def remote(self):
         """The `RemoteSpec` of the simulator (starting the embedded one if none is named)."""
