@@ -162,21 +162,17 @@ class _Mapper:
 
     # -- helpers -----------------------------------------------------------------------
     def add(self, stage: Stage, inputs: list[Value | None]) -> Stage:
-        preds = []
-        for v in inputs:
-            if v is not None and v.const is None and id(v) in self.src:
-                preds.append(self.src[id(v)])
-        self.p.stages.append(stage)
-        self.p.preds[stage.node] = preds
-        finn = {"SWG": "ConvolutionInputGenerator"}.get(stage.unit, stage.unit)
-        i = self.count.get(finn, 0)
-        self.count[finn] = i + 1
-        self.p.finn_names[stage.node] = f"{finn}_hls_{i}"
-        return stage
+        preds = [self.src[id(v)] for v in inputs
+                 if v is not None and v.const is None and id(v) in self.src]
+        return self._append(stage, preds)
 
     def chain(self, stage: Stage, prev: Stage) -> Stage:
+        return self._append(stage, [prev.node])
+
+    def _append(self, stage: Stage, preds: list[str]) -> Stage:
+        """Add ``stage`` after ``preds`` and give it FINN's node name (``MVAU_hls_0``...)."""
         self.p.stages.append(stage)
-        self.p.preds[stage.node] = [prev.node]
+        self.p.preds[stage.node] = preds
         finn = {"SWG": "ConvolutionInputGenerator"}.get(stage.unit, stage.unit)
         i = self.count.get(finn, 0)
         self.count[finn] = i + 1
