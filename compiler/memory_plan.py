@@ -33,7 +33,8 @@ from typing import Literal, Sequence
 from .ir import Graph, IRError, Node, Value
 
 __all__ = ["Record", "MemoryPlan", "MemoryPlanError", "lifetimes", "place", "lower_bound",
-           "validate", "memory_order", "plan_memory", "VIEW_OPS", "STRATEGIES"]
+           "validate", "memory_order", "plan_memory", "align_up", "arena_size", "VIEW_OPS",
+           "STRATEGIES"]
 
 Strategy = Literal["greedy_by_size", "first_fit", "naive"]
 STRATEGIES: tuple[str, ...] = ("greedy_by_size", "first_fit", "naive")
@@ -105,7 +106,8 @@ class MemoryPlan:
 
 # -- lifetimes ----------------------------------------------------------------------
 
-def _align(nbytes: int, alignment: int) -> int:
+def align_up(nbytes: int, alignment: int) -> int:
+    """``nbytes`` rounded up to a multiple of ``alignment``."""
     return -(-nbytes // alignment) * alignment if alignment > 1 else nbytes
 
 
@@ -175,7 +177,7 @@ def lifetimes(graph: Graph, order: Sequence[Node] | None = None, *, alignment: i
                     join(out, target, step)
                     continue
             new_record(out, step)
-    return [Record(rec["value"].name, _align(max(rec["value"].nbytes, 1), alignment),
+    return [Record(rec["value"].name, align_up(max(rec["value"].nbytes, 1), alignment),
                    rec["first"], rec["last"], tuple(rec["values"])) for rec in info.values()]
 
 
@@ -246,7 +248,7 @@ def place(records: Sequence[Record], strategy: str = "greedy_by_size", *,
         offsets, top = {}, 0
         for r in records:
             offsets[r.name] = top
-            top += _align(r.size, alignment)
+            top += align_up(r.size, alignment)
         return offsets
     placed: list[tuple[int, Record]] = []  # (offset, record), kept sorted by offset
     offsets: dict[str, int] = {}
@@ -272,7 +274,7 @@ def _fit(record: Record, placed: list[tuple[int, Record]], *, best: bool,
                 return candidate
             if best_gap is None or gap < best_gap:
                 best_gap, best_offset = gap, candidate
-        candidate = max(candidate, _align(offset + other.size, alignment))
+        candidate = max(candidate, align_up(offset + other.size, alignment))
     return best_offset if best_offset is not None else candidate
 
 

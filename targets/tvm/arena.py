@@ -30,7 +30,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from compiler.memory_plan import Record, arena_size, lower_bound, place, validate
+from compiler.memory_plan import Record, align_up, arena_size, lower_bound, place, validate
 
 __all__ = ["PlanArena", "arena_pipeline", "ArenaStats"]
 
@@ -45,7 +45,7 @@ class ArenaStats:
     tensors: int
     arena_bytes: int
     lower_bound: int
-    unplanned: int  # allocations left to TVM (outputs, dynamic shapes)
+    unplanned: int  # allocations left to TVM (symbolic shapes)
 
 
 def _is_op(expr: Any, name: str) -> bool:
@@ -119,11 +119,10 @@ def _plan_function(func: relax.Function, name: str) -> tuple[relax.Function, Are
     for v in _vars_in(body.body):
         if v in root:
             last[root[v]] = end
-    escaping: set = set()
     records = []
     for var, (step, _shape, _dtype, nbytes) in allocs.items():
-        size = -(-max(nbytes, 1) // ALIGNMENT) * ALIGNMENT
-        records.append(Record(var.name + f"#{step}", size, step, last[var], (var.name,)))
+        records.append(Record(var.name + f"#{step}", align_up(max(nbytes, 1), ALIGNMENT), step,
+                              last[var], (var.name,)))
     if not records:
         return func, None
     offsets = place(records, "greedy_by_size", alignment=ALIGNMENT)
@@ -135,7 +134,7 @@ def _plan_function(func: relax.Function, name: str) -> tuple[relax.Function, Are
     arena = relax.Var("arena", relax.ObjectType())
     new_bindings = [relax.VarBinding(arena, storage)]
     for step, binding in enumerate(bindings):
-        if step in by_step and binding.var in allocs and binding.var not in escaping:
+        if step in by_step and binding.var in allocs:
             _, shape, dtype, _ = allocs[binding.var]
             raw = relax.Var(binding.var.name + "_at", binding.var.ty)
             new_bindings.append(relax.VarBinding(raw, relax.op.memory.alloc_tensor(
