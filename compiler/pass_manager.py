@@ -23,7 +23,7 @@ import numpy as np
 from .ir import Graph
 
 __all__ = ["Pass", "PassResult", "PassContext", "PassInstrument", "Sequential", "register_pass",
-           "with_requirements",
+           "with_requirements", "PassDataError", "DEFAULT_MAX_DROP",
            "get_pass", "parse_pass", "parse_pipeline", "registered_passes", "PassOptionError",
            "VerifyInstrument", "NumericsInstrument", "TimingInstrument", "PrintIRInstrument"]
 
@@ -32,6 +32,16 @@ log = logging.getLogger("compiler.passes")
 
 class PassOptionError(ValueError):
     """An unknown pass name, an unknown option or an option value of the wrong type."""
+
+
+class PassDataError(PassOptionError):
+    """What a pass needs from its `PassContext` (calibration data, an evaluation callback)
+    is missing or does not fit the model: a user error, reported as one line."""
+
+
+#: The accuracy drop an accuracy-aware pass allows when neither its own option nor a
+#: pipeline budget (``PassContext.budget``) says otherwise.
+DEFAULT_MAX_DROP = 0.01
 
 
 @dataclass
@@ -51,6 +61,13 @@ class PassContext:
     latency-aware passes (`compiler.optimize` sets one that builds for
     ``options["target"]``, default host), so passes never call the compiler themselves.
     ``instruments`` run around every pass.
+
+    ``budget``: one accuracy budget for the whole pipeline -- the largest drop of
+    ``evaluate``'s score, against the model as it entered the pipeline (``baseline``,
+    measured once by `start_budget`), that all accuracy-aware passes together may cost.
+    Each such pass asks `allowed_drop` how much it may still spend (what earlier passes
+    left), so two passes given 1 % each no longer lose 2 % between them.  ``spent``
+    logs ``(pass, score after it)`` for the passes that drew on the budget.
     """
 
     calibration_data: list[dict[str, np.ndarray]] | None = None
@@ -60,6 +77,54 @@ class PassContext:
     options: dict[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: log)
     history: list[tuple[str, PassResult]] = field(default_factory=list)
+    budget: float | None = None
+    baseline: float | None = None
+    spent: list[tuple[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and not float(self.budget) >= 0:
+            raise PassOptionError(f"accuracy budget {self.budget!r} must be a number >= 0 "
+                                  "(a drop of the score, e.g. 0.01 for one point of top-1)")
+
+    def start_budget(self, graph: Graph) -> float | None:
+        """Measure ``baseline`` on ``graph`` (the pipeline's input) if a budget is set and
+        it is not known yet, and return it (None when nothing was measured).
+        `compiler.optimize` calls it on the original model before the first pass; a pass
+        called on its own calls it on its input."""
+        if self.budget is None or self.baseline is not None:
+            return None
+        if self.evaluate is None:
+            raise PassDataError("an accuracy budget needs evaluation data: give "
+                                "--eval-data (CLI) or evaluate=/eval_data= (API)")
+        self.baseline = float(self.evaluate(graph))
+        return self.baseline
+
+    def allowed_drop(self, base: float, own: float | None) -> float:
+        """How far below ``base`` (the score the calling pass starts from) its result may
+        score.  Without a pipeline budget: the pass's own option ``own`` (or
+        `DEFAULT_MAX_DROP` when that is None).  With one: what remains of it,
+        ``base - (baseline - budget)``, never below 0 (a pass never makes an overspent
+        pipeline worse), and at most ``own`` when the pass was given one."""
+        if self.budget is None:
+            return float(DEFAULT_MAX_DROP if own is None else own)
+        if self.baseline is None:
+            self.baseline = float(base)
+        remaining = max(0.0, float(base) - (self.baseline - float(self.budget)))
+        return remaining if own is None else min(float(own), remaining)
+
+    def record_spent(self, pass_name: str, score: float) -> dict[str, float]:
+        """Note the score after an accuracy-aware pass; returns stats for its result
+        (``budget``, ``pipeline_baseline``, ``budget_left``) when a pipeline budget is set."""
+        if self.budget is None or self.baseline is None:
+            return {}
+        self.spent.append((pass_name, float(score)))
+        left = float(self.budget) - (self.baseline - float(score))
+        if left < -1e-9:
+            self.logger.warning("accuracy budget overspent after '%s': score %.5f is %.5f "
+                                "below the original %.5f (budget %.5f)", pass_name, score,
+                                self.baseline - score, self.baseline, self.budget)
+        return {"budget": float(self.budget), "pipeline_baseline": round(self.baseline, 5),
+                "budget_left": round(left, 5)}
 
 
 class PassInstrument:
@@ -104,6 +169,9 @@ class Pass:
     name: ClassVar[str] = "<unnamed>"
     exact: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
+    #: The pass spends the pipeline's accuracy budget (`PassContext.allowed_drop`), so
+    #: `compiler.optimize` measures the original model's score before the pipeline runs.
+    uses_budget: ClassVar[bool] = False
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         raise NotImplementedError(f"pass {type(self).__name__} does not implement run()")
@@ -152,6 +220,10 @@ class Sequential(Pass):
     @property
     def exact(self) -> bool:  # type: ignore[override]
         return all(p.exact for p in self.passes)
+
+    @property
+    def uses_budget(self) -> bool:  # type: ignore[override]
+        return any(p.uses_budget for p in self.passes)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         modified = False

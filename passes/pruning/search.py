@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from compiler.ir import Graph
-from compiler.pass_manager import Pass, PassContext, PassOptionError, PassResult, register_pass
+from compiler.pass_manager import (Pass, PassContext, PassDataError, PassOptionError, PassResult,
+                                  register_pass)
 
 from .criteria import check_criterion
 from .dependency import PruningError
@@ -133,9 +134,12 @@ def search_rate(graph: Graph, evaluate, *, max_drop: float = 0.01,
 @register_pass("prune-search")
 @dataclass
 class PruneSearch(Pass):
-    """Half-interval search for the largest pruning rate within max_drop accuracy."""
+    """Half-interval search for the largest pruning rate within max_drop accuracy.
 
-    max_drop: float = 0.01
+    ``max_drop`` None: what remains of the pipeline's accuracy budget
+    (``PassContext.budget``), else 0.01; given with a budget, it caps this pass's share."""
+
+    max_drop: float | None = None
     method: Literal["structured", "magnitude"] = "structured"
     finetune_epochs: int = 0
     criterion: str = "mean_weight"
@@ -150,7 +154,7 @@ class PruneSearch(Pass):
 
     def __post_init__(self) -> None:
         check_criterion(self.criterion)
-        if self.max_drop < 0:
+        if self.max_drop is not None and self.max_drop < 0:
             raise PruningError(f"prune-search: max_drop={self.max_drop} must be >= 0")
         if not 0.0 <= self.low < self.high < 1.0:
             raise PruningError(f"prune-search: need 0 <= low < high < 1, got low={self.low} "
@@ -158,15 +162,23 @@ class PruneSearch(Pass):
         if self.method == "magnitude" and self.objective != "uniform":
             raise PruningError("prune-search: objective applies to method=structured only")
 
+    uses_budget = True
+
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         if ctx.evaluate is None:
-            raise PassOptionError("prune-search needs an accuracy callback: "
-                                  "PassContext(evaluate=lambda graph: accuracy)")
-        best, stats = search_rate(graph, ctx.evaluate, max_drop=self.max_drop,
+            raise PassDataError("prune-search needs an accuracy callback: --eval-data on "
+                                "the command line, eval_data= in compiler.compile, or "
+                                "PassContext(evaluate=lambda graph: accuracy)")
+        base = ctx.start_budget(graph)
+        base = float(ctx.evaluate(graph)) if base is None else base
+        max_drop = ctx.allowed_drop(base, self.max_drop)
+        best, stats = search_rate(graph, ctx.evaluate, max_drop=max_drop, baseline=base,
                                   method=self.method, low=self.low, high=self.high,
                                   steps=self.steps, criterion=self.criterion,
                                   objective=self.objective, scope=self.scope,
                                   round_to=self.round_to, protect=self.protect,
                                   finetune_epochs=self.finetune_epochs, options=ctx.options,
                                   measure_latency=ctx.measure_latency)
+        stats["max_drop"] = round(max_drop, 6)
+        stats.update(ctx.record_spent(self.name, stats["accuracy"]))
         return PassResult(best, stats["rate"] > 0, stats)

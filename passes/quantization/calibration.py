@@ -35,8 +35,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from compiler.batching import with_batch_size
+from compiler.data_sources import DataSourceError, check_input_batch
 from compiler.interpreter import InputError, Interpreter, check_inputs
 from compiler.ir import Graph, Node
+from compiler.pass_manager import PassDataError
 
 __all__ = ["CalibrationError", "TensorStats", "Observer", "collect_stats", "calibrate_range",
            "kl_threshold", "CALIBRATION_METHODS"]
@@ -46,7 +48,7 @@ HOW_TO_PASS = ("pass it as compiler.compile(model, passes=[...], calibration_dat
                "array}, ...]) or PassContext(calibration_data=[{input_name: array}, ...])")
 
 
-class CalibrationError(ValueError):
+class CalibrationError(PassDataError):
     """Calibration data is missing or does not fit the model."""
 
 
@@ -152,14 +154,11 @@ def _check_samples(graph: Graph, data: Any, pass_name: str) -> list[dict[str, np
                 raise CalibrationError(f"calibration sample {index} names input '{name}', "
                                        f"which the model does not have; its inputs: "
                                        f"{sorted(expected)}")
-            array = np.asarray(array)
-            want = expected[name]
-            if array.ndim != len(want) or tuple(array.shape[1:]) != tuple(want[1:]):
-                raise CalibrationError(f"calibration sample {index}: input '{name}' has shape "
-                                       f"{tuple(array.shape)}, the model expects {want} (the "
-                                       f"leading batch dimension may differ)")
-            graph_dtype = next(v.dtype for v in graph.inputs if v.name == name)
-            arrays[name] = array.astype(graph_dtype, copy=False)
+            value = next(v for v in graph.inputs if v.name == name)
+            try:  # shape and dtype checked like run() inputs (the batch may differ)
+                arrays[name] = check_input_batch(value, array, f"calibration sample {index}")
+            except DataSourceError as exc:
+                raise CalibrationError(str(exc)) from None
         missing = sorted(set(expected) - set(arrays))
         if missing:
             raise CalibrationError(f"calibration sample {index} lacks input(s) {missing}")

@@ -204,9 +204,21 @@ class Quantize(Pass):
         return out
 
     # ------------------------------------------------------------------------------
+    #: Under a pipeline accuracy budget (``PassContext.budget``) the quantized model is
+    #: scored and what it cost is charged to the budget (quantize does not search: an
+    #: overspend is logged as a warning and leaves nothing for the passes after it).
+    uses_budget: ClassVar[bool] = True
+
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         stats = collect_stats(graph, ctx.calibration_data, pass_name=self.name)
-        return QuantRewriter(self, graph, stats, ctx).rewrite()
+        scored = ctx.budget is not None and ctx.evaluate is not None
+        if scored:
+            ctx.start_budget(graph)
+        result = QuantRewriter(self, graph, stats, ctx).rewrite()
+        if scored:
+            score = float(ctx.evaluate(result.graph))
+            result.stats.update(score=round(score, 5), **ctx.record_spent(self.name, score))
+        return result
 
 
 def _const(value: Value | None) -> np.ndarray | None:

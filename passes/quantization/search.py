@@ -3,6 +3,10 @@
 ``mixed-precision{candidates=[8,6,4,2], budget=0.01, first_layer_bits=8, calibration=minmax,
 per_channel=true}``
 
+``budget`` None: what remains of the pipeline's accuracy budget (``PassContext.budget``,
+measured against the model that entered the pipeline), else 0.01; given with a pipeline
+budget, it caps this pass's share.
+
 1. Quantize everything at ``candidates[0]`` bits (weights and input activations of every
    multiply layer) and score it with ``PassContext.evaluate`` (graph -> accuracy): ``base``.
 2. Sensitivity of a layer: the score with only that layer at the lowest candidate.
@@ -33,7 +37,7 @@ class MixedPrecision(Pass):
     """Search per-layer bit widths (sensitivity-ordered greedy) under an accuracy budget."""
 
     candidates: list[int] = field(default_factory=lambda: [8, 6, 4, 2])
-    budget: float = 0.01
+    budget: float | None = None
     first_layer_bits: int = 8
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
     per_channel: bool = True
@@ -48,13 +52,18 @@ class MixedPrecision(Pass):
         if self.first_layer_bits:
             check_bits(self.first_layer_bits, "first_layer_bits")
         self.candidates = sorted({int(b) for b in self.candidates}, reverse=True)
-        if self.budget < 0:
+        if self.budget is not None and self.budget < 0:
             raise PassOptionError("pass 'mixed-precision': budget must be >= 0")
+
+    uses_budget = True
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         if ctx.evaluate is None:
             raise CalibrationError("pass 'mixed-precision' needs an accuracy callback: "
-                                   "PassContext(evaluate=lambda graph: accuracy, ...)")
+                                   "--eval-data on the command line, eval_data= in "
+                                   "compiler.compile, or PassContext(evaluate=lambda graph: "
+                                   "accuracy, ...)")
+        ctx.start_budget(graph)
         if not ctx.calibration_data:
             raise CalibrationError(f"pass 'mixed-precision' needs calibration data; {HOW_TO_PASS}")
         stats = collect_stats(graph, ctx.calibration_data, pass_name=self.name)
@@ -81,6 +90,7 @@ class MixedPrecision(Pass):
 
         assign = {name: top for name in searched}
         base = score(assign)
+        allowed = ctx.allowed_drop(base, self.budget)
         low = self.candidates[-1]
         sensitivity = {}
         if len(self.candidates) > 1:
@@ -91,7 +101,7 @@ class MixedPrecision(Pass):
         for name in order:
             for b in self.candidates[1:]:
                 trial = score({**assign, name: b})
-                if trial >= base - self.budget:
+                if trial >= base - allowed - 1e-9:
                     assign[name] = b
                     current = trial
                 else:
@@ -104,5 +114,6 @@ class MixedPrecision(Pass):
             out = QuantRewriter(result, graph, stats, ctx).rewrite()
         out.stats.update({"base_score": base, "score": current, "evaluations": evaluations,
                           "sensitivity": {k: round(v, 5) for k, v in sensitivity.items()},
-                          "bits_per_layer": {n: b for n, b in {**assign, **fixed}.items()}})
+                          "bits_per_layer": {n: b for n, b in {**assign, **fixed}.items()},
+                          "max_drop": round(allowed, 6), **ctx.record_spent(self.name, current)})
         return out
