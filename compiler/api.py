@@ -6,13 +6,14 @@ nothing.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Mapping, Sequence
 
 from .artifact import CompiledModel
 from .ir import Graph
 from .onnx_io import import_model
 from .pass_manager import (NumericsInstrument, Pass, PassContext, PassInstrument, VerifyInstrument,
-                     parse_pipeline)
+                           check_budget, parse_pipeline)
 
 __all__ = ["compile", "optimize", "measure_latency_ms"]
 
@@ -34,6 +35,8 @@ def optimize(model: Any, passes: "Iterable[str | Pass] | str | None" = None, *,
     pipeline = parse_pipeline(passes)
     original = model.clone() if isinstance(model, Graph) else import_model(model, input_shapes)
     ctx = ctx or PassContext()
+    if ctx.budget is not None and pipeline.uses_budget:
+        ctx.start_budget(original)  # the budget is measured against the original model
     if ctx.measure_latency is None:
         options = ctx.options
         ctx.measure_latency = lambda g: measure_latency_ms(g, options.get("target", "host"))
@@ -50,9 +53,12 @@ def compile(model: Any, target: Any = "host",
             input_shapes: Mapping[str, Sequence[int]] | None = None,
             ctx: PassContext | None = None, verify: bool = True,
             check_numerics: bool = False, build: bool = True,
-            calibration_data: Sequence[Mapping[str, Any]] | None = None,
+            calibration_data: "Sequence[Mapping[str, Any]] | str | os.PathLike | None" = None,
             evaluate: Any = None,
-            tune: "Mapping[str, Any] | int | None" = None) -> CompiledModel:
+            tune: "Mapping[str, Any] | int | None" = None,
+            eval_data: Any = None, metric: str | None = None, budget: float | None = None,
+            preprocess: Any = None, calibration_samples: int | None = 256,
+            eval_samples: int | None = 1000, seed: int = 0) -> CompiledModel:
     """Compile an ONNX model for ``target``.
 
     ``passes`` is a list of pass specs such as ``["fold-bn", "prune{ratio=0.5}"]`` or
@@ -60,6 +66,15 @@ def compile(model: Any, target: Any = "host",
     ``input_shapes`` fixes dynamic input dimensions by input name.
     ``calibration_data`` (a list of input dicts from real data) and ``evaluate`` (a
     callback ``graph -> score``) are handed to the passes through their `PassContext`.
+    ``calibration_data`` may also name a source (`compiler.data_sources`: a folder of
+    images, a ``.npy``/``.npz`` file, a data set name such as ``"mnist"``), as may
+    ``eval_data``, which becomes ``evaluate`` scored by ``metric`` (``top1``, ``f1``,
+    ``miou``; default by task).  ``preprocess`` (a `data_sources.Preprocess` or its
+    fields as a dict) says how images become inputs; ``calibration_samples`` /
+    ``eval_samples`` cap the samples used (a seeded subset, ``seed``; None: all).
+    ``seed`` also seeds the verification input.
+    ``budget``: one accuracy budget for the whole pipeline (`PassContext.budget`),
+    measured against the original model's score and shared by the accuracy-aware passes.
     ``tune`` auto-tunes with MetaSchedule: ``{"trials": 64, "database": "tune.json"}``
     (an int means trials only; the target parses it: `Target.tune_options`).  Tasks the
     database already has records for are not measured again; the stats are in
@@ -78,12 +93,20 @@ def compile(model: Any, target: Any = "host",
     pipeline = parse_pipeline(passes)  # validates names and options before any work
     if tune is not None and build:
         tune = tgt.tune_options(tune)  # the target parses its own options, before any work
-    if calibration_data is not None or evaluate is not None:
+    if isinstance(calibration_data, (str, os.PathLike)) or eval_data is not None:
+        model = model.clone() if isinstance(model, Graph) else import_model(model, input_shapes)
+        input_shapes = None  # applied
+        calibration_data, evaluate = _resolve_data(
+            model, calibration_data, evaluate, eval_data, metric, preprocess,
+            calibration_samples, eval_samples, seed)
+    if calibration_data is not None or evaluate is not None or budget is not None:
         ctx = ctx or PassContext()
         if calibration_data is not None:
             ctx.calibration_data = list(calibration_data)
         if evaluate is not None:
             ctx.evaluate = evaluate
+        if budget is not None:
+            ctx.budget = check_budget(budget)
     original, graph, result = optimize(model, pipeline.passes, input_shapes=input_shapes,
                                        ctx=ctx, verify=verify, check_numerics=check_numerics)
     tuning = None
@@ -95,9 +118,30 @@ def compile(model: Any, target: Any = "host",
     if built is not None and verify:
         from .verify import verify_build
 
-        verification = verify_build(graph, tgt, built)
+        verification = verify_build(graph, tgt, built, seed=seed)
     cm = CompiledModel(graph, tgt, built, original=original, pipeline=pipeline.spec(),
                        pass_stats=result.stats)
     cm.tuning = tuning
     cm.verification = verification
     return cm
+
+
+def _resolve_data(graph: Graph, calibration: Any, evaluate: Any, eval_data: Any,
+                  metric: str | None, preprocess: Any, calibration_samples: int | None,
+                  eval_samples: int | None, seed: int) -> tuple[Any, Any]:
+    """Named data sources -> (calibration input dicts, evaluate callback)."""
+    from . import data_sources as ds
+
+    if isinstance(preprocess, Mapping):
+        preprocess = ds.Preprocess(**preprocess)
+    if isinstance(calibration, (str, os.PathLike)):
+        samples = ds.resolve(calibration, graph, role="calibration", preprocess=preprocess,
+                             limit=calibration_samples, seed=seed)
+        calibration = ds.calibration_batches(samples, graph)
+    if eval_data is not None:
+        if evaluate is not None:
+            raise ds.DataSourceError("give evaluate= or eval_data=, not both")
+        samples = ds.resolve(eval_data, graph, role="eval", preprocess=preprocess,
+                             limit=eval_samples, seed=seed)
+        evaluate = ds.make_evaluator(samples, metric)
+    return calibration, evaluate

@@ -34,6 +34,7 @@ import numpy as np
 from .analysis import ModelStats, model_stats
 from .interpreter import check_inputs
 from .ir import Graph
+from .target_options import configure_target, target_options
 
 FORMAT_VERSION = 3
 WEIGHTS_FILE = "weights.bin"
@@ -137,6 +138,7 @@ class CompiledModel:
             meta = {
                 "format_version": FORMAT_VERSION,
                 "target": self.target.name,
+                "target_options": target_options(self.target),
                 "library": library,
                 "pipeline": self.pipeline,
                 "pass_stats": _jsonable(self.pass_stats),
@@ -195,8 +197,9 @@ class CompiledModel:
         except Exception as exc:  # ModelImportError and friends: say which directory
             raise ArtifactError(f"{path}: model.onnx cannot be read ({exc})") from None
         try:
-            target = get_target(meta["target"])
-        except ValueError as exc:  # UnknownTargetError
+            target = configure_target(get_target(meta["target"]),
+                                      meta.get("target_options") or {})
+        except ValueError as exc:  # UnknownTargetError, TargetOptionError
             raise ArtifactError(f"{meta_file}: {exc}") from None
         built = None
         if meta.get("library"):

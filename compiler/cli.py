@@ -1,6 +1,9 @@
 """The ``compiler`` command line; each verb mirrors an API call.
 
     compiler compile MODEL.onnx -o OUT [--target host] [--passes "fold-bn,cleanup"]
+    compiler compile --config recipe.toml [flags that override the recipe]
+        data for the passes: --calibration SRC --eval-data SRC [--metric top1|f1|miou]
+        [--budget 0.01]; SRC is a folder of images, a .npy/.npz file or a data set name
     compiler run OUT [--input name=file.npy ...]
     compiler benchmark OUT [--repeat 20]
     compiler report OUT|MODEL.onnx [--passes ...] [--json]
@@ -10,6 +13,12 @@
 
 cortex-a72 models run/benchmark on a board through a TVM RPC tracker: --tracker HOST:PORT
 --key KEY (or COMPILER_TRACKER / COMPILER_RPC_KEY), else on the local EMULATED board.
+--load module.py (anywhere on the line, repeatable) imports a module that registers
+custom passes or targets first.  --target takes options: "cortex-a72 -mattr=+neon".
+
+Exit codes: 0 success; 2 a user error (bad option, model, file, data; one "error:" line);
+1 an internal error (a bug; --debug shows the traceback), and `board status` when the
+board is not running.
 """
 from __future__ import annotations
 
@@ -96,21 +105,72 @@ def _passes_arg(text: str | None):
     return [] if text.strip() in ("", "none") else text
 
 
+#: compile options a recipe may set, with their defaults when neither file nor flag does
+COMPILE_DEFAULTS = {"target": "host", "seed": 0, "compress": False, "no_verify": False,
+                    "calibration_samples": 256, "eval_samples": 1000}
+
+
+def _apply_recipe(args: argparse.Namespace) -> None:
+    """Fill the options not given on the command line from ``--config``, then defaults."""
+    if args.config:
+        from .recipe import load_recipe
+
+        for dest, value in load_recipe(args.config).items():
+            if dest == "target_option":  # the file's first, the command line's win
+                args.target_option = value + (args.target_option or [])
+            elif getattr(args, dest, None) is None:
+                setattr(args, dest, value)
+    for dest, value in COMPILE_DEFAULTS.items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, value)
+    if not args.model:
+        raise CLIError("compile needs a model: MODEL.onnx or --config recipe.toml with "
+                       "model = \"...\"")
+    if not args.output:
+        raise CLIError("compile needs an output folder: -o DIR (or output = \"...\" in the "
+                       "recipe)")
+
+
+def _data_args(args: argparse.Namespace) -> dict:
+    """The data keywords of `compiler.compile` from --calibration/--eval-data/...."""
+    from .data_sources import Preprocess
+
+    if args.budget is not None and args.eval_data is None:
+        raise CLIError("--budget needs --eval-data (the budget is a drop of its score)")
+    if args.metric is not None and args.eval_data is None:
+        raise CLIError("--metric needs --eval-data")
+    pre = {k: getattr(args, k) for k in ("mean", "std", "resize", "channels", "layout")
+           if getattr(args, k) is not None}
+    for key, n in (("calibration_samples", args.calibration_samples),
+                   ("eval_samples", args.eval_samples)):
+        if n is not None and n < 1:
+            raise CLIError(f"--{key.replace('_', '-')} must be >= 1, got {n}")
+    return {"calibration_data": args.calibration, "eval_data": args.eval_data,
+            "metric": args.metric, "budget": args.budget,
+            "preprocess": Preprocess(**pre) if pre else None,
+            "calibration_samples": args.calibration_samples,
+            "eval_samples": args.eval_samples, "seed": args.seed}
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from .api import compile
 
     from .artifact import check_destination
 
+    _apply_recipe(args)
     check_destination(args.output)  # before the (long) build: a bad -o must cost nothing
     tune = None
-    if args.tune is not None:
-        tune = {"trials": args.tune, "database": args.tune_db,
-                "max_seconds": args.tune_seconds}
+    if args.tune is not None or args.tune_db is not None:
+        # --tune-db alone applies the records it has (0 new trials)
+        tune = {"trials": args.tune or 0, "database": args.tune_db,
+                "max_seconds": args.tune_seconds, "seed": args.seed}
     cm = compile(args.model, target=_target_arg(args), passes=_passes_arg(args.passes),
                  input_shapes=_parse_shapes(args.input_shape), tune=tune,
-                 verify=not args.no_verify)
-    out = cm.save(args.output, compress=getattr(args, "compress", False))
+                 verify=not args.no_verify, **_data_args(args))
+    out = cm.save(args.output, compress=bool(args.compress))
     print(cm.report() if args.verbose else _summary(cm))
+    for line in _budget_lines(cm.pass_stats):
+        print(line)
     v = cm.verification
     if v is None:
         print("verify: off (--no-verify)")
@@ -122,30 +182,38 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budget_lines(pass_stats: dict) -> list[str]:
+    """One line per pass that spent the pipeline's accuracy budget (score, what is left)."""
+    lines = []
+    for name, stats in pass_stats.items():
+        if isinstance(stats, dict) and "budget_left" in stats:
+            spent = stats["budget"] - stats["budget_left"]
+            lines.append(f"budget: after {name}: {spent:.4f} of {stats['budget']:.4f} spent "
+                         f"(original score {stats['pipeline_baseline']:.4f})")
+    return lines
+
+
 def _target_arg(args: argparse.Namespace):
-    """The target, configured by ``--target-option`` and pointed at ``--tracker``/``--key``."""
-    options = getattr(args, "target_option", None)
-    if not (getattr(args, "tracker", None) or getattr(args, "key", None) or options):
-        return args.target
+    """The target of ``--target "NAME -key=value ..."``, pointed at ``--tracker``/``--key``
+    and configured by its inline options and ``--target-option`` (those win); the options
+    are recorded in the saved model (`compiler.target_options`)."""
     from targets import get_target
 
-    target = get_target(args.target)
-    if options:
-        if not hasattr(target, "configure"):
-            raise CLIError(f"target '{target.name}' takes no --target-option")
-        pairs = {}
-        for item in options:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise CLIError(f"--target-option expects key=value, got '{item}'")
-            pairs[key.strip()] = value.strip()
-        target = target.configure(**pairs)
-    if not (getattr(args, "tracker", None) or getattr(args, "key", None)):
-        return target
-    if not hasattr(target, "with_remote") or getattr(target, "runs_locally", True):
-        raise CLIError(f"target '{target.name}' runs on this machine: --tracker/--key do not "
-                       "apply (drop them, or use --target cortex-a72)")
-    return target.with_remote(args.tracker, args.key)
+    from .target_options import configure_target, parse_target_spec
+
+    name, pairs = parse_target_spec(args.target or "host")
+    for item in getattr(args, "target_option", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--target-option expects key=value, got '{item}'")
+        pairs[key.strip()] = value.strip()
+    target = get_target(name)
+    if getattr(args, "tracker", None) or getattr(args, "key", None):
+        if not hasattr(target, "with_remote") or getattr(target, "runs_locally", True):
+            raise CLIError(f"target '{target.name}' runs on this machine: --tracker/--key do "
+                           "not apply (drop them, or use --target cortex-a72)")
+        target = target.with_remote(args.tracker, args.key)
+    return configure_target(target, pairs)
 
 
 def _load_for_target(args: argparse.Namespace):
@@ -274,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error")
+    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--load", action="append", metavar="MODULE.py",
+                        help="import a module that registers custom passes/targets first "
+                             "(repeatable; accepted anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_opts(p: argparse.ArgumentParser, target: bool = True) -> None:
@@ -283,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                        help="static shape for a dynamic input (repeatable)")
         if target:
-            p.add_argument("--target", default="host", help="target name (see 'targets')")
+            p.add_argument("--target", default=None,
+                           help="target name (see 'targets'; default host), with options: "
+                                "\"cortex-a72 -mattr=+neon\"")
             p.add_argument("--target-option", action="append", metavar="KEY=VALUE",
                            help="target setting, repeatable (fpga-sim: part=xczu7ev, "
                                 "fclk_mhz=200, target_fps=1000, budget=lut:0.7, ...)")
@@ -295,10 +369,44 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: $COMPILER_RPC_KEY, else the target name)")
 
     p = sub.add_parser("compile", help="compile an ONNX model and save it")
-    p.add_argument("model")
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("model", nargs="?", help="the ONNX model (or model = ... in --config)")
+    p.add_argument("-o", "--output", help="output directory (or output = ... in --config)")
+    p.add_argument("--config", metavar="RECIPE.toml",
+                   help="a pipeline file (model, target, passes, data, tuning, output); "
+                        "flags given here override it (see compiler/recipe.py)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of data subsets, tuning and the verification input (0)")
+    data = p.add_argument_group(
+        "data for the passes (SRC: a folder of PNG/JPEG images, labelled by subfolder; a "
+        ".npy batch; an .npz with x[,y] or inputs[,labels]; a data set name: mnist, "
+        "fashion-mnist, mnist-seg, optionally NAME:SPLIT)")
+    data.add_argument("--calibration", metavar="SRC",
+                      help="calibration inputs (quantize, mixed-precision)")
+    data.add_argument("--eval-data", metavar="SRC",
+                      help="labelled data the accuracy-aware passes score on (prune-search, "
+                           "t-sensitive, mixed-precision)")
+    data.add_argument("--metric", choices=["top1", "f1", "miou"],
+                      help="score of --eval-data (default: top1, miou for segmentation)")
+    data.add_argument("--budget", type=float, metavar="DROP",
+                      help="one accuracy budget for the whole pipeline: the largest drop of "
+                           "the score against the original model (0.01 = one point), shared "
+                           "by the accuracy-aware passes")
+    data.add_argument("--calibration-samples", type=int, metavar="N",
+                      help="calibration samples used (a seeded subset; default 256)")
+    data.add_argument("--eval-samples", type=int, metavar="N",
+                      help="evaluation samples used (a seeded subset; default 1000)")
+    data.add_argument("--mean", metavar="M[,M,M]",
+                      help="images: per-channel mean in pixel/255 units (default 0)")
+    data.add_argument("--std", metavar="S[,S,S]",
+                      help="images: per-channel std in pixel/255 units (default 1)")
+    data.add_argument("--resize", metavar="H,W",
+                      help="images: size to resize to (default: the model input's)")
+    data.add_argument("--channels", choices=["rgb", "bgr", "gray"],
+                      help="images: channel order (default: from the model input)")
+    data.add_argument("--layout", choices=["nchw", "nhwc"],
+                      help="images: tensor layout (default: from the model input)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-layer report")
-    p.add_argument("--compress", action="store_true",
+    p.add_argument("--compress", action="store_true", default=None,
                    help="store the weights losslessly coded in weights.bin (Huffman, sparse)")
     p.add_argument("--tune", type=int, metavar="TRIALS",
                    help="auto-tune with MetaSchedule within TRIALS measured candidates")
@@ -306,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also stop tuning after S seconds (records so far are kept)")
     p.add_argument("--tune-db", metavar="FILE.json",
                    help="persistent tuning database (reused: known tasks are not re-tuned)")
-    p.add_argument("--no-verify", action="store_true",
+    p.add_argument("--no-verify", action="store_true", default=None,
                    help="skip checking the built code against the interpreter on one "
                         "seeded input")
     model_opts(p)
@@ -357,13 +465,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version_text() -> str:
+    """``compiler X (apache-tvm Y)`` from the installed distributions' metadata."""
+    from importlib import metadata
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (f"compiler {version('embedded-cnn-compiler')} (apache-tvm {version('apache-tvm')}, "
+            f"onnx {version('onnx')})")
+
+
+def load_user_modules(paths: Sequence[str]) -> None:
+    """Import each ``--load`` file (``module.py``) or module name, so that the passes and
+    targets it registers exist before the command parses its options."""
+    import importlib
+    import importlib.util
+
+    for item in paths:
+        path = Path(item)
+        if path.suffix == ".py" or path.exists():
+            if not path.is_file():
+                raise CLIError(f"--load {item}: no such file")
+            name = f"compiler_user_{_SAFE_NAME.sub('_', path.stem)}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise CLIError(f"--load {item}: not a Python module")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            sys.path.insert(0, str(path.resolve().parent))  # its own imports
+            try:
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                sys.modules.pop(name, None)
+                raise LoadError(f"--load {item}: importing it failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        else:
+            try:
+                importlib.import_module(item)
+            except ImportError as exc:
+                raise CLIError(f"--load {item}: no such file or importable module ({exc})") \
+                    from None
+
+
+class LoadError(CLIError):
+    """A ``--load`` module raised while being imported (its traceback with --debug)."""
+
+
+def _split_global(argv: list[str]) -> tuple[list[str], bool, list[str]]:
+    """``--debug`` and ``--load X`` are accepted anywhere on the line: (rest, debug, loads)."""
+    rest, loads, debug = [], [], False
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--debug":
+            debug = True
+        elif a == "--load":
+            if i + 1 >= len(argv):
+                raise CLIError("--load needs a module file: --load my_passes.py")
+            loads.append(argv[i + 1])
+            i += 1
+        elif a.startswith("--load="):
+            loads.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+        i += 1
+    return rest, debug, loads
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Our exception types for bad input: each prints one ``error:`` line, exit 2."""
     from targets import user_error_types
 
     from .artifact import ArtifactError
     from .compression import CompressionError
+    from .datasets import DatasetError
+    from .evaluate import EvaluationError
     from .interpreter import InputError
+    from .recipe import RecipeError
+    from .target_options import TargetOptionError
     from .ir import IRError
     from .onnx_io import ModelImportError
     from .ops.registry import OpValidationError, UnsupportedOpError
@@ -372,7 +555,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors = [CLIError, ModelImportError, UnsupportedOpError, OpValidationError,
               PassOptionError, InputError, ArtifactError, IRError, CompressionError,
-              VerificationError, *user_error_types()]
+              VerificationError, RecipeError, TargetOptionError, DatasetError,
+              EvaluationError, *user_error_types()]
     return tuple(errors)
 
 
@@ -380,8 +564,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 on success, 2 for a bad model/option/file (one ``error:`` line), 1 for an
     internal bug (a traceback only with ``--debug``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv  # accepted anywhere on the line, not only before the verb
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    try:
+        argv, debug, loads = _split_global(argv)
+        load_user_modules(loads)  # before parsing: --passes/--target may name their names
+    except CLIError as exc:
+        if "--debug" in argv:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
     args.debug = debug
     try:
         try:

@@ -44,7 +44,7 @@ from .pass_manager import PassDataError
 
 __all__ = ["DataSourceError", "Preprocess", "Samples", "resolve", "calibration_batches",
            "make_evaluator", "check_input_batch", "METRIC_NAMES", "metric_name",
-           "IMAGE_SUFFIXES"]
+           "IMAGE_SUFFIXES", "is_dataset_name"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Metric names accepted on the command line -> `compiler.evaluate` metric.
@@ -237,6 +237,11 @@ def _subset(data: "Samples | Dataset", n: int, seed: int) -> "Samples | Dataset"
     idx = np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
     return Samples(data.name, data.x[idx], None if data.labels is None else data.labels[idx],
                    data.num_classes, data.task, list(data.class_names))
+
+
+def is_dataset_name(text: str) -> bool:
+    """Whether ``text`` names a shipped data set (``mnist``, ``fashion-mnist:test``, ...)."""
+    return _dataset_key(text) is not None
 
 
 def _dataset_key(text: str) -> str | None:

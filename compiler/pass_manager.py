@@ -23,7 +23,7 @@ import numpy as np
 from .ir import Graph
 
 __all__ = ["Pass", "PassResult", "PassContext", "PassInstrument", "Sequential", "register_pass",
-           "with_requirements", "PassDataError", "DEFAULT_MAX_DROP",
+           "with_requirements", "PassDataError", "DEFAULT_MAX_DROP", "check_budget",
            "get_pass", "parse_pass", "parse_pipeline", "registered_passes", "PassOptionError",
            "VerifyInstrument", "NumericsInstrument", "TimingInstrument", "PrintIRInstrument"]
 
@@ -82,9 +82,7 @@ class PassContext:
     spent: list[tuple[str, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.budget is not None and not float(self.budget) >= 0:
-            raise PassOptionError(f"accuracy budget {self.budget!r} must be a number >= 0 "
-                                  "(a drop of the score, e.g. 0.01 for one point of top-1)")
+        self.budget = check_budget(self.budget)
 
     def start_budget(self, graph: Graph) -> float | None:
         """Measure ``baseline`` on ``graph`` (the pipeline's input) if a budget is set and
@@ -124,7 +122,21 @@ class PassContext:
                                 "below the original %.5f (budget %.5f)", pass_name, score,
                                 self.baseline - score, self.baseline, self.budget)
         return {"budget": float(self.budget), "pipeline_baseline": round(self.baseline, 5),
-                "budget_left": round(left, 5)}
+                "budget_left": round(left, 5) + 0.0}
+
+
+def check_budget(budget: Any) -> float | None:
+    """An accuracy budget as a float >= 0 (None stays None), else `PassOptionError`."""
+    if budget is None:
+        return None
+    try:
+        value = float(budget)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value >= 0:
+        raise PassOptionError(f"accuracy budget {budget!r} must be a number >= 0 (a drop of "
+                              "the score, e.g. 0.01 for one point of top-1)")
+    return value
 
 
 class PassInstrument:

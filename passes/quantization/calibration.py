@@ -44,8 +44,10 @@ __all__ = ["CalibrationError", "TensorStats", "Observer", "collect_stats", "cali
            "kl_threshold", "CALIBRATION_METHODS"]
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
-HOW_TO_PASS = ("pass it as compiler.compile(model, passes=[...], calibration_data=[{input_name: "
-               "array}, ...]) or PassContext(calibration_data=[{input_name: array}, ...])")
+HOW_TO_PASS = ("give --calibration SRC on the command line (a folder of images, a .npy/.npz "
+               "file or a data set name such as mnist), or pass it as compiler.compile(model, "
+               "passes=[...], calibration_data=[{input_name: array}, ...] or a source as "
+               "above) or PassContext(calibration_data=[{input_name: array}, ...])")
 
 
 class CalibrationError(PassDataError):
