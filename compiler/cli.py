@@ -120,15 +120,19 @@ def _apply_recipe(args: argparse.Namespace) -> None:
                 args.target_option = value + (args.target_option or [])
             elif getattr(args, dest, None) is None:
                 setattr(args, dest, value)
-    for dest, value in COMPILE_DEFAULTS.items():
-        if getattr(args, dest, None) is None:
-            setattr(args, dest, value)
+    _fill_defaults(args)
     if not args.model:
         raise CLIError("compile needs a model: MODEL.onnx or --config recipe.toml with "
                        "model = \"...\"")
     if not args.output:
         raise CLIError("compile needs an output folder: -o DIR (or output = \"...\" in the "
                        "recipe)")
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    for dest, value in COMPILE_DEFAULTS.items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, value)
 
 
 def _data_args(args: argparse.Namespace) -> dict:
@@ -299,18 +303,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     if path.is_dir():
         cm = CompiledModel.load(path)
     else:
+        _fill_defaults(args)
         cm = compile(path, target=_target_arg(args), passes=_passes_arg(args.passes),
-                     input_shapes=_parse_shapes(args.input_shape), build=False)
+                     input_shapes=_parse_shapes(args.input_shape), build=False,
+                     **_data_args(args))
     report = cm.report()
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .api import optimize
+    from .api import compile
 
-    _, graph, _ = optimize(args.model, _passes_arg(args.passes) or [],
-                           input_shapes=_parse_shapes(args.input_shape))
+    _fill_defaults(args)
+    graph = compile(args.model, passes=_passes_arg(args.passes) or [],
+                    input_shapes=_parse_shapes(args.input_shape), build=False,
+                    **_data_args(args)).graph
     print(graph.to_text(show_constants=not args.no_constants))
     return 0
 
@@ -362,6 +370,40 @@ def build_parser() -> argparse.ArgumentParser:
                            help="target setting, repeatable (fpga-sim: part=xczu7ev, "
                                 "fclk_mhz=200, target_fps=1000, budget=lut:0.7, ...)")
 
+    def data_opts(p: argparse.ArgumentParser) -> None:
+        """--calibration/--eval-data/... for the verbs that run passes (compile, report, show)."""
+        p.add_argument("--seed", type=int, default=None,
+                       help="seed of data subsets, tuning and the verification input (0)")
+        data = p.add_argument_group(
+            "data for the passes (SRC: a folder of PNG/JPEG images, labelled by subfolder; a "
+            ".npy batch; an .npz with x[,y] or inputs[,labels]; a data set name: mnist, "
+            "fashion-mnist, mnist-seg, optionally NAME:SPLIT)")
+        data.add_argument("--calibration", metavar="SRC",
+                          help="calibration inputs (quantize, mixed-precision)")
+        data.add_argument("--eval-data", metavar="SRC",
+                          help="labelled data the accuracy-aware passes score on (prune-search, "
+                               "t-sensitive, mixed-precision)")
+        data.add_argument("--metric", choices=["top1", "f1", "miou"],
+                          help="score of --eval-data (default: top1, miou for segmentation)")
+        data.add_argument("--budget", type=float, metavar="DROP",
+                          help="one accuracy budget for the whole pipeline: the largest drop of "
+                               "the score against the original model (0.01 = one point), shared "
+                               "by the accuracy-aware passes")
+        data.add_argument("--calibration-samples", type=int, metavar="N",
+                          help="calibration samples used (a seeded subset; default 256)")
+        data.add_argument("--eval-samples", type=int, metavar="N",
+                          help="evaluation samples used (a seeded subset; default 1000)")
+        data.add_argument("--mean", metavar="M[,M,M]",
+                          help="images: per-channel mean in pixel/255 units (default 0)")
+        data.add_argument("--std", metavar="S[,S,S]",
+                          help="images: per-channel std in pixel/255 units (default 1)")
+        data.add_argument("--resize", metavar="H,W",
+                          help="images: size to resize to (default: the model input's)")
+        data.add_argument("--channels", choices=["rgb", "bgr", "gray"],
+                          help="images: channel order (default: from the model input)")
+        data.add_argument("--layout", choices=["nchw", "nhwc"],
+                          help="images: tensor layout (default: from the model input)")
+
     def remote_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tracker", metavar="HOST:PORT", help="TVM RPC tracker of a real board "
                        "(default: $COMPILER_TRACKER, else the local emulated board)")
@@ -374,37 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="RECIPE.toml",
                    help="a pipeline file (model, target, passes, data, tuning, output); "
                         "flags given here override it (see compiler/recipe.py)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of data subsets, tuning and the verification input (0)")
-    data = p.add_argument_group(
-        "data for the passes (SRC: a folder of PNG/JPEG images, labelled by subfolder; a "
-        ".npy batch; an .npz with x[,y] or inputs[,labels]; a data set name: mnist, "
-        "fashion-mnist, mnist-seg, optionally NAME:SPLIT)")
-    data.add_argument("--calibration", metavar="SRC",
-                      help="calibration inputs (quantize, mixed-precision)")
-    data.add_argument("--eval-data", metavar="SRC",
-                      help="labelled data the accuracy-aware passes score on (prune-search, "
-                           "t-sensitive, mixed-precision)")
-    data.add_argument("--metric", choices=["top1", "f1", "miou"],
-                      help="score of --eval-data (default: top1, miou for segmentation)")
-    data.add_argument("--budget", type=float, metavar="DROP",
-                      help="one accuracy budget for the whole pipeline: the largest drop of "
-                           "the score against the original model (0.01 = one point), shared "
-                           "by the accuracy-aware passes")
-    data.add_argument("--calibration-samples", type=int, metavar="N",
-                      help="calibration samples used (a seeded subset; default 256)")
-    data.add_argument("--eval-samples", type=int, metavar="N",
-                      help="evaluation samples used (a seeded subset; default 1000)")
-    data.add_argument("--mean", metavar="M[,M,M]",
-                      help="images: per-channel mean in pixel/255 units (default 0)")
-    data.add_argument("--std", metavar="S[,S,S]",
-                      help="images: per-channel std in pixel/255 units (default 1)")
-    data.add_argument("--resize", metavar="H,W",
-                      help="images: size to resize to (default: the model input's)")
-    data.add_argument("--channels", choices=["rgb", "bgr", "gray"],
-                      help="images: channel order (default: from the model input)")
-    data.add_argument("--layout", choices=["nchw", "nhwc"],
-                      help="images: tensor layout (default: from the model input)")
+    data_opts(p)
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-layer report")
     p.add_argument("--compress", action="store_true", default=None,
                    help="store the weights losslessly coded in weights.bin (Huffman, sparse)")
@@ -452,12 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="compiled model directory or ONNX file")
     p.add_argument("--json", action="store_true")
     model_opts(p)
+    data_opts(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("show", help="print the IR (after optional passes)")
     p.add_argument("model")
     p.add_argument("--no-constants", action="store_true")
     model_opts(p, target=False)
+    data_opts(p)
     p.set_defaults(func=cmd_show)
 
     sub.add_parser("passes", help="list registered passes").set_defaults(func=cmd_passes)
@@ -536,10 +550,25 @@ def _split_global(argv: list[str]) -> tuple[list[str], bool, list[str]]:
     return rest, debug, loads
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Our exception types for bad input: each prints one ``error:`` line, exit 2."""
-    from targets import user_error_types
+def _is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of our bad-input types (one ``error:`` line, exit 2).  The
+    targets' own types are looked up only for an exception raised from ``targets`` (that
+    lookup imports TVM, tens of seconds on a loaded machine, for every other error)."""
+    if isinstance(exc, _user_errors()):
+        return True
+    if type(exc).__module__.split(".")[0] == "targets":
+        from targets import (TargetUnavailableError, TuningUnsupportedError,
+                             UnknownTargetError, user_error_types)
 
+        if isinstance(exc, (UnknownTargetError, TargetUnavailableError,
+                            TuningUnsupportedError)):  # no TVM import for these
+            return True
+        return isinstance(exc, user_error_types())
+    return False
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Our exception types for bad input, but the targets' (`_is_user_error` adds them)."""
     from .artifact import ArtifactError
     from .compression import CompressionError
     from .datasets import DatasetError
@@ -556,19 +585,38 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors = [CLIError, ModelImportError, UnsupportedOpError, OpValidationError,
               PassOptionError, InputError, ArtifactError, IRError, CompressionError,
               VerificationError, RecipeError, TargetOptionError, DatasetError,
-              EvaluationError, *user_error_types()]
+              EvaluationError]
     return tuple(errors)
+
+
+def _print_error(exc: Exception) -> int:
+    """One line on stderr for ``exc``; the exit code: 2 bad input, 1 a bug."""
+    if _is_user_error(exc):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, MemoryError):
+        print("error: out of memory (an input or model too large for this machine; "
+              "use a smaller input shape)", file=sys.stderr)
+        return 2
+    if isinstance(exc, OSError):  # a file we were told to read or write
+        print(f"error: {exc.strerror or exc}"
+              + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        return 2
+    print(f"internal error: {type(exc).__name__}: {exc} (a bug: please report it "
+          "with the output of --debug)", file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 on success, 2 for a bad model/option/file (one ``error:`` line), 1 for an
     internal bug (a traceback only with ``--debug``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the verb
     try:
         argv, debug, loads = _split_global(argv)
         load_user_modules(loads)  # before parsing: --passes/--target may name their names
     except CLIError as exc:
-        if "--debug" in argv:
+        if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -577,31 +625,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             return args.func(args)
-        except _user_errors() as exc:
-            if args.debug:
-                raise
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except MemoryError:
-            if args.debug:
-                raise
-            print("error: out of memory (an input or model too large for this machine; "
-                  "use a smaller input shape)", file=sys.stderr)
-            return 2
         except BrokenPipeError:
             raise
-        except OSError as exc:  # a file we were told to read or write
-            if args.debug:
-                raise
-            print(f"error: {exc.strerror or exc}"
-                  + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
-            return 2
         except Exception as exc:
             if args.debug:
                 raise
-            print(f"internal error: {type(exc).__name__}: {exc} (a bug: please report it "
-                  "with the output of --debug)", file=sys.stderr)
-            return 1
+            return _print_error(exc)
     except BrokenPipeError:
         # the reader (e.g. `| head`) has gone: stop quietly, without Python's second
         # "Exception ignored" message when stdout is flushed at exit
