@@ -115,7 +115,10 @@ def _apply_recipe(args: argparse.Namespace) -> None:
     if args.config:
         from .recipe import load_recipe
 
-        for dest, value in load_recipe(args.config).items():
+        recipe = load_recipe(args.config)
+        if args.target is not None:  # another target: the file's options were for its own
+            recipe.pop("target_option", None)
+        for dest, value in recipe.items():
             if dest == "target_option":  # the file's first, the command line's win
                 args.target_option = value + (args.target_option or [])
             elif getattr(args, dest, None) is None:
