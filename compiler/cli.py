@@ -261,9 +261,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     cm = _load_for_target(args)
-    print(cm.benchmark(repeat=args.repeat, number=args.number))
+    inputs = _load_inputs(cm, None, args.seed)
+    print(cm.benchmark(repeat=args.repeat, number=args.number, inputs=inputs))
     if args.profile:
-        rows = cm.profile(repeat=args.repeat)
+        rows = cm.profile(repeat=args.repeat, inputs=inputs)
         print(f"{'kernel':<48} {'ms':>9} {'calls':>5} {'share':>6}")
         for row in rows[:args.profile]:
             print(f"{row['kernel'][:48]:<48} {row['ms']:9.3f} {row['calls']:5d} "
@@ -450,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--number", type=int, default=1)
     p.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
                    help="also print the N slowest kernels (local targets; default 15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input timed")
     remote_opts(p)
     p.set_defaults(func=cmd_benchmark)
 

