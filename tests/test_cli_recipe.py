@@ -110,6 +110,29 @@ def test_target_options_are_stored_and_restored(tmp_path, capsys):
     assert code == 2 and "no option 'mcpux'" in err and "mcpu" in err, err
 
 
+def test_load_registers_a_custom_target_its_artifacts_load(tmp_path, capsys):
+    """A target registered by a --load module: listed, configured with options, and an
+    artifact built for it loads back onto the same configuration."""
+    plugin = tmp_path / "my_target.py"
+    plugin.write_text('''
+import dataclasses
+from targets import get_target, register_target
+
+register_target("cli-test-a53", lambda: dataclasses.replace(
+    get_target("cortex-a72"), name="cli-test-a53", description="a user's board"))
+''')
+    code, out, err = _cli(capsys, "--load", plugin, "targets")
+    assert code == 0 and "cli-test-a53" in out and "a user's board" in out, err
+    from compiler.target_options import configure_target
+    from targets import get_target
+
+    target = configure_target(get_target("cli-test-a53"), {"mcpu": "cortex-a53"})
+    CompiledModel(import_model(model_path("tinynet")), target, None).save(tmp_path / "a")
+    loaded = CompiledModel.load(tmp_path / "a")
+    assert loaded.target.name == "cli-test-a53"
+    assert loaded.target.target_dict()["mcpu"] == "cortex-a53"
+
+
 def test_tune_db_is_applied_without_tune(tmp_path, monkeypatch, capsys):
     seen = {}
 
