@@ -25,8 +25,8 @@ Sources (`resolve`):
 Every source is checked against the model input like `CompiledModel.run` inputs are
 (shape, dtype): integer data for a float input (e.g. uint8 images saved as they were
 loaded) is refused with the fix, because quantizing with unnormalized calibration data
-silently costs most of the accuracy (93 % -> 21 % top-1 measured in issue 21); float
-data that still looks like 0..255 pixels gets a warning.
+silently costs most of the accuracy (issue 21 reports 93 % -> 21 % top-1); float data
+that still looks like 0..255 pixels gets a warning.
 """
 from __future__ import annotations
 
