@@ -83,6 +83,9 @@ def test_npz_keys_and_shape_errors(sources, lenet):
         resolve(root / "nhwc.npy", lenet)
     with pytest.raises(DataSourceError, match="not a data set name"):
         resolve("nosuchset", lenet)
+    np.save(root / "pixels.npy", np.full((2, 1, 28, 28), 255.0, np.float32))
+    with pytest.warns(UserWarning, match="looks like unnormalized pixels"):
+        resolve(root / "pixels.npy", lenet)
 
 
 def _cli(capsys, *args):
@@ -101,7 +104,8 @@ def _report(capsys, *args):
 def test_each_source_into_quantize_and_prune_search(sources, capsys, kind):
     src = {"folder": sources["folder"], "npz": sources["root"] / "xy.npz",
            "name": "mnist"}[kind]
-    extra = ["--mean", MNIST_MEAN, "--std", MNIST_STD] if kind == "folder" else []
+    extra = {"folder": ["--mean", MNIST_MEAN, "--std", MNIST_STD], "npz": ["--metric", "f1"],
+             "name": []}[kind]
     code, stats, err = _report(capsys, "--passes", "prune-search{steps=2},quantize",
                                "--calibration", src, "--eval-data", src, "--eval-samples", N,
                                "--calibration-samples", N, "--budget", 0.1, *extra)
