@@ -35,7 +35,8 @@ def _plt():
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.tight_layout()
+    if not getattr(fig, "_laid_out", False):
+        fig.tight_layout()
     fig.savefig(buf, format="png", dpi=90)
     _plt().close(fig)
     return buf.getvalue()
@@ -69,9 +70,11 @@ def size_per_stage(stages: Sequence[tuple[str, dict]]) -> bytes | None:
                  "o-", color="#dd8452", label="nonzero parameters")
         ax2.set_ylabel("nonzero parameters")
         ax2.set_ylim(bottom=0)
-        ax2.legend(loc="upper right", fontsize=8)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylim(top=max(kib) * 1.15)  # room for the value labels
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)  # below: no overlap
     ax.set_title("Size after each stage")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig._laid_out = True
     return _png(fig)
 
 
