@@ -25,6 +25,11 @@ removed from every group; ``params`` (memory) / ``macs`` (execution time) -- the
 the fraction of parameters / MACs removed, spent where it hurts least per unit of cost
 (see `structured.Prune`); ``latency`` -- like ``macs``, and the result is also compiled
 and timed on ``target`` (``latency_ms`` = medians before / after).
+
+Stats: ``probes`` (``[rate, accuracy, within budget]`` per probe) and ``probe_costs`` (the
+same with what the probe kept: ``params``, ``nonzero_params``, ``weight_bytes``, ``macs``,
+and ``latency_ms`` with ``objective=latency``, every probe timed), with ``start`` the
+graph's own sizes -- the report's accuracy-vs-compression/latency plot.
 """
 from __future__ import annotations
 
@@ -144,9 +149,12 @@ def search_rate(graph: Graph, evaluate, *, max_drop: float = 0.01,
         stats.update(params=best_stats["params"], macs=best_stats["macs"])
     elif best_stats:
         stats["sparsity"] = best_stats["sparsity"]
-    if objective == "latency":
+    if objective == "latency":  # the best probe was timed already (unless none was kept)
+        best_ms = next((c["latency_ms"] for c in costs if c["ok"] and c["rate"] ==
+                        round(best_rate, 4)), None) if best_stats else None
         stats["latency_ms"] = [round(measure_latency(graph), 4),
-                               round(measure_latency(best_graph), 4)]
+                               best_ms if best_ms is not None
+                               else round(measure_latency(best_graph), 4)]
     return best_graph, stats
 
 
