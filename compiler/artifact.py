@@ -505,14 +505,15 @@ def _write_standard_onnx(graph: Graph, file: Path) -> None:
     ``load`` never needs it."""
     import logging
 
-    from .qdq_export import QDQExportError, export_qdq
+    from .qdq_export import export_qdq
 
     try:
         export_qdq(graph, file)
-    except QDQExportError as exc:
+    except Exception as exc:  # QDQExportError (an op without QDQ form) or an exporter bug:
+        # the artifact is complete without it, so the save goes on and says why
         logging.getLogger("compiler.artifact").warning(
-            "no standard model.onnx in the saved directory: %s (the exact integer graph is "
-            "in %s)", exc, INTEGER_GRAPH_FILE)
+            "no standard model.onnx in the saved directory: %s: %s (the exact integer graph "
+            "is in %s)", type(exc).__name__, exc, INTEGER_GRAPH_FILE)
 
 
 def _write_compressed(graph: Graph, directory: Path, graph_file: str = "model.onnx") -> dict:
