@@ -414,9 +414,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.debug = debug
     from .logs import set_progress, setup_logging
 
-    setup_logging(args.verbose - args.quiet)
+    restore_logging = setup_logging(args.verbose - args.quiet)
     if args.no_progress:
         set_progress(False)
+    try:
+        return _dispatch(args)
+    finally:
+        restore_logging()
+        if args.no_progress:
+            set_progress(None)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the verb; map errors to exit codes (see `main`)."""
     try:
         try:
             return args.func(args)

@@ -24,7 +24,7 @@ import re
 import sys
 import tempfile
 import threading
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 __all__ = ["setup_logging", "filtered_native_stderr", "progress", "set_progress",
            "progress_enabled", "NATIVE_NOISE"]
@@ -39,20 +39,42 @@ _LEVELS = {-2: logging.CRITICAL, -1: logging.ERROR, 0: logging.WARNING, 1: loggi
            2: logging.DEBUG}
 
 
-def setup_logging(verbosity: int = 0, stream: Any = None) -> logging.Logger:
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (a test's capture,
+    a redirected stream), never to a stream object that may have been closed since."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging(verbosity: int = 0) -> "Callable[[], None]":
     """Configure the ``compiler`` logger for a command: ``verbosity`` is the number of
-    ``-v`` minus the number of ``-q``.  Idempotent (one handler, replaced)."""
+    ``-v`` minus the number of ``-q``.  Returns a function that restores the previous
+    configuration (the CLI calls it on exit, so an in-process ``main()`` -- tests, a
+    notebook -- leaves logging as it found it)."""
     logger = logging.getLogger("compiler")
+    before = (logger.level, logger.propagate)
     level = _LEVELS[max(-2, min(2, int(verbosity)))]
-    for handler in [h for h in logger.handlers if getattr(h, "_compiler_cli", False)]:
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler._compiler_cli = True  # type: ignore[attr-defined]
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False
-    return logger
+    logger.propagate = False  # a library's root handler must not print our lines twice
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+
+    return restore
 
 
 _redirect_lock = threading.RLock()

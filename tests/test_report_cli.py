@@ -174,3 +174,26 @@ def test_html_report_renders_in_headless_chromium(artifact, tmp_path, capsys):
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
     assert float(pixels[..., :3].std()) > 0.05  # text, tables and plots, not a blank page
+
+
+def test_progress_bars_only_on_a_terminal_and_never_with_no_progress(monkeypatch):
+    import io
+
+    from compiler import logs
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("COMPILER_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(logs, "_progress_override", None)
+    assert logs.progress_enabled(Tty()) and not logs.progress_enabled(io.StringIO())
+    monkeypatch.setenv("COMPILER_NO_PROGRESS", "1")
+    assert not logs.progress_enabled(Tty())
+    monkeypatch.delenv("COMPILER_NO_PROGRESS")
+    logs.set_progress(False)  # what --no-progress does
+    try:
+        assert not logs.progress_enabled(Tty())
+        assert logs.progress(range(3), desc="x").disable
+    finally:
+        logs.set_progress(None)
