@@ -14,7 +14,7 @@ from .ir import Graph, Node, Value
 from .ops.registry import op_traits
 
 __all__ = ["NodeCost", "ModelStats", "node_cost", "model_stats", "activation_liveness",
-           "peak_activation_bytes", "param_values"]
+           "peak_activation_bytes", "param_values", "weight_bits"]
 
 
 @dataclass
@@ -26,6 +26,8 @@ class NodeCost:
     params: int
     param_bytes: int
     output_bytes: int
+    bits: int | None = None  # weight bit width (quantized layers; None: float weights)
+    sparsity: float = 0.0    # fraction of weights that are exactly zero
 
 
 @dataclass
@@ -61,16 +63,28 @@ def node_macs(node: Node) -> int:
     return 0 if opdef is None or opdef.macs is None else int(opdef.macs(node))
 
 
+def weight_bits(value: Value) -> int:
+    """Bits a weight element really needs: its quantization's ``bits`` (4-bit values in
+    an int8 container count 4), else its dtype's width."""
+    return int(value.quant.bits) if value.quant is not None else np.dtype(value.dtype).itemsize * 8
+
+
 def node_cost(node: Node) -> NodeCost:
     params = param_values(node)
     out = node.outputs[0] if node.outputs else None
+    weights = [v for v in params if v.const is not None and v.const.ndim >= 2]  # not biases
+    count = sum(v.size for v in weights)
+    zeros = sum(int(np.count_nonzero(v.const == 0)) for v in weights)
+    quant_bits = [v.quant.bits for v in weights if v.quant is not None]
     return NodeCost(
         name=node.name, op_type=node.op_type,
         output_shape=tuple(out.shape) if out is not None and out.shape is not None else (),
         macs=node_macs(node),
         params=sum(v.size for v in params),
         param_bytes=sum(v.nbytes for v in params),
-        output_bytes=sum(v.nbytes for v in node.outputs if v.shape is not None))
+        output_bytes=sum(v.nbytes for v in node.outputs if v.shape is not None),
+        bits=int(max(quant_bits)) if quant_bits else None,
+        sparsity=round(zeros / count, 4) if count else 0.0)
 
 
 def activation_liveness(graph: Graph) -> list[tuple[Node, int]]:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .artifact import CompiledModel
 from .ir import Graph
 from .onnx_io import import_model
+from .stage_size import StageSizeInstrument
 from .pass_manager import (NumericsInstrument, Pass, PassContext, PassInstrument, VerifyInstrument,
                            check_budget, parse_pipeline)
 
@@ -42,6 +43,8 @@ def optimize(model: Any, passes: "Iterable[str | Pass] | str | None" = None, *,
         ctx.measure_latency = lambda g: measure_latency_ms(g, options.get("target", "host"))
     if verify and not any(isinstance(i, VerifyInstrument) for i in ctx.instruments):
         ctx.instruments.append(VerifyInstrument())
+    if not any(isinstance(i, StageSizeInstrument) for i in ctx.instruments):
+        ctx.instruments.append(StageSizeInstrument())  # size per stage, for the report
     if check_numerics:
         ctx.instruments.append(NumericsInstrument())
     result = pipeline(original.clone(), ctx)

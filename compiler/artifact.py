@@ -4,7 +4,10 @@ A compiled model keeps the optimized IR (for reports and re-export), the target 
 built for and the target's built code.  ``save`` writes a directory::
 
     meta.json    format version, target, inputs/outputs, pass pipeline and stats
-    model.onnx   the optimized graph (opset 17)
+    model.onnx   the optimized graph as standard ONNX (opset 17) that onnxruntime and
+                 Netron open: the QDQ form of a quantized graph (`compiler.qdq_export`)
+    model.q.onnx a quantized graph only: our exact integer graph (ops of the private ``q``
+                 domain), the one ``load`` reads (``graph_file`` in meta.json)
     model.so     the target library (when the target can export one)
     weights.bin  with ``save(path, compress=True)``: every constant of the graph in the
                  checked container of `compiler.compression` (codebooks, Huffman-coded
@@ -14,7 +17,8 @@ built for and the target's built code.  ``save`` writes a directory::
 Format version 2 added ``weights.bin``; version 3 records the SHA-256 of every file in
 ``meta.json`` (``files``) and ``load`` refuses a directory whose files do not match (a
 flipped bit in model.so would otherwise give wrong logits silently); versions 1 and 2
-still load (unchecked).
+still load (unchecked).  Version 4 keeps a quantized graph in ``model.q.onnx`` and a
+standard (QDQ) ``model.onnx`` beside it.
 
 The directory appears whole or not at all (it is assembled beside the destination and
 renamed into place).
@@ -33,11 +37,13 @@ import numpy as np
 
 from .analysis import ModelStats, model_stats
 from .interpreter import check_inputs
+from .logs import filtered_native_stderr
 from .ir import Graph
 from .target_options import configure_target, target_options
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 WEIGHTS_FILE = "weights.bin"
+INTEGER_GRAPH_FILE = "model.q.onnx"  # a quantized graph, exact (q domain); see the docstring
 
 __all__ = ["CompiledModel", "Report", "ArtifactError", "check_destination"]
 
@@ -99,10 +105,13 @@ class CompiledModel:
                                    repeat=repeat)
 
     # -- files ----------------------------------------------------------------
-    def export_onnx(self, path: "str | os.PathLike") -> Path:
+    def export_onnx(self, path: "str | os.PathLike", *, integer: bool = False) -> Path:
+        """Standard ONNX (QDQ for a quantized graph) that onnxruntime and Netron open;
+        ``integer=True``: our exact integer graph (private ``q`` domain) instead."""
         from .onnx_io import export_model
+        from .qdq_export import export_standard
 
-        export_model(self.graph, path)
+        (export_model if integer else export_standard)(self.graph, path)
         return Path(path)
 
     def save(self, path: "str | os.PathLike", *, compress: bool = False) -> Path:
@@ -122,24 +131,30 @@ class CompiledModel:
 
     def _save_locked(self, dest: Path, compress: bool) -> Path:
         from .onnx_io import export_model
+        from .qdq_export import is_integer_graph
 
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_TMP_MARK}", dir=dest.parent))
         try:
             weights = None
+            graph_file = INTEGER_GRAPH_FILE if is_integer_graph(self.graph) else "model.onnx"
             if compress:
-                weights = _write_compressed(self.graph, tmp)
+                weights = _write_compressed(self.graph, tmp, graph_file)
                 self.compression = weights
             else:
-                export_model(self.graph, tmp / "model.onnx")
+                export_model(self.graph, tmp / graph_file)
+            if graph_file != "model.onnx":
+                _write_standard_onnx(self.graph, tmp / "model.onnx")
             library = None
             if self.built is not None:
                 library = "model" + self.target.library_suffix
-                self.target.export(self.built, tmp / library)
+                with filtered_native_stderr():  # TVM's "Scope Saving" lines
+                    self.target.export(self.built, tmp / library)
             meta = {
                 "format_version": FORMAT_VERSION,
                 "target": self.target.name,
                 "target_options": target_options(self.target),
                 "library": library,
+                "graph_file": graph_file,
                 "pipeline": self.pipeline,
                 "pass_stats": _jsonable(self.pass_stats),
                 "inputs": [_spec(v) for v in self.graph.inputs],
@@ -187,15 +202,16 @@ class CompiledModel:
         meta = _read_meta(meta_file)
         _check_files(path, meta)
         weights = meta.get("weights")
+        graph_file = meta.get("graph_file") or "model.onnx"
         try:
             if weights:
-                graph = _read_compressed(path, weights)
+                graph = _read_compressed(path, weights, graph_file)
             else:
-                graph = import_model(path / "model.onnx", fold=False)
+                graph = import_model(path / graph_file, fold=False)
         except ArtifactError:
             raise
         except Exception as exc:  # ModelImportError and friends: say which directory
-            raise ArtifactError(f"{path}: model.onnx cannot be read ({exc})") from None
+            raise ArtifactError(f"{path}: {graph_file} cannot be read ({exc})") from None
         try:
             target = configure_target(get_target(meta["target"]),
                                       meta.get("target_options") or {})
@@ -208,7 +224,8 @@ class CompiledModel:
                 raise ArtifactError(f"{path}: library {meta['library']} is missing")
             if getattr(target, "runs_locally", True):
                 try:
-                    built = target.load(library)
+                    with filtered_native_stderr():  # TVM's "Scope Loaded" lines
+                        built = target.load(library)
                 except Exception as exc:
                     raise ArtifactError(f"{library}: the library cannot be loaded "
                                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
@@ -312,11 +329,15 @@ class Report:
             rows.append(f"{label:<24}{str(self.timing)}")
         if self.extra:
             rows += ["", self.extra["title"], self.extra["text"]]
-        rows += ["", f"{'layer':<32}{'op':<20}{'output':<20}{'MACs':>12}{'params':>10}"]
+        width = max([len("layer")] + [len(l.name) for l in s.layers]) + 2  # full names
+        rows += ["", f"{'layer':<{width}}{'op':<20}{'output':<20}{'MACs':>12}{'params':>10}"
+                     f"{'bits':>6}{'sparsity':>10}"]
         for l in s.layers:
             shape = "x".join(str(d) for d in l.output_shape)
-            rows.append(f"{l.name[:31]:<32}{l.op_type[:19]:<20}{shape[:19]:<20}"
-                        f"{_count(l.macs):>12}{_count(l.params):>10}")
+            bits = str(l.bits) if l.bits else ("-" if not l.params else "float")
+            sparsity = f"{100 * l.sparsity:.1f}%" if l.params else "-"
+            rows.append(f"{l.name:<{width}}{l.op_type[:19]:<20}{shape[:19]:<20}"
+                        f"{_count(l.macs):>12}{_count(l.params):>10}{bits:>6}{sparsity:>10}")
         return "\n".join(rows)
 
 
@@ -428,13 +449,13 @@ def _read_meta(meta_file: Path) -> dict:
         if not isinstance(meta.get(key), typ):
             raise ArtifactError(f"{meta_file}: corrupt metadata ('{key}' is missing or not "
                                 f"a {typ.__name__})")
-    for key, typ in (("library", str), ("weights", dict), ("files", dict),
+    for key, typ in (("library", str), ("graph_file", str), ("weights", dict), ("files", dict),
                      ("pass_stats", dict), ("pipeline", str), ("original_stats", dict),
                      ("tuning", dict)):
         if meta.get(key) is not None and not isinstance(meta[key], typ):
             raise ArtifactError(f"{meta_file}: corrupt metadata ('{key}' is not a "
                                 f"{typ.__name__})")
-    for key in ("library",):
+    for key in ("library", "graph_file"):
         name = meta.get(key)
         if name is not None and (Path(name).name != name or name in ("", ".", "..")):
             raise ArtifactError(f"{meta_file}: '{key}' {name!r} is not a file name in the "
@@ -481,8 +502,25 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _write_compressed(graph: Graph, directory: Path) -> dict:
-    """model.onnx without tensor data + weights.bin; returns the meta.json entry."""
+def _write_standard_onnx(graph: Graph, file: Path) -> None:
+    """``file``: the QDQ form of an integer graph, for onnxruntime and Netron.  A graph
+    with an integer op that has no QDQ form gets none (a warning says which op);
+    ``load`` never needs it."""
+    import logging
+
+    from .qdq_export import export_qdq
+
+    try:
+        export_qdq(graph, file)
+    except Exception as exc:  # QDQExportError (an op without QDQ form) or an exporter bug:
+        # the artifact is complete without it, so the save goes on and says why
+        logging.getLogger("compiler.artifact").warning(
+            "no standard model.onnx in the saved directory: %s: %s (the exact integer graph "
+            "is in %s)", type(exc).__name__, exc, INTEGER_GRAPH_FILE)
+
+
+def _write_compressed(graph: Graph, directory: Path, graph_file: str = "model.onnx") -> dict:
+    """``graph_file`` without tensor data + weights.bin; returns the meta.json entry."""
     import hashlib
 
     import onnx
@@ -501,14 +539,14 @@ def _write_compressed(graph: Graph, directory: Path) -> dict:
         entry = stub.external_data.add()
         entry.key, entry.value = "location", WEIGHTS_FILE
         init.CopyFrom(stub)
-    (directory / "model.onnx").write_bytes(proto.SerializeToString())
+    (directory / graph_file).write_bytes(proto.SerializeToString())
     (directory / WEIGHTS_FILE).write_bytes(blob)
     return {"file": WEIGHTS_FILE, "bytes": len(blob),
             "sha256": hashlib.sha256(blob).hexdigest(),
             "tensors": {k: v for k, v in per_tensor.items()}}
 
 
-def _read_compressed(path: Path, weights: dict) -> Graph:
+def _read_compressed(path: Path, weights: dict, graph_file: str = "model.onnx") -> Graph:
     """The graph of a compressed directory, its constants decoded from weights.bin."""
     import hashlib
 
@@ -529,7 +567,7 @@ def _read_compressed(path: Path, weights: dict) -> Graph:
     if weights.get("sha256") and hashlib.sha256(blob).hexdigest() != weights["sha256"]:
         raise ArtifactError(f"{file}: checksum does not match meta.json (the file was "
                             "replaced or corrupted)")
-    model_file = path / "model.onnx"
+    model_file = path / graph_file
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(model_file.read_bytes())
@@ -538,7 +576,7 @@ def _read_compressed(path: Path, weights: dict) -> Graph:
     for init in proto.graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL:
             if init.name not in tensors:
-                raise ArtifactError(f"{file}: tensor '{init.name}' of model.onnx is missing")
+                raise ArtifactError(f"{file}: tensor '{init.name}' of {graph_file} is missing")
             init.CopyFrom(numpy_helper.from_array(tensors[init.name], init.name))
     graph = import_model(proto, fold=False)
     try:  # the constants are the decoded arrays themselves (no round trip through protobuf)

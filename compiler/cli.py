@@ -6,7 +6,8 @@
         [--budget 0.01]; SRC is a folder of images, a .npy/.npz file or a data set name
     compiler run OUT [--input name=file.npy ...]
     compiler benchmark OUT [--repeat 20]
-    compiler report OUT|MODEL.onnx [--passes ...] [--json]
+    compiler report OUT|MODEL.onnx [--passes ...] [--json] [--html page.html]
+    compiler export-onnx OUT|MODEL.onnx -o model.onnx [--integer]
     compiler show MODEL.onnx [--passes ...]
     compiler passes | compiler targets
     compiler board start|stop|status [--boards N]  (the local emulated Cortex-A72 board)
@@ -311,8 +312,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         cm = compile(path, target=_target_arg(args), passes=_passes_arg(args.passes),
                      input_shapes=_parse_shapes(args.input_shape), build=False,
                      **_data_args(args))
+    from .cli_output import write_report_files
+
+    written = write_report_files(cm, args)
     report = cm.report()
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    if args.json or not written:
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    for file in written:
+        print(f"wrote {file}", file=sys.stderr)
     return 0
 
 
@@ -421,7 +428,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a pipeline file (model, target, passes, data, tuning, output); "
                         "flags given here override it (see compiler/recipe.py)")
     data_opts(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="print the per-layer report")
     p.add_argument("--compress", action="store_true", default=None,
                    help="store the weights losslessly coded in weights.bin (Huffman, sparse)")
     p.add_argument("--tune", type=int, metavar="TRIALS",
@@ -468,9 +474,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="size, MACs, memory per layer")
     p.add_argument("model", help="compiled model directory or ONNX file")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--html", metavar="FILE.html", help="also write a self-contained HTML page "
+                   "(per-layer table, pass history, plots)")
+    p.add_argument("--profile", action="store_true",
+                   help="--html: time the kernels on the target (local targets) for the page")
     model_opts(p)
     data_opts(p)
     p.set_defaults(func=cmd_report)
+
+    from .cli_output import cmd_export_onnx
+
+    p = sub.add_parser("export-onnx", help="write standard ONNX (QDQ when quantized) for "
+                       "onnxruntime / Netron")
+    p.add_argument("model", help="compiled model directory or ONNX file")
+    p.add_argument("-o", "--output", required=True, help="output .onnx file")
+    p.add_argument("--integer", action="store_true",
+                   help="our exact integer graph (private q domain) instead of QDQ")
+    model_opts(p)
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("show", help="print the IR (after optional passes)")
     p.add_argument("model")
@@ -481,6 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("passes", help="list registered passes").set_defaults(func=cmd_passes)
     sub.add_parser("targets", help="list registered targets").set_defaults(func=cmd_targets)
+    for p in sub.choices.values():  # the output options, accepted after every verb
+        p.add_argument("-v", "--verbose", action="count", default=0,
+                       help="more output: -v info (compile: the per-layer report), -vv debug")
+        p.add_argument("-q", "--quiet", action="count", default=0,
+                       help="less output: -q errors only")
+        p.add_argument("--no-progress", action="store_true",
+                       help="no progress bars (they are off anyway when stderr is not a "
+                            "terminal)")
     return parser
 
 
@@ -627,6 +656,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = build_parser().parse_args(argv)
     args.debug = debug
+    from .logs import set_progress, setup_logging
+
+    restore_logging = setup_logging(args.verbose - args.quiet)
+    if args.no_progress:
+        set_progress(False)
+    try:
+        return _dispatch(args)
+    finally:
+        restore_logging()
+        if args.no_progress:
+            set_progress(None)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the verb; map errors to exit codes (see `main`)."""
     try:
         try:
             return args.func(args)

@@ -97,6 +97,7 @@ def import_model(source: Any, input_shapes: Mapping[str, Sequence[int]] | None =
     opset = _default_opset(model, label)
     builder = _Importer(model, label, opset, dict(input_shapes or {}), fold)
     graph = builder.build()
+    _import_quant_params(model, graph)
     if fold:
         graph.remove_unused()  # dead nodes and the constants only they read
     graph.verify(require_types=True)
@@ -611,9 +612,48 @@ def export_model(graph: Graph, path: str | os.PathLike | None = None, *,
     opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in sorted(domains)]
     model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name=producer)
     model.ir_version = max(ir_version, helper.find_min_ir_version_for(opsets[:1]))
+    _export_quant_params(graph, model)
     if path is not None:
         atomic_write_bytes(path, model.SerializeToString())
     return model
+
+
+QUANT_METADATA_KEY = "compiler.quant_params"
+
+
+def _export_quant_params(graph: Graph, model: onnx.ModelProto) -> None:
+    """The `QuantParams` of every value, by name, as JSON in the model's metadata, so an
+    integer graph we write reads back with its fixed-point parameters (bits, scales) --
+    the report, the QDQ export and fine-tuning need them.  Other tools ignore the entry."""
+    import json
+
+    table = {}
+    for v in graph.values:
+        q = v.quant
+        if q is not None:
+            table[v.name] = {"bits": int(q.bits), "scale": np.asarray(q.scale).tolist(),
+                             "zero_point": np.asarray(q.zero_point).tolist(),
+                             "axis": None if q.axis is None else int(q.axis),
+                             "signed": bool(q.signed)}
+    if table:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = QUANT_METADATA_KEY, json.dumps(table)
+
+
+def _import_quant_params(model: onnx.ModelProto, graph: Graph) -> None:
+    import json
+
+    from .ir import QuantParams
+
+    text = next((p.value for p in model.metadata_props if p.key == QUANT_METADATA_KEY), None)
+    if not text:
+        return
+    by_name = {v.name: v for v in graph.values}
+    for name, q in json.loads(text).items():
+        if name in by_name:
+            by_name[name].quant = QuantParams(int(q["bits"]), np.asarray(q["scale"], np.float64),
+                                              np.asarray(q["zero_point"], np.int64), q["axis"],
+                                              bool(q["signed"]))
 
 
 def _export_attr(value: Any) -> Any:

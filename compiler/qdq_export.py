@@ -28,7 +28,7 @@ from .folding import infer_node
 from .ir import Graph, Node, Value
 from .onnx_io import export_model
 
-__all__ = ["export_qdq", "to_qdq_graph", "QDQExportError"]
+__all__ = ["export_qdq", "to_qdq_graph", "QDQExportError", "is_integer_graph", "export_standard"]
 
 
 class QDQExportError(ValueError):
@@ -199,3 +199,18 @@ def to_qdq_graph(graph: Graph) -> Graph:
 def export_qdq(graph: Graph, path: str | os.PathLike | None = None) -> Any:
     """Write the QDQ form of ``graph`` as ONNX (opset 17) that onnxruntime runs."""
     return export_model(to_qdq_graph(graph), path, producer="compiler-qdq")
+
+
+def is_integer_graph(graph: Graph) -> bool:
+    """Whether ``graph`` holds ops of our private ``q`` domain (which standard ONNX
+    runtimes and viewers cannot open)."""
+    return any(node.domain == "q" for node in graph.topo_order())
+
+
+def export_standard(graph: Graph, path: str | os.PathLike | None = None) -> Any:
+    """``graph`` as standard ONNX that onnxruntime and Netron open: the QDQ form of an
+    integer graph (`export_qdq`), the graph itself otherwise.  Raises `QDQExportError`
+    for an integer op without a QDQ form."""
+    if is_integer_graph(graph):
+        return export_qdq(graph, path)
+    return export_model(graph, path)

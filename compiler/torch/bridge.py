@@ -162,9 +162,10 @@ def training_loss(teacher: Graph | None = None, distill: float = 0.5,
 
 def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
              batch_size: int = 64, optimizer: str = "adam", weight_decay: float = 0.0,
-             max_batches: int | None = None, seed: int = 0, progress: bool = False,
+             max_batches: int | None = None, seed: int = 0, progress: bool | None = None,
              int_lr: float | None = None, teacher: Graph | None = None,
-             distill: float = 0.5, temperature: float = 4.0) -> Graph:
+             distill: float = 0.5, temperature: float = 4.0,
+             losses: list[float] | None = None) -> Graph:
     """Retrain ``graph``'s weights on ``dataset`` (cross-entropy); structure is unchanged.
 
     With a ``teacher`` graph the loss is knowledge distillation (`training_loss`).
@@ -177,6 +178,10 @@ def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
     forward pass and written back rounded; scales, zero points, biases and multipliers are
     kept.  ``int_lr`` is the learning rate of those shadows (integer units per step); by
     default it is ``lr / mean(weight scale)``, i.e. the same step as ``lr`` in real units.
+
+    ``progress``: a tqdm bar per epoch (batches, running loss); ``None`` shows it on a
+    terminal only (`compiler.logs.progress_enabled`, off with ``--no-progress``).
+    ``losses``: if given, the mean training loss of each epoch is appended to it.
     """
     torch = import_torch()
     torch.manual_seed(seed)
@@ -206,13 +211,13 @@ def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
         steps = min(steps, max_batches)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
     loss_fn = training_loss(teacher, distill, temperature)
-    for epoch in range(epochs):
-        batches = dataset.batches(batch_size, shuffle=True, seed=seed + epoch)
-        if progress:
-            from tqdm import tqdm
+    from ..logs import progress as bar_over
 
-            batches = tqdm(batches, desc=f"finetune epoch {epoch + 1}/{epochs}", total=steps,
-                           unit="batch")
+    for epoch in range(epochs):
+        batches = bar_over(dataset.batches(batch_size, shuffle=True, seed=seed + epoch),
+                           desc=f"finetune epoch {epoch + 1}/{epochs}", total=steps,
+                           unit="batch", enabled=progress)
+        total, count = 0.0, 0
         for step, (x, y) in enumerate(batches):
             if step >= steps:
                 break
@@ -223,6 +228,13 @@ def finetune(graph: Graph, dataset: Any, *, epochs: int = 1, lr: float = 1e-3,
             opt.step()
             schedule.step()
             module.apply_masks()
+            total, count = total + float(loss.detach()), count + 1
+            if hasattr(batches, "set_postfix") and step % 10 == 0:
+                batches.set_postfix(loss=f"{total / count:.4f}")
+        if hasattr(batches, "close"):
+            batches.close()
+        if losses is not None and count:
+            losses.append(total / count)
     module.eval()
     return from_torch(module, graph)
 

@@ -25,6 +25,11 @@ removed from every group; ``params`` (memory) / ``macs`` (execution time) -- the
 the fraction of parameters / MACs removed, spent where it hurts least per unit of cost
 (see `structured.Prune`); ``latency`` -- like ``macs``, and the result is also compiled
 and timed on ``target`` (``latency_ms`` = medians before / after).
+
+Stats: ``probes`` (``[rate, accuracy, within budget]`` per probe) and ``probe_costs`` (the
+same with what the probe kept: ``params``, ``nonzero_params``, ``weight_bytes``, ``macs``,
+and ``latency_ms`` with ``objective=latency``, every probe timed), with ``start`` the
+graph's own sizes -- the report's accuracy-vs-compression/latency plot.
 """
 from __future__ import annotations
 
@@ -100,34 +105,57 @@ def search_rate(graph: Graph, evaluate, *, max_drop: float = 0.01,
                          max_batches=options.get("finetune_max_batches"))
         return g, float(evaluate(g)), st
 
+    from compiler.logs import progress
+    from compiler.stage_size import size_summary
+
     lo, hi = low, high
     best_graph, best_rate, best_acc, best_stats = graph.clone(), low, base, {}
     probes = []
-    if low > 0:
-        g, acc, st = probe(low)
+    # what each probe kept (for the report's accuracy-vs-size/latency plots)
+    start = size_summary(graph)
+    costs: list[dict] = []
+    bar = progress(total=max(0, int(steps)) + (low > 0), desc="prune-search", unit="probe")
+
+    def record(rate: float, g: Graph, acc: float) -> bool:
         ok = within_budget(base, acc, max_drop)
-        probes.append([round(low, 4), round(acc, 5), ok])
-        if ok:
-            best_graph, best_acc, best_stats = g, acc, st
-    for _ in range(max(0, int(steps))):
-        mid = (lo + hi) / 2
-        g, acc, st = probe(mid)
-        ok = within_budget(base, acc, max_drop)
-        probes.append([round(mid, 4), round(acc, 5), ok])
-        if ok:
-            lo, best_graph, best_rate, best_acc, best_stats = mid, g, mid, acc, st
-        else:
-            hi = mid
+        probes.append([round(rate, 4), round(acc, 5), ok])
+        cost = {"rate": round(rate, 4), "accuracy": round(acc, 5), "ok": ok,
+                **size_summary(g)}
+        if objective == "latency":
+            cost["latency_ms"] = round(measure_latency(g), 4)
+        costs.append(cost)
+        bar.update(1)
+        bar.set_postfix(rate=f"{rate:.3f}", acc=f"{acc:.4f}")
+        return ok
+
+    try:
+        if low > 0:
+            g, acc, st = probe(low)
+            if record(low, g, acc):
+                best_graph, best_acc, best_stats = g, acc, st
+        for _ in range(max(0, int(steps))):
+            mid = (lo + hi) / 2
+            g, acc, st = probe(mid)
+            if record(mid, g, acc):
+                lo, best_graph, best_rate, best_acc, best_stats = mid, g, mid, acc, st
+            else:
+                hi = mid
+    finally:
+        bar.close()
     stats = {"method": method, "baseline": round(base, 5), "rate": round(best_rate, 4),
              "accuracy": round(best_acc, 5), "drop": round(base - best_acc, 5),
-             "probes": probes}
+             "probes": probes, "probe_costs": costs,
+             "start": start}
     if method == "structured" and best_stats:
         stats.update(params=best_stats["params"], macs=best_stats["macs"])
     elif best_stats:
         stats["sparsity"] = best_stats["sparsity"]
-    if objective == "latency":
+    if objective == "latency":  # the best probe was timed already (unless none was kept)
+        best_ms = next((c["latency_ms"] for c in costs if c["ok"] and c["rate"] ==
+                        round(best_rate, 4)), None) if best_stats else None
         stats["latency_ms"] = [round(measure_latency(graph), 4),
-                               round(measure_latency(best_graph), 4)]
+                               best_ms if best_ms is not None
+                               else round(measure_latency(best_graph), 4)]
     return best_graph, stats
 
 

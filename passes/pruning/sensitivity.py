@@ -46,9 +46,11 @@ def layer_sensitivity(graph: Graph, evaluate: Callable[[Graph], float],
     is assumed to grow with the ratio), which saves evaluations.
     """
     base = float(evaluate(graph)) if baseline is None else baseline
+    from compiler.logs import progress
+
     dep = analyze(graph, protect=protect or [])
     table: dict[str, list] = {}
-    for g in dep.prunable_groups:
+    for g in progress(dep.prunable_groups, desc="t-sensitive: layers", unit="layer"):
         rows = []
         for r in sorted(ratios):
             probe, stats = prune_graph(graph.clone(), ratios={g.name: r}, criterion=criterion,

@@ -178,7 +178,9 @@ def collect_stats(graph: Graph, data: Any, *, seed: int = 0,
     samples = _check_samples(graph, data, pass_name)
     stats: dict[str, TensorStats] = {}
     observers: dict[int, Observer] = {}
-    for sample in samples:
+    from compiler.logs import progress
+
+    for sample in progress(samples, desc=f"{pass_name}: calibration", unit="batch"):
         batch = next(iter(sample.values())).shape[0]
         if batch not in observers:
             observers[batch] = Observer(with_batch_size(graph, batch), stats, seed)

@@ -74,6 +74,13 @@ class MixedPrecision(Pass):
         fixed = {layers[0]: self.first_layer_bits} if self.first_layer_bits else {}
         searched = [name for name in layers if name not in fixed]
         evaluations = 0
+        trials: list[list] = []  # [layer, bits, score, weight bits of the model]
+        sizes = {n.name: sum(v.size for v in n.inputs[1:2] if v is not None)
+                 for n in graph.topo_order() if n.name in layers}
+        from compiler.logs import progress
+
+        bar = progress(total=1 + len(searched) * len(self.candidates), desc="mixed-precision",
+                       unit="trial")
 
         def build(assign: dict[str, int]) -> Graph:
             spec = {name: (b, b) for name, b in {**assign, **fixed}.items()}
@@ -83,10 +90,15 @@ class MixedPrecision(Pass):
                 warnings.simplefilter("ignore", QuantizationWarning)
                 return QuantRewriter(opts, graph.clone(), stats, ctx).rewrite().graph
 
-        def score(assign: dict[str, int]) -> float:
+        def score(assign: dict[str, int], layer: str = "", bits: int = 0) -> float:
             nonlocal evaluations
             evaluations += 1
-            return float(ctx.evaluate(build(assign)))
+            value = float(ctx.evaluate(build(assign)))
+            full = {**assign, **fixed}
+            trials.append([layer, bits, round(value, 5),
+                           int(sum(sizes[n] * b for n, b in full.items()))])
+            bar.update(1)
+            return value
 
         assign = {name: top for name in searched}
         base = score(assign)
@@ -95,12 +107,12 @@ class MixedPrecision(Pass):
         sensitivity = {}
         if len(self.candidates) > 1:
             for name in searched:
-                sensitivity[name] = base - score({**assign, name: low})
+                sensitivity[name] = base - score({**assign, name: low}, name, low)
         order = sorted(searched, key=lambda n: sensitivity.get(n, 0.0))
         current = base
         for name in order:
             for b in self.candidates[1:]:
-                trial = score({**assign, name: b})
+                trial = score({**assign, name: b}, name, b)
                 if trial >= base - allowed - 1e-9:
                     assign[name] = b
                     current = trial
@@ -112,7 +124,9 @@ class MixedPrecision(Pass):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", QuantizationWarning)
             out = QuantRewriter(result, graph, stats, ctx).rewrite()
+        bar.close()
         out.stats.update({"base_score": base, "score": current, "evaluations": evaluations,
+                          "trials": trials,
                           "sensitivity": {k: round(v, 5) for k, v in sensitivity.items()},
                           "bits_per_layer": {n: b for n, b in {**assign, **fixed}.items()},
                           "max_drop": round(allowed, 6), **ctx.record_spent(self.name, current)})

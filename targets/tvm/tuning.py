@@ -314,7 +314,10 @@ def _progress_callback(ms, total: int, enabled: bool, counter: dict,
 
     from tvm.ir.utils import derived_object
 
-    bar = tqdm(total=total, desc="tuning", unit="trial", disable=not enabled, leave=False)
+    from compiler.logs import progress_enabled
+
+    bar = tqdm(total=total, desc="tuning", unit="trial", leave=False,
+               disable=not (enabled and progress_enabled()))  # a terminal, no --no-progress
 
     @derived_object
     class Progress(ms.measure_callback.PyMeasureCallback):
