@@ -56,7 +56,7 @@ def test_unbuilt_round_trip_and_structure_only_onnx(tmp_path):
     cm, out = _saved(tmp_path)
     assert (out / "model.onnx").stat().st_size < 10_000  # structure only, no weights
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["format_version"] == FORMAT_VERSION == 3
+    assert meta["format_version"] == FORMAT_VERSION == 4
     assert meta["weights"]["bytes"] == (out / "weights.bin").stat().st_size
     loaded = CompiledModel.load(out)
     for k, v in _constants(cm.graph).items():
