@@ -303,6 +303,8 @@ class Report:
             rows.append(f"{'weights.bin (archive)':<24}{_bytes(c['bytes']):>16}"
                         + (f"{_bytes(o.param_bytes):>16}{o.param_bytes / c['bytes']:>8.1f}x"
                            if o and c["bytes"] else ""))
+            if c.get("library_bytes") and not c.get("library_embeds_weights"):
+                rows.append(f"{'library (code only)':<24}{_bytes(c['library_bytes']):>16}")
             if c.get("deployed_bytes"):
                 d = c["deployed_bytes"]
                 rows.append(f"{'deployed (lib+weights)':<24}{_bytes(d):>16}"

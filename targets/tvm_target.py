@@ -198,9 +198,8 @@ class TvmTarget(Target):
     def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
         """Build with MetaSchedule tuning (``tune``: ``{"trials": N, "database": path}``);
         returns ``(built, tuning stats)``.  Measures locally, or on the board."""
-        from .tvm.tuning import tune_and_build
-
         from .tvm.build import WeightsBuilt
+        from .tvm.tuning import tune_and_build
 
         opts = self.tune_options(tune)  # validate before any work
         remote = None if self.runs_locally else self.remote()

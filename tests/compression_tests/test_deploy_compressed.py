@@ -74,6 +74,7 @@ def test_report_shows_library_plus_weights_as_deployed(fp32):
     assert c["library_embeds_weights"] is False
     text = str(CompiledModel.load(out).report())
     assert "deployed (lib+weights)" in text and "not compressed" not in text
+    assert "library (code only)" in text
     # the deployment is smaller than the fp32 weights alone
     assert lib + blob < cm.original_stats.param_bytes
 
@@ -108,11 +109,12 @@ def test_weights_that_differ_from_the_build_are_refused(fp32, tmp_path):
         CompiledModel.load(dest)
 
 
-def test_uncompressed_and_packed_layout_artifacts_bind_their_weights(tmp_path):
+def test_uncompressed_and_packed_layout_artifacts_bind_their_weights(fp32, tmp_path):
     """Uncompressed directories take their weights from model.onnx; a packed (nchwc)
     build replays the weight packing at load."""
-    cm = compiler.compile(LENET, target=get_target("host").with_layout("nchwc"),
-                          passes=["fold-bn"])
+    graph = fp32[0].graph
+    target = get_target("host").with_layout("nchwc")
+    cm = CompiledModel(graph, target, target.build(graph))
     assert cm.built.recipe["layout"] == "nchwc"
     out = cm.save(tmp_path / "m")
     meta = json.loads((out / "meta.json").read_text())
@@ -121,3 +123,30 @@ def test_uncompressed_and_packed_layout_artifacts_bind_their_weights(tmp_path):
     assert loaded.target.layout == "auto"  # the recipe, not the target, says nchwc
     np.testing.assert_array_equal(loaded.run([_x()])[0], cm.run([_x()])[0])
     np.testing.assert_array_equal(loaded.run([_x()])[0], _embedded(cm).run([_x()])[0])
+    np.testing.assert_allclose(loaded.run([_x()])[0], fp32[0].run([_x()])[0], rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_tuning_tasks_are_those_of_the_embedded_build(fp32):
+    """Weights as parameters must not change what MetaSchedule tunes: the fused kernels
+    (their structural hashes, the database's workload keys) equal the embedded build's,
+    so existing tuning records keep matching."""
+    import tvm_ffi
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    from targets.tvm.build import make_target
+    from targets.tvm.layout import apply_layout
+
+    graph = fp32[0].graph
+    target = get_target("host").with_layout("nchwc")
+    tgt = make_target(target.target_dict())
+
+    def keys(mod):
+        tasks = ms.relax_integration.extract_tasks(relax.get_pipeline("zero")(mod), tgt)
+        return sorted(tvm_ffi.structural_hash(t.dispatched[0]) for t in tasks)
+
+    old, _ = apply_layout(target.lower(graph), "nchwc", target.target_dict())
+    new, arrays, recipe = target._prepare(graph, True)
+    assert recipe["folded"] and recipe["layout"] == "nchwc" and arrays
+    assert keys(new) == keys(old) and len(keys(old)) >= 5
