@@ -17,8 +17,16 @@ built for and the target's built code.  ``save`` writes a directory::
 Format version 2 added ``weights.bin``; version 3 records the SHA-256 of every file in
 ``meta.json`` (``files``) and ``load`` refuses a directory whose files do not match (a
 flipped bit in model.so would otherwise give wrong logits silently); versions 1 and 2
-still load (unchecked).  Version 4 keeps a quantized graph in ``model.q.onnx`` and a
-standard (QDQ) ``model.onnx`` beside it.
+still load (unchecked).  Version 4: a quantized graph is kept in ``model.q.onnx`` with a
+standard (QDQ) ``model.onnx`` beside it; and the library of a TVM target is code only, its
+weights parameters of ``main`` (``meta.json`` ``params``: how they are derived from the
+graph and their digest); ``load`` derives them from the graph just read -- from
+weights.bin when compressed, else from the graph file -- and binds them, so a compressed
+directory deploys compressed (the report's deployed bytes are library + weights.bin).
+Every artifact of those targets is built this way, compressed or not: the build
+happens in ``compile``, before ``save`` knows whether it will compress, and an
+uncompressed directory then no longer holds its weights twice (model.onnx and
+model.so).  Directories of versions <= 3 (weights embedded) still load.
 
 The directory appears whole or not at all (it is assembled beside the destination and
 renamed into place).
@@ -164,15 +172,19 @@ class CompiledModel:
             }
             if self.tuning is not None:
                 meta["tuning"] = _jsonable(self.tuning)
+            recipe = None
+            if library is not None:
+                recipe_of = getattr(self.target, "weights_recipe", None)
+                recipe = recipe_of(self.built) if recipe_of else None
+            if recipe is not None:
+                meta["params"] = _jsonable(recipe)
             if weights is not None:
-                meta["weights"] = _jsonable(weights)
-            if weights is not None:
-                # what a device receives: the library (which still embeds every weight:
-                # the library does not read weights.bin yet) plus weights.bin
+                # what a device receives: the library plus weights.bin (a library that
+                # embeds the weights, e.g. fpga-sim's functional model, is said to)
                 lib_bytes = (tmp / library).stat().st_size if library else 0
                 weights["deployed_bytes"] = lib_bytes + weights["bytes"]
                 weights["library_bytes"] = lib_bytes
-                weights["library_embeds_weights"] = library is not None
+                weights["library_embeds_weights"] = library is not None and recipe is None
                 meta["weights"] = _jsonable(weights)
             meta["files"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -232,6 +244,8 @@ class CompiledModel:
                                         "re-create it with `compiler compile`") from None
             else:
                 built = library
+            if meta.get("params") is not None:
+                built = _bind_weights(target, built, graph, meta, path)
         model = cls(graph, target, built, pipeline=meta.get("pipeline", ""),
                     pass_stats=meta.get("pass_stats") or {})
         model.tuning = meta.get("tuning")
@@ -309,6 +323,8 @@ class Report:
             rows.append(f"{'weights.bin (archive)':<24}{_bytes(c['bytes']):>16}"
                         + (f"{_bytes(o.param_bytes):>16}{o.param_bytes / c['bytes']:>8.1f}x"
                            if o and c["bytes"] else ""))
+            if c.get("library_bytes") and not c.get("library_embeds_weights"):
+                rows.append(f"{'library (code only)':<24}{_bytes(c['library_bytes']):>16}")
             if c.get("deployed_bytes"):
                 d = c["deployed_bytes"]
                 rows.append(f"{'deployed (lib+weights)':<24}{_bytes(d):>16}"
@@ -450,6 +466,7 @@ def _read_meta(meta_file: Path) -> dict:
             raise ArtifactError(f"{meta_file}: corrupt metadata ('{key}' is missing or not "
                                 f"a {typ.__name__})")
     for key, typ in (("library", str), ("graph_file", str), ("weights", dict), ("files", dict),
+                     ("params", dict),
                      ("pass_stats", dict), ("pipeline", str), ("original_stats", dict),
                      ("tuning", dict)):
         if meta.get(key) is not None and not isinstance(meta[key], typ):
@@ -484,6 +501,23 @@ def _check_files(path: Path, meta: dict) -> None:
             raise ArtifactError(f"{file}: checksum does not match meta.json (the file was "
                                 "replaced or corrupted); re-create the directory with "
                                 "`compiler compile`")
+
+
+def _bind_weights(target: Any, built: Any, graph: Graph, meta: dict, path: Path) -> Any:
+    """The loaded library with its weights, derived from ``graph`` (`TvmTarget.bind_weights`)."""
+    bind = getattr(target, "bind_weights", None)
+    recipe = meta["params"]
+    if bind is None or not isinstance(recipe.get("target"), dict) \
+            or not isinstance(recipe.get("layout"), str):
+        raise ArtifactError(f"{path / 'meta.json'}: corrupt metadata ('params' cannot be "
+                            f"used by target '{target.name}'); re-create the directory "
+                            "with `compiler compile`")
+    try:
+        return bind(built, graph, recipe)
+    except Exception as exc:  # WeightsMismatchError, or TVM refusing the recorded recipe
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{path}: the library's weights cannot be restored ({msg}); "
+                            "re-create the directory with `compiler compile`") from None
 
 
 def _spec(value) -> dict:

@@ -21,5 +21,5 @@ CORTEX_A72 = {
 register_target("cortex-a72", lambda: TvmTarget(
     name="cortex-a72", description="Arm Cortex-A72 (aarch64, NEON, 4 cores), via TVM RPC",
     tvm_target=lambda: dict(CORTEX_A72), runs_locally=False,
-    cross_compiler="aarch64-linux-gnu-g++", board_key="cortex-a72",
+    cross_compiler="aarch64-linux-gnu-g++", board_key="cortex-a72", weights_as_params=True,
     capabilities=frozenset({"rpc", "neon"})))

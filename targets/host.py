@@ -13,4 +13,4 @@ def host_target_dict() -> dict:
 
 register_target("host", lambda: TvmTarget(
     name="host", description="this machine's CPU (LLVM, detected -mcpu)",
-    tvm_target=host_target_dict, runs_locally=True))
+    tvm_target=host_target_dict, runs_locally=True, weights_as_params=True))

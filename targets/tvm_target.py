@@ -19,6 +19,11 @@ from compiler.ir import Graph
 from .base import Target, TargetUnavailableError, Timing, remote_copy
 
 
+class WeightsMismatchError(ValueError):
+    """Weights derived from a saved graph that differ from those the library was built
+    with (`TvmTarget.bind_weights`)."""
+
+
 @dataclass
 class TvmTarget(Target):
     """``tvm_target`` returns the TVM target dict (a callable: host detection is lazy)."""
@@ -44,6 +49,10 @@ class TvmTarget(Target):
     # storage per reusable token) or "arena" (one arena per function, offsets from
     # compiler.memory_plan; targets/tvm/arena.py).  Untuned builds only, for now.
     memory: str = "tvm"
+    # Weights as parameters of the built module (`build.WeightsBuilt`: the library is
+    # code only, `load` derives the weights from the saved graph) or embedded in it as
+    # constants (the fpga-sim functional model, whose library is not the deployment).
+    weights_as_params: bool = False
 
     def target_dict(self) -> dict[str, Any]:
         return self.tvm_target()
@@ -104,17 +113,81 @@ class TvmTarget(Target):
 
         return lower_graph(graph, int8_conv_data=int8_conv_data(self.target_dict()))
 
-    def build(self, graph: Graph) -> Any:
-        from .tvm.build import build
+    def _prepare(self, graph: Graph, tuned: bool, recipe: dict | None = None
+                 ) -> tuple[Any, list[np.ndarray], dict]:
+        """The module to build and, with ``weights_as_params``, its weight arrays and
+        the recipe that derived them: lowering, conv layout, (tuned builds) constant
+        folding, then `build.lift_constants`.  With a ``recipe`` (from meta.json) the same
+        derivation is replayed on a loaded graph, with the recorded target and layout.
+
+        Why a replay rather than storing the derived arrays: what a device receives is
+        then the library (code) plus the graph's own constants, which ``weights.bin``
+        stores compressed; the derived arrays (packed, padded, transposed) exist only in
+        memory.  The recipe's ``sha256`` makes a replay that would differ from the build
+        (another compiler version) an error instead of wrong outputs."""
+        from .tvm.build import fold_constants, lift_constants, params_digest
         from .tvm.layout import apply_layout
+        from .tvm.lowering import lower_graph
+        from .tvm.schedules import int8_conv_data
+
+        if recipe is None:
+            target = self.target_dict()
+            layout_target = target if tuned else None
+            layout = self._layout(tuned, graph)
+            fold = tuned
+        else:
+            target, layout_target = recipe["target"], recipe.get("layout_target")
+            layout, fold = recipe["layout"], bool(recipe.get("folded"))
+        mod = lower_graph(graph, int8_conv_data=int8_conv_data(target))
+        if recipe is None:
+            mod, layout = apply_layout(mod, layout, layout_target)
+        else:
+            from .tvm.layout import pack_convolutions
+
+            mod = pack_convolutions(mod, layout, layout_target)
+        if not self.weights_as_params and recipe is None:
+            return mod, [], {"layout": layout}
+        if fold:
+            mod = fold_constants(mod)
+        mod, arrays = lift_constants(mod)
+        made = {"target": target, "layout_target": layout_target, "layout": layout,
+                "folded": fold, "count": len(arrays),
+                "bytes": int(sum(a.nbytes for a in arrays)), "sha256": params_digest(arrays)}
+        return mod, arrays, made
+
+    def build(self, graph: Graph) -> Any:
+        from .tvm.build import WeightsBuilt, build
 
         pipeline: Any = "default"
         if self.memory == "arena":
             from .tvm.arena import arena_pipeline
 
             pipeline = arena_pipeline()
-        return build(apply_layout(self.lower(graph), self._layout(False, graph))[0],
-                     self.target_dict(), pipeline=pipeline)
+        mod, arrays, recipe = self._prepare(graph, False)
+        executable = build(mod, self.target_dict(), pipeline=pipeline)
+        return WeightsBuilt(executable, arrays, recipe) if self.weights_as_params else executable
+
+    def weights_recipe(self, built: Any) -> dict | None:
+        """How the weights of ``built`` are derived (for meta.json), None when the
+        library embeds them."""
+        from .tvm.build import WeightsBuilt
+
+        return built.recipe if isinstance(built, WeightsBuilt) else None
+
+    def bind_weights(self, built: Any, graph: Graph, recipe: dict) -> Any:
+        """A loaded library (or, for a board, its path) with the weights of ``graph``
+        derived by ``recipe`` (`_prepare`); `WeightsMismatchError` when they differ
+        from the build's."""
+        from .tvm.build import WeightsBuilt
+
+        _, arrays, made = self._prepare(graph, False, recipe)
+        if made["sha256"] != recipe.get("sha256") or made["count"] != recipe.get("count"):
+            raise WeightsMismatchError(
+                f"the weights derived from the saved graph ({made['count']} arrays, sha256 "
+                f"{made['sha256'][:12]}) are not those the library was built with "
+                f"({recipe.get('count')} arrays, sha256 {str(recipe.get('sha256'))[:12]}): "
+                "the directory was written by another compiler version or edited")
+        return WeightsBuilt(built, arrays, made)
 
     def tune_options(self, tune: Any) -> Any:
         """``tune`` as a `targets.tvm.tuning.TuneOptions` (clear error on a bad option)."""
@@ -125,16 +198,17 @@ class TvmTarget(Target):
     def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
         """Build with MetaSchedule tuning (``tune``: ``{"trials": N, "database": path}``);
         returns ``(built, tuning stats)``.  Measures locally, or on the board."""
-        from .tvm.layout import apply_layout
+        from .tvm.build import WeightsBuilt
         from .tvm.tuning import tune_and_build
 
         opts = self.tune_options(tune)  # validate before any work
         remote = None if self.runs_locally else self.remote()
-        mod, layout = apply_layout(self.lower(graph), self._layout(True, graph),
-                                   self.target_dict())
+        mod, arrays, recipe = self._prepare(graph, True)
         built, stats = tune_and_build(mod, self.target_dict(), opts, remote=remote,
                                       cross_compiler=self.cross_compiler)
-        stats["layout"] = layout
+        stats["layout"] = recipe["layout"]
+        if self.weights_as_params:
+            built = WeightsBuilt(built, arrays, recipe)
         return built, stats
 
     def _require_local(self, what: str) -> None:
@@ -155,7 +229,9 @@ class TvmTarget(Target):
     def export(self, built: Any, path: Path) -> None:
         from .tvm.build import export_library
 
-        export_library(built, str(path), cross_compiler=self.cross_compiler)
+        # (-s: no symbol table or debug info, a third of a small model's library; TVM
+        # finds its functions through the dynamic symbols, which stay)
+        export_library(built, str(path), cross_compiler=self.cross_compiler, options=["-s"])
 
     def load(self, path: Path) -> Any:
         self._require_local("be loaded")

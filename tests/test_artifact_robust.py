@@ -101,5 +101,5 @@ def test_compressed_report_states_the_deployed_bytes_honestly(tiny, tmp_path):
     blob = (out / "weights.bin").stat().st_size
     text = str(CompiledModel.load(out).report())
     c = tiny.compression
-    assert c["deployed_bytes"] == lib + blob and c["library_embeds_weights"] is True
-    assert "deployed (lib+weights)" in text and "the deployment is not compressed" in text
+    assert c["deployed_bytes"] == lib + blob and c["library_embeds_weights"] is False
+    assert "deployed (lib+weights)" in text and "the deployment is not compressed" not in text

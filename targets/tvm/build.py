@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -16,9 +17,98 @@ import tvm
 from tvm import relax
 
 __all__ = ["build", "run", "time_local", "profile_local", "export_library", "load_library",
-           "host_target", "make_target", "to_numpy", "to_tensors"]
+           "host_target", "make_target", "to_numpy", "to_tensors", "WeightsBuilt",
+           "lift_constants", "fold_constants", "split_built", "params_digest"]
 
 Executable = Any  # tvm.runtime.Executable or a loaded tvm.runtime.Module
+
+
+@dataclass
+class WeightsBuilt:
+    """A built module whose weights are parameters of ``main`` (after its inputs), not
+    constants in the library, and the arrays to pass for them.
+
+    Why: a library that embeds its weights deploys them uncompressed whatever
+    ``weights.bin`` holds, and duplicates model.onnx's weights.  This way the library is
+    code only (and scalar literals), and the weights are derived, at load, from the
+    graph's constants (decoded from weights.bin or read from model.onnx) by the same code
+    that derived them at build (`lift_constants` of the packed, folded module);
+    ``recipe`` says how (layout, folding, target) and holds ``params_digest`` of the
+    arrays, checked at load.  ``executable`` is a built or loaded module, or, for a board,
+    the library's path."""
+
+    executable: Any
+    params: list[np.ndarray]
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+def split_built(built: Any) -> tuple[Any, list[np.ndarray]]:
+    """``(executable, weight arrays to append to the inputs)`` of any built object."""
+    if isinstance(built, WeightsBuilt):
+        return built.executable, built.params
+    return built, []
+
+
+def params_digest(arrays: Sequence[np.ndarray]) -> str:
+    """SHA-256 over the dtypes, shapes and bytes of ``arrays``, in order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape};".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def fold_constants(mod: tvm.IRModule) -> tvm.IRModule:
+    """The constant-folding prefix of TVM's tuning ("zero") pipeline: legalize, annotate,
+    fold.  Run before `lift_constants` on tuned builds, so what MetaSchedule's pipeline
+    would fold on constants (weight transposes, layout transforms) is still folded once
+    at build (and at load) instead of each run; its own LegalizeOps/FoldConstant then
+    find nothing left, and the extracted tuning tasks (the fused kernels) are the same
+    as those of the embedded build, so tuning records keep matching."""
+    return tvm.transform.Sequential([relax.transform.LegalizeOps(),
+                                     relax.transform.AnnotateTIROpPattern(),
+                                     relax.transform.FoldConstant()])(mod)
+
+
+@relax.expr_functor.mutator
+class _LiftConstants(relax.PyExprMutator):
+    """Every tensor constant of rank >= 1 becomes a new `relax.Var` (one per constant
+    object, in first-use order)."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.vars: list[relax.Var] = []
+        self.arrays: list[np.ndarray] = []
+        self._seen: list[tuple[Any, relax.Var]] = []
+
+    def visit_generic_const_(self, const):
+        value = const.value
+        if not hasattr(value, "numpy") or len(value.shape) == 0:
+            return const  # scalar literals stay in the code
+        for seen, var in self._seen:
+            if seen.same_as(const):
+                return var
+        var = relax.Var(f"w{len(self.vars)}", const.ty)
+        self._seen.append((const, var))
+        self.vars.append(var)
+        self.arrays.append(value.numpy())
+        return var
+
+
+def lift_constants(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[np.ndarray]]:
+    """``mod`` with the tensor constants of ``main`` turned into parameters after its
+    inputs (``num_input`` marks where they start), and their arrays in that order.
+    The order depends only on ``mod``, so the same module always gives the same list."""
+    func = mod["main"]
+    lifter = _LiftConstants(mod)
+    body = lifter.visit_expr(func).body
+    new = relax.Function(list(func.params) + lifter.vars, body, func.ret_ty, func.is_pure,
+                         func.attrs, func.span).with_attr("num_input", len(func.params))
+    functions = {gv: (new if gv.name_hint == "main" else f) for gv, f in mod.functions_items()}
+    return tvm.IRModule(functions, attrs=mod.attrs), lifter.arrays
 
 
 def host_target(num_cores: int | None = None) -> dict[str, Any]:
@@ -62,18 +152,20 @@ def to_tensors(inputs: Sequence[np.ndarray], device: Any) -> list:
 def run(executable: Executable, inputs: Sequence[np.ndarray], device: Any = None,
         *, func: str = "main") -> list[np.ndarray]:
     """Run ``func`` of a built (or loaded) module on numpy inputs; returns numpy outputs."""
+    executable, params = split_built(executable)
     device = device if device is not None else tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
-    return to_numpy(vm[func](*to_tensors(inputs, device)))
+    return to_numpy(vm[func](*to_tensors([*inputs, *params], device)))
 
 
 def time_local(executable: Executable, inputs: Sequence[np.ndarray], *, repeat: int = 10,
                number: int = 1, device: Any = None, func: str = "main") -> list[float]:
     """Seconds per call of ``func``, one sample per repeat (each the mean of ``number``
     calls), measured with the VM's ``time_evaluator`` on this machine."""
+    executable, params = split_built(executable)
     device = device if device is not None else tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
-    vm.set_input(func, *to_tensors(inputs, device))
+    vm.set_input(func, *to_tensors([*inputs, *params], device))
     timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
     return [float(t) for t in timer(func).results]
 
@@ -86,9 +178,10 @@ def profile_local(executable: Executable, inputs: Sequence[np.ndarray], *, repea
     clock around each call), after one warm-up run; sorted slowest first."""
     from .vm_profile import profile_rows
 
+    executable, params = split_built(executable)
     device = device if device is not None else tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
-    return profile_rows(vm, func, to_tensors(inputs, device), repeat)
+    return profile_rows(vm, func, to_tensors([*inputs, *params], device), repeat)
 
 
 def export_library(executable: Executable, path: str | os.PathLike,
@@ -99,6 +192,7 @@ def export_library(executable: Executable, path: str | os.PathLike,
     ``fcompile`` callable; None links with the host compiler.
     """
     path = os.fspath(path)
+    executable = split_built(executable)[0]
     fcompile = cross_compiler
     if isinstance(cross_compiler, str):
         from tvm.support import cc

@@ -243,6 +243,9 @@ def with_session(spec: RemoteSpec, fn: Callable[[Any], Any], *, what: str = "run
 # -- upload / run / time -----------------------------------------------------------
 
 def library_file(built: Any, cross_compiler: str | Callable | None, tmpdir: str) -> str:
+    from .build import split_built
+
+    built = split_built(built)[0]
     if isinstance(built, (str, os.PathLike)):
         return os.fspath(built)
     from .build import export_library
@@ -260,12 +263,23 @@ def remote_vm(session: Any, lib_path: str):
     return relax.VirtualMachine(rlib, dev), dev
 
 
+def _with_weights(built: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The inputs followed by the weights of a `build.WeightsBuilt` (copied to the board
+    once per session: ``set_input`` keeps them there for every timed repeat)."""
+    from .build import split_built
+
+    return [*inputs, *split_built(built)[1]]
+
+
 def run_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
                cross_compiler: str | Callable | None = None, func: str = "main"
                ) -> list[np.ndarray]:
     """Upload ``built`` (an executable, exported with ``cross_compiler``, or a library
-    path), run ``func`` once on the board, return numpy outputs."""
+    path, either possibly a `build.WeightsBuilt`), run ``func`` once on the board,
+    return numpy outputs."""
     from .build import to_tensors
+
+    inputs = _with_weights(built, inputs)
 
     with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
         lib = library_file(built, cross_compiler, tmp)
@@ -299,6 +313,8 @@ def time_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *,
     """Seconds per call on the board (``vm.time_evaluator("invoke_stateful")``)."""
     from .build import to_tensors
 
+    inputs = _with_weights(built, inputs)
+
     with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
         lib = library_file(built, cross_compiler, tmp)
 
@@ -319,6 +335,8 @@ def profile_remote(spec: RemoteSpec, built: Any, inputs: Sequence[np.ndarray], *
     project's ``targets/board/server_main.py``; a plain ``tvm.exec.rpc_server`` has no
     profiler and gives `NoRemoteProfilerError`)."""
     from .build import to_tensors
+
+    inputs = _with_weights(built, inputs)
 
     with tempfile.TemporaryDirectory(prefix="rpc-") as tmp:
         lib = library_file(built, cross_compiler, tmp)
