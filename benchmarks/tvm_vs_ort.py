@@ -99,6 +99,8 @@ def main(argv=None) -> int:
                     help="also tune these variants (e.g. fp32,int8) with the plain NCHW "
                          "layout, for the layout comparison")
     ap.add_argument("--no-tune", action="store_true")
+    ap.add_argument("--no-untuned", action="store_true",
+                    help="only the tuned builds (skip the untuned NCHW rows)")
     ap.add_argument("--db-dir", default=None, help="tuning databases (default: a temp dir)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", type=int, default=0, metavar="N",
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
         builds = []
         for v in args.variants.split(","):
             passes = "fold-bn,cleanup" + (",quantize{bits=8,act_bits=8}" if v == "int8" else "")
-            plans = [("untuned", "nchw", None)]
+            plans = [] if args.no_untuned and not args.no_tune else [("untuned", "nchw", None)]
             tuned_variants = (args.tune_variants or args.variants).split(",")
             if not args.no_tune and v in tuned_variants:
                 plans.append(("tuned", args.tuned_layout, args.trials))

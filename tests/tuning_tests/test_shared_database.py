@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -18,7 +20,7 @@ from test_tuning import _conv_model  # noqa: E402
 
 
 def _record_every_task(model: Path, db_path: Path) -> None:
-    """A record (the kernel's unscheduled trace) for every tuning task of ``model``'s
+    """A record (a trace that leaves the kernel unscheduled) for every tuning task of ``model``'s
     host build, written to the database file as tuning writes it: what a tuning of the
     first model leaves behind, without minutes of measurements."""
     import tempfile
@@ -42,12 +44,17 @@ def _record_every_task(model: Path, db_path: Path) -> None:
         db = ms.database.JSONDatabase(wl_file, rec_file, allow_missing=True)
         for task in tasks:
             workload = db.commit_workload(task.dispatched[0])
-            trace = s_tir.Schedule(task.dispatched[0]).trace
-            db.commit_tuning_record(ms.database.TuningRecord(trace, workload, [1e-3], target))
+            sch = s_tir.Schedule(task.dispatched[0])  # (a record with an empty trace is
+            sch.get_loops(sch.get_child_blocks(sch.get_sblock("root"))[0])  # never returned)
+            trace = sch.trace
+            args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+            db.commit_tuning_record(ms.database.TuningRecord(trace, workload, [1e-3], target,
+                                                             args))
         merge_into_database(db_path, _target_key(target), _lines(wl_file), _lines(rec_file))
     assert tvm is not None and db_path.exists()
 
 
+@pytest.mark.slow
 def test_second_model_reuses_the_shared_layer(tmp_path, monkeypatch):
     shared = tmp_path / "cache" / "tuning-db.json"
     monkeypatch.setenv("COMPILER_TUNE_DB", str(shared))
