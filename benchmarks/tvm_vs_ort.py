@@ -18,8 +18,16 @@ threads of one would steal the cores from the variant timed next.
     python benchmarks/tvm_vs_ort.py --models resnet_fmnist,mobilenet_v2 --trials 200 \
         [--repeat 15] [--threads 2] [--db-dir out/tune-db] [--json out.json]
 
-Models: the shipped baselines (``baselines/*.onnx``), ``mobilenet_v2``, ``tinynet``, and
-``conv64`` (one 3x3 conv 64->64 at 56x56 + ReLU, the notes' reference layer).  Tuning
+``--threads 1,2`` runs the whole comparison once per thread count, each in its own
+process (``TVM_NUM_THREADS`` is read once, when TVM's thread pool starts; onnxruntime gets
+``intra_op_num_threads``), the tuning database shared (the first count tunes, the others
+reuse its records), then prints the thread scaling of every variant (ms at the first
+count / ms at each other) and its ratios to onnxruntime at each count.
+
+Models: the shipped baselines (``baselines/*.onnx``), ``mobilenet_v2``, ``tinynet``,
+``conv64`` (one 3x3 conv 64->64 at 56x56 + ReLU, the notes' reference layer), and the
+exporter-pattern models ``tfpad_net`` / ``lcnet_like`` (`benchmarks/pattern_models.py`:
+TF-style explicit Pads; HardSwish, squeeze-excitation, Split/Concat, Resize).  Tuning
 records go to ``--db-dir/<model>-<variant>.json`` (reused on a second run: the tuning
 time then says so).
 """
@@ -39,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: make the repository importable
 
 from benchmarks.common import MODELS, conv64_model, input_spec, ort_session  # noqa: E402,F401
+from benchmarks.pattern_models import PATTERN_MODELS, write_pattern_model  # noqa: E402
 
 
 def ort_int8(path: Path, name: str, calib: np.ndarray, out: Path) -> Path:
@@ -75,7 +84,9 @@ def main(argv=None) -> int:
                     help="wall-clock budget per tuned build (stops at trials or seconds)")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--number", type=int, default=0, help="calls per sample (0: auto)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2",
+                    help="thread count, or a comma list (1,2): one run per count, then "
+                         "the thread scaling")
     ap.add_argument("--calib", type=int, default=8, help="calibration inputs (seeded normal)")
     ap.add_argument("--variants", default="fp32,int8",
                     help="comma list of fp32,int8 (tuned and untuned of each)")
@@ -88,13 +99,19 @@ def main(argv=None) -> int:
                     help="also tune these variants (e.g. fp32,int8) with the plain NCHW "
                          "layout, for the layout comparison")
     ap.add_argument("--no-tune", action="store_true")
+    ap.add_argument("--no-untuned", action="store_true",
+                    help="only the tuned builds (skip the untuned NCHW rows)")
     ap.add_argument("--db-dir", default=None, help="tuning databases (default: a temp dir)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after the table, the N slowest kernels of each tuned build "
                          "(cm.profile: per-kernel time of the build that was timed)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
+    counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    if len(counts) > 1:
+        return run_thread_counts(argv if argv is not None else sys.argv[1:], args, counts)
+    args.threads = counts[0]
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
     os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
 
     import compiler
@@ -107,7 +124,10 @@ def main(argv=None) -> int:
     db_dir.mkdir(parents=True, exist_ok=True)
     all_rows = []
     for model_name in args.models.split(","):
-        path = MODELS[model_name]
+        if model_name in PATTERN_MODELS:
+            path = write_pattern_model(model_name, work / f"{model_name}.onnx")
+        else:
+            path = MODELS[model_name]
         if path is None:
             path = conv64_model(work / "conv64.onnx")
         if not path.exists():
@@ -126,7 +146,7 @@ def main(argv=None) -> int:
         builds = []
         for v in args.variants.split(","):
             passes = "fold-bn,cleanup" + (",quantize{bits=8,act_bits=8}" if v == "int8" else "")
-            plans = [("untuned", "nchw", None)]
+            plans = [] if args.no_untuned and not args.no_tune else [("untuned", "nchw", None)]
             tuned_variants = (args.tune_variants or args.variants).split(",")
             if not args.no_tune and v in tuned_variants:
                 plans.append(("tuned", args.tuned_layout, args.trials))
@@ -230,6 +250,59 @@ def main(argv=None) -> int:
                     print_profile(label, cm.profile(repeat=args.repeat), args.profile)
     if args.json:
         Path(args.json).write_text(json.dumps(all_rows, indent=1))
+    return 0
+
+
+def run_thread_counts(argv: list[str], args, counts: list[int]) -> int:
+    """One child run per thread count (same arguments, one shared ``--db-dir``), then
+    the scaling table.  Children print their own tables as they go."""
+    import subprocess
+
+    work = Path(tempfile.mkdtemp(prefix="tvm-vs-ort-threads-"))
+    db_dir = args.db_dir or str(work / "db")
+    rest, skip = [], False
+    for a in argv:  # drop --threads / --json / --db-dir: set per child below
+        if skip:
+            skip = False
+            continue
+        if a in ("--threads", "--json", "--db-dir"):
+            skip = True
+            continue
+        if a.startswith(("--threads=", "--json=", "--db-dir=")):
+            continue
+        rest.append(a)
+    rows: dict[int, list[dict]] = {}
+    for t in counts:
+        out = work / f"t{t}.json"
+        env = dict(os.environ, TVM_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t))
+        print(f"== {t} thread(s) ==", flush=True)
+        subprocess.run([sys.executable, __file__, *rest, "--threads", str(t), "--json",
+                        str(out), "--db-dir", db_dir], env=env, check=True)
+        rows[t] = json.loads(out.read_text())
+    base = counts[0]
+    key = lambda r: (r["model"], r["variant"])  # noqa: E731
+    by = {t: {key(r): r for r in rs} for t, rs in rows.items()}
+    head = " | ".join(f"ms {t}t | /ORT {t}t" for t in counts)
+    scal = " | ".join(f"{base}->{t}" for t in counts[1:])
+    print(f"\nthread scaling (ms at {base} thread(s) / ms at N; ratios: /ORT fp32 for fp32 "
+          "rows, /ORT int8 for int8 rows, onnxruntime at the same thread count)")
+    print(f"| model | variant | {head} | {scal} |")
+    print("|" + " --- |" * (2 + 2 * len(counts) + len(counts) - 1))
+    for r in rows[base]:
+        k = key(r)
+        cells = []
+        for t in counts:
+            rt = by[t].get(k)
+            if rt is None:
+                cells += ["-", "-"]
+                continue
+            ratio = rt["vs_ort_int8"] if "int8" in r["variant"] and rt["vs_ort_int8"] else \
+                rt["vs_ort_fp32"]
+            cells += [f"{rt['ms']:.3f}", f"{ratio:.2f}x"]
+        sc = [f"{r['ms'] / by[t][k]['ms']:.2f}x" if k in by[t] else "-" for t in counts[1:]]
+        print(f"| {k[0]} | {k[1]} | " + " | ".join(cells + sc) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({str(t): rs for t, rs in rows.items()}, indent=1))
     return 0
 
 

@@ -160,6 +160,18 @@ def _data_args(args: argparse.Namespace) -> dict:
             "eval_samples": args.eval_samples, "seed": args.seed}
 
 
+def _tune_trials(text: str) -> "int | str":
+    if text == "default":  # --tune without a number (argparse passes the const through)
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tune takes a number of trials, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--tune trials must be >= 0, got {value}")
+    return value
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from .api import compile
 
@@ -169,8 +181,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     check_destination(args.output)  # before the (long) build: a bad -o must cost nothing
     tune = None
     if args.tune is not None or args.tune_db is not None:
-        # --tune-db alone applies the records it has (0 new trials)
-        tune = {"trials": args.tune or 0, "database": args.tune_db,
+        # --tune alone: the target's default budget (None) on the database shared by all
+        # models (a layer tuned for one model is reused by the next); --tune-db alone
+        # applies the records it has (0 new trials)
+        trials = 0 if args.tune is None else None if args.tune == "default" else int(args.tune)
+        tune = {"trials": trials, "database": args.tune_db or "default",
                 "max_seconds": args.tune_seconds, "seed": args.seed}
     cm = compile(args.model, target=_target_arg(args), passes=_passes_arg(args.passes),
                  input_shapes=_parse_shapes(args.input_shape), tune=tune,
@@ -430,12 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_opts(p)
     p.add_argument("--compress", action="store_true", default=None,
                    help="store the weights losslessly coded in weights.bin (Huffman, sparse)")
-    p.add_argument("--tune", type=int, metavar="TRIALS",
-                   help="auto-tune with MetaSchedule within TRIALS measured candidates")
+    p.add_argument("--tune", type=_tune_trials, nargs="?", const="default", metavar="TRIALS",
+                   help="auto-tune with MetaSchedule within TRIALS measured candidates "
+                        "(no number: the default budget, about 5 minutes per model)")
     p.add_argument("--tune-seconds", type=float, metavar="S",
                    help="also stop tuning after S seconds (records so far are kept)")
     p.add_argument("--tune-db", metavar="FILE.json",
-                   help="persistent tuning database (reused: known tasks are not re-tuned)")
+                   help="persistent tuning database (reused: known tasks are not re-tuned; "
+                        "default: one shared by all models in the user cache, "
+                        "~/.cache/embedded-cnn-compiler/tuning-db.json or $COMPILER_TUNE_DB)")
     p.add_argument("--no-verify", action="store_true", default=None,
                    help="skip checking the built code against the interpreter on one "
                         "seeded input")

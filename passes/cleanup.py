@@ -1,7 +1,9 @@
 """Cleanup passes: identity removal, constant folding, dead-code elimination, type inference,
 duplicate-constant merging.
 
-``cleanup`` runs the first three in order; each is also usable alone.
+``cleanup`` runs the first three in order, then ``fold-pad`` (`passes.fold_pad`: explicit
+zero Pads into the convs that read them; it needs the folded pads constants) and ``dce``
+again; each is also usable alone.
 """
 from __future__ import annotations
 
@@ -115,7 +117,10 @@ class InferShapes(Pass):
 @register_pass("cleanup")
 @dataclass
 class Cleanup(Pass):
-    """remove-identity, fold-constants, dce."""
+    """remove-identity, fold-constants, dce, fold-pad."""
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        return Sequential([RemoveIdentity(), FoldConstants(), DeadCodeElimination()]).run(graph, ctx)
+        from .fold_pad import FoldPad
+
+        return Sequential([RemoveIdentity(), FoldConstants(), DeadCodeElimination(),
+                           FoldPad()]).run(graph, ctx)

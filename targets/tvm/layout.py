@@ -3,7 +3,9 @@
 ``pack_convolutions(mod, "nchwc")`` rewrites our lowered NCHW Relax module before it is
 built or tuned:
 
-0. Conv rewrites (`_CONV_REWRITES`, each a function from a call to its replacement): a
+0. Rewrites (`_CONV_REWRITES`, each a function from a call to its replacement): a
+   channel ``split`` becomes channel slices (`keep_packed.split_channels_as_slices`), a
+   ``clip`` max/min (`keep_packed.clip_as_min_max`: ``clip`` has no layout rule); a
    transposed conv with kernel = stride and no padding (U-Net upsampling) becomes a 1x1
    conv + depth-to-space; an int8 conv with input channels not a multiple of 4 gets zero
    channels; a dense conv with an output count not a multiple of 4 (a segmentation head)
@@ -14,7 +16,9 @@ built or tuned:
    ``NCHW{b}c`` / ``OIHW1i{b}o``.  Relax propagates the packed layout through the
    elementwise ops, adds, pools and reductions in between, so activations stay packed from
    conv to conv and layout transforms are only left at the edges (and where a block size
-   changes).  Other grouped convs keep NCHW.
+   changes).  Other grouped convs keep NCHW.  `keep_packed.keep_packed` then keeps channel
+   slices, resizes and H/W gathers on the packed data (Relax unpacks around them), and
+   a change of block is one direct packed -> packed ``repack`` kernel.
 2. ``FoldConstant``: the weights' layout transforms run once, at build time (weights are
    stored pre-packed; nothing is transformed at run time).
 3. ``LegalizeOps`` with our own TE kernels for the packed layouts (TVM's legalization has
@@ -54,6 +58,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
+from .keep_packed import clip_as_min_max, keep_packed, split_channels_as_slices
 from .schedules import CONV_RULE, DEPTHWISE_RULE, dot_product
 
 __all__ = ["pack_convolutions", "LAYOUTS", "packed_conv_count", "check_layout",
@@ -406,7 +411,8 @@ def _conv_transpose_as_conv(bb: relax.BlockBuilder, call: relax.Call, kind: str 
     return relax.op.reshape(y, (n, o, h * kh, wd * kw))
 
 
-_CONV_REWRITES = (_conv_transpose_as_conv, _pad_input_channels, _pad_output_channels)
+_CONV_REWRITES = (_conv_transpose_as_conv, _pad_input_channels, _pad_output_channels,
+                  split_channels_as_slices, clip_as_min_max)
 
 
 @relax.expr_functor.mutator
@@ -455,9 +461,12 @@ def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc", target: Any = No
     def legalize(bb, call):
         return _legalize_conv2d(bb, call, kind)
 
-    seq = tvm.transform.Sequential([
+    mod = tvm.transform.Sequential([
         relax.transform.ConvertLayout({}, layout_cb=lambda call: _choose_layouts(call, kind)),
         relax.transform.Normalize(),
+    ])(mod)
+    mod = keep_packed(mod)  # split / slice / resize on packed data (keep_packed.py)
+    seq = tvm.transform.Sequential([
         relax.transform.FoldConstant(),   # packs the constant weights, once, here
         relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize}),
     ])

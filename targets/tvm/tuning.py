@@ -39,20 +39,43 @@ from tvm import relax
 from compiler.fileio import atomic_write_text
 
 __all__ = ["TuneOptions", "tune_and_build", "load_database_file", "DB_FORMAT",
-           "DatabaseLockTimeout", "database_lock", "merge_into_database"]
+           "DatabaseLockTimeout", "database_lock", "merge_into_database",
+           "default_database_path", "DEFAULT_BUDGET"]
 
 DB_FORMAT = "embedded-cnn-compiler/metaschedule-db"
 DB_VERSION = 1
 _log = logging.getLogger(__name__)
 
+# The budget of ``trials=None`` (``compiler compile --tune`` without a number): about five
+# minutes per model on a 2-core machine (1.2-3 s per measured candidate there; the
+# templates of `schedules.py` need a few trials per conv, the rest of the budget goes to
+# the kernels MetaSchedule expects the most from).  Whichever limit comes first.
+DEFAULT_BUDGET = {"trials": 192, "max_seconds": 300.0}
+
+
+def default_database_path() -> Path:
+    """The tuning database shared by every model (``database="default"``):
+    ``$COMPILER_TUNE_DB``, else ``$XDG_CACHE_HOME/embedded-cnn-compiler/tuning-db.json``
+    (``~/.cache/...``).  One file for all models and targets (sections per target): a
+    layer of the same shape and type is one MetaSchedule workload (the structural hash
+    of its PrimFunc, not its model or name), so it is tuned once, by the first model that
+    has it, and reused by every later one."""
+    env = os.environ.get("COMPILER_TUNE_DB")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "embedded-cnn-compiler" / "tuning-db.json"
+
 
 @dataclass
 class TuneOptions:
-    """``trials``: measured candidates in all (the budget); ``database``: the JSON file
-    (None: a temporary one, nothing kept); ``max_seconds``: a wall-clock budget as well
-    (tuning stops at whichever comes first, keeping every record measured so far)."""
+    """``trials``: measured candidates in all (the budget; None: `DEFAULT_BUDGET`, which
+    also sets ``max_seconds`` when that is not given); ``database``: the JSON file
+    (``"default"``: `default_database_path`, shared by all models; None: a temporary
+    one, nothing kept); ``max_seconds``: a wall-clock budget as well (tuning stops at
+    whichever comes first, keeping every record measured so far)."""
 
-    trials: int = 64
+    trials: int | None = 64
     max_seconds: float | None = None
     database: str | os.PathLike | None = None
     trials_per_iter: int | None = None     # default: budget / tasks, at most 64
@@ -81,6 +104,12 @@ class TuneOptions:
                         f"got {value!r}")
 
     def __post_init__(self) -> None:
+        if self.trials is None:
+            self.trials = int(DEFAULT_BUDGET["trials"])
+            if self.max_seconds is None:
+                self.max_seconds = float(DEFAULT_BUDGET["max_seconds"])
+        if isinstance(self.database, str) and self.database == "default":
+            self.database = str(default_database_path())
         if not isinstance(self.trials, int) or self.trials < 0:
             raise ValueError(f"tune trials must be a non-negative integer, got {self.trials!r}")
         if self.max_seconds is not None and not (

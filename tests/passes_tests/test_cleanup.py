@@ -30,7 +30,8 @@ def test_cleanup_removes_identity_dropout_constants_and_dead_code():
     result = parse_pass("cleanup")(graph)
     assert [n.op_type for n in result.graph.topo_order()] == ["Add"]
     assert result.stats == {"remove-identity": {"removed": 2}, "fold-constants": {"folded": 1},
-                            "dce": {"removed": 2}}  # the dead Relu and the constant only Neg read
+                            "dce": {"removed": 2},  # the dead Relu and the constant only Neg read
+                            "fold-pad": {"folded": 0}}
     np.testing.assert_array_equal(Interpreter(result.graph).run([data])[0], [[1, 0, -1, -2]])
     again = parse_pass("cleanup")(result.graph)
     assert again.modified is False

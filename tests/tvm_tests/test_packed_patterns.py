@@ -1,0 +1,133 @@
+"""Exporter patterns on the packed (NCHWc) layout: explicit Pad folded into the convs
+(bit-exact), HardSwish / HardSigmoid / SiLU / Sigmoid gates, squeeze-excitation,
+Split / Concat and Resize kept packed (no layout transform between the convs) and
+matching onnxruntime."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import compiler  # noqa: E402
+from benchmarks.pattern_models import lcnet_like, tfpad_net  # noqa: E402
+from compiler.interpreter import run as interpret  # noqa: E402
+from conftest import ort_run  # noqa: E402
+from targets import get_target  # noqa: E402
+from targets.tvm.layout import apply_layout, packed_conv_count  # noqa: E402
+
+UNFUSED = ["remove-identity", "fold-constants", "dce"]   # cleanup without fold-pad
+
+
+def _pads_model():
+    """Pad [0,0,1,1] (TF-SAME, stride 2) -> Conv 3x3 s2; Pad 1 -> depthwise 3x3; a Pad of
+    0.5 -> Conv 3x3 (must stay explicit); a Pad read by a Relu too (must stay)."""
+    rng = np.random.default_rng(0)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    def ints(name, v):
+        return numpy_helper.from_array(np.array(v, np.int64), name)
+
+    nodes = [
+        helper.make_node("Pad", ["x", "p_asym"], ["xp"]),
+        helper.make_node("Conv", ["xp", "w1", "b1"], ["c1"], strides=[2, 2], pads=[0, 0, 0, 0]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Pad", ["r1", "p_sym", "zero"], ["r1p"]),
+        helper.make_node("Conv", ["r1p", "w2"], ["c2"], group=16),
+        helper.make_node("Pad", ["c2", "p_sym", "half"], ["c2p"]),
+        helper.make_node("Conv", ["c2p", "w3"], ["c3"]),
+        helper.make_node("Pad", ["c3", "p_sym"], ["c3p"]),
+        helper.make_node("Conv", ["c3p", "w4"], ["c4"]),
+        helper.make_node("Relu", ["c3p"], ["r3"]),
+        helper.make_node("ReduceMean", ["r3"], ["m"], axes=[2, 3], keepdims=1),
+        helper.make_node("Add", ["c4", "m"], ["y"]),
+    ]
+    inits = [ints("p_asym", [0, 0, 0, 0, 0, 0, 1, 1]), ints("p_sym", [0, 0, 1, 1, 0, 0, 1, 1]),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+             w("w1", 16, 4, 3, 3), w("b1", 16), w("w2", 16, 1, 3, 3), w("w3", 16, 16, 3, 3),
+             w("w4", 16, 16, 3, 3)]
+    graph = helper.make_graph(
+        nodes, "pads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 5, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+X9 = np.random.default_rng(1).standard_normal((1, 4, 9, 9)).astype(np.float32)
+
+
+def test_fold_pad_folds_zero_spatial_pads_only():
+    _, graph, _ = compiler.optimize(_pads_model(), ["cleanup"])
+    convs = {n.inputs[0].name: n for n in graph.find("Conv")}
+    pads = sorted(tuple(n.attrs.get("pads", [0] * 4)) for n in graph.find("Conv"))
+    # the asymmetric TF-SAME pad and the explicit zero one are folded; the 0.5 pad and
+    # the one also read by a Relu stay
+    assert len(graph.find("Pad")) == 2, graph.to_text(show_constants=False)
+    assert (0, 0, 1, 1) in pads and (1, 1, 1, 1) in pads
+    assert convs["x"].attrs["pads"] == [0, 0, 1, 1]
+    # the interpreter gives the same numbers bit for bit
+    _, unfused, _ = compiler.optimize(_pads_model(), UNFUSED)
+    assert len(unfused.find("Pad")) == 4
+    np.testing.assert_array_equal(interpret(graph, {"x": X9})[0], interpret(unfused, {"x": X9})[0])
+
+
+def test_fold_pad_bit_exact_on_the_packed_build():
+    host = get_target("host").with_layout("nchwc")
+    folded = compiler.compile(_pads_model(), target=host, passes=["cleanup"], verify=False)
+    unfused = compiler.compile(_pads_model(), target=host, passes=UNFUSED, verify=False)
+    a, b = folded.run({"x": X9})[0], unfused.run({"x": X9})[0]
+    np.testing.assert_array_equal(a, b)
+    ref = ort_run(_pads_model(), {"x": X9})[0]
+    assert np.max(np.abs(a - ref)) <= 1e-5 * np.max(np.abs(ref))
+
+
+def _packed_module(model, int8: bool):
+    passes = ["fold-bn", "cleanup"] + (["quantize{bits=8,act_bits=8}"] if int8 else [])
+    ctx = None
+    if int8:
+        from compiler.pass_manager import PassContext
+
+        ctx = PassContext()
+        ctx.calibration_data = [{"input": np.random.default_rng(2).standard_normal(
+            (2, 3, 16, 16)).astype(np.float32)}]
+    _, graph, _ = compiler.optimize(model, passes, ctx=ctx)
+    host = get_target("host")
+    mod, layout = apply_layout(host.lower(graph), "nchwc", host.target_dict())
+    return mod, layout
+
+
+@pytest.mark.parametrize("name,int8", [("tfpad_net", False), ("lcnet_like", False),
+                                       ("lcnet_like", True)])
+def test_packed_module_has_layout_transforms_only_at_the_edges(name, int8):
+    model = {"tfpad_net": tfpad_net, "lcnet_like": lcnet_like}[name](size=16, width=0.25)
+    mod, layout = _packed_module(model, int8)
+    assert layout == "nchwc"
+    text = mod["main"].script()
+    counts = packed_conv_count(mod)
+    assert sum(counts.values()) >= 10, counts
+    # one pack of the input, one unpack of the output (tfpad_net: before the Gemm); none
+    # between Pad->Conv, the SE gate, Split/Concat, the gates or the Resize (in int8: nor
+    # around the quantize clips and the zero-point pads of the depthwise convs)
+    assert text.count("layout_transform") == 2, [
+        line.strip()[:120] for line in text.splitlines() if "layout_transform" in line]
+
+
+def test_packed_gates_match_onnxruntime():
+    model = lcnet_like(size=16, width=0.5)
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    ref = ort_run(model, {"input": x})[0]
+    cm = compiler.compile(model, target=get_target("host").with_layout("nchwc"),
+                          passes=["fold-bn", "cleanup"], verify=False)
+    out = cm.run({"input": x})[0]
+    assert out.shape == ref.shape
+    assert np.max(np.abs(out - ref)) <= 1e-5 * np.max(np.abs(ref))
