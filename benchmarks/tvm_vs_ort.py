@@ -18,8 +18,10 @@ threads of one would steal the cores from the variant timed next.
     python benchmarks/tvm_vs_ort.py --models resnet_fmnist,mobilenet_v2 --trials 200 \
         [--repeat 15] [--threads 2] [--db-dir out/tune-db] [--json out.json]
 
-Models: the shipped baselines (``baselines/*.onnx``), ``mobilenet_v2``, ``tinynet``, and
-``conv64`` (one 3x3 conv 64->64 at 56x56 + ReLU, the notes' reference layer).  Tuning
+Models: the shipped baselines (``baselines/*.onnx``), ``mobilenet_v2``, ``tinynet``,
+``conv64`` (one 3x3 conv 64->64 at 56x56 + ReLU, the notes' reference layer), and ``zoo``
+(every model of scripts/prepare_models.py's ``ZOO``, or any of them by name; read from
+``models/`` or ``$COMPILER_ZOO_MODELS``), e.g. ``--models zoo --no-tune --threads 1``.  Tuning
 records go to ``--db-dir/<model>-<variant>.json`` (reused on a second run: the tuning
 time then says so).
 """
@@ -66,6 +68,37 @@ def ort_int8(path: Path, name: str, calib: np.ndarray, out: Path) -> Path:
     return out
 
 
+def zoo_models() -> dict[str, Path]:
+    """The model zoo of scripts/prepare_models.py (its ``ZOO`` table), read from ``models/``
+    or from ``$COMPILER_ZOO_MODELS`` (the folder the zoo tests read)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_prepare_models",
+                                                  ROOT / "scripts" / "prepare_models.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    folder = Path(os.environ.get("COMPILER_ZOO_MODELS", ROOT / "models"))
+    return {name: folder / f"{name}.onnx" for name in prepare.ZOO}
+
+
+def select_models(spec: str) -> dict[str, "Path | None"]:
+    """``--models``: comma-separated names of `MODELS`, zoo model names, or ``zoo`` (every
+    zoo model); an unknown name is an error that lists the known ones."""
+    zoo = zoo_models()
+    chosen: dict[str, Path | None] = {}
+    for token in (t.strip() for t in spec.split(",") if t.strip()):
+        if token == "zoo":
+            chosen.update(zoo)
+        elif token in MODELS:
+            chosen[token] = MODELS[token]
+        elif token in zoo:
+            chosen[token] = zoo[token]
+        else:
+            raise SystemExit(f"--models: unknown model {token!r}; known: "
+                             f"{', '.join([*MODELS, 'zoo', *zoo])}")
+    return chosen
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,8 +139,7 @@ def main(argv=None) -> int:
     db_dir = Path(args.db_dir) if args.db_dir else work
     db_dir.mkdir(parents=True, exist_ok=True)
     all_rows = []
-    for model_name in args.models.split(","):
-        path = MODELS[model_name]
+    for model_name, path in select_models(args.models).items():
         if path is None:
             path = conv64_model(work / "conv64.onnx")
         if not path.exists():

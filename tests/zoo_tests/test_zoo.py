@@ -13,6 +13,8 @@ from compiler.onnx_io import import_model
 from .conftest import ZOO, check_outputs, ort_run, selected, zoo_input, zoo_path
 
 NAMES = selected()
+# The numpy interpreter is run on the small models only (the big ones take seconds per conv).
+INTERPRETED = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "ppocr_cls")
 A72_NAMES = selected(cross=True)
 # Multi-output detectors run on the emulated board (each a few seconds under qemu).
 BOARD = [n for n in ("mtcnn_onet", "mtcnn_pnet") if n in A72_NAMES]
@@ -61,6 +63,15 @@ def test_imports_with_static_shapes(name, references):
     feed, ref = references(name)
     assert [v.shape for v in graph.inputs] == [ZOO[name].input_shape]
     assert [tuple(v.shape) for v in graph.outputs] == [r.shape for r in ref]
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n in INTERPRETED])
+def test_interpreter_matches_onnxruntime(name, references):
+    """Our reference interpreter (numpy, per node) on the small zoo models."""
+    from compiler.interpreter import run
+
+    feed, ref = references(name)
+    check_outputs(name, run(import_model(zoo_path(name)), feed), ref, "interpreter")
 
 
 @pytest.mark.parametrize("name", NAMES)
