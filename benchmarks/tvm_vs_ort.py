@@ -56,6 +56,15 @@ def ort_int8(path: Path, name: str, calib: np.ndarray, out: Path) -> Path:
         def get_next(self):
             return next(self.items, None)
 
+    import onnx
+
+    model = onnx.load(str(path))
+    if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 13:
+        # per-channel QDQ needs DequantizeLinear's axis (opset 13); zoo models are 9-12
+        from onnx import version_converter
+
+        path = out.with_suffix(".opset13.onnx")
+        onnx.save(version_converter.convert_version(model, 13), str(path))
     pre = out.with_suffix(".pre.onnx")
     try:
         quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
