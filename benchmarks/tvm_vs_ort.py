@@ -25,9 +25,11 @@ reuse its records), then prints the thread scaling of every variant (ms at the f
 count / ms at each other) and its ratios to onnxruntime at each count.
 
 Models: the shipped baselines (``baselines/*.onnx``), ``mobilenet_v2``, ``tinynet``,
-``conv64`` (one 3x3 conv 64->64 at 56x56 + ReLU, the notes' reference layer), and the
+``conv64`` (one 3x3 conv 64->64 at 56x56 + ReLU, the notes' reference layer), the
 exporter-pattern models ``tfpad_net`` / ``lcnet_like`` (`benchmarks/pattern_models.py`:
-TF-style explicit Pads; HardSwish, squeeze-excitation, Split/Concat, Resize).  Tuning
+TF-style explicit Pads; HardSwish, squeeze-excitation, Split/Concat, Resize), and ``zoo``
+(every model of scripts/prepare_models.py's ``ZOO``, or any of them by name; read from
+``models/`` or ``$COMPILER_ZOO_MODELS``), e.g. ``--models zoo --no-tune --threads 1``.  Tuning
 records go to ``--db-dir/<model>-<variant>.json`` (reused on a second run: the tuning
 time then says so).
 """
@@ -63,6 +65,15 @@ def ort_int8(path: Path, name: str, calib: np.ndarray, out: Path) -> Path:
         def get_next(self):
             return next(self.items, None)
 
+    import onnx
+
+    model = onnx.load(str(path))
+    if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 13:
+        # per-channel QDQ needs DequantizeLinear's axis (opset 13); zoo models are 9-12
+        from onnx import version_converter
+
+        path = out.with_suffix(".opset13.onnx")
+        onnx.save(version_converter.convert_version(model, 13), str(path))
     pre = out.with_suffix(".pre.onnx")
     try:
         quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
@@ -73,6 +84,40 @@ def ort_int8(path: Path, name: str, calib: np.ndarray, out: Path) -> Path:
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     per_channel=True)
     return out
+
+
+def zoo_models() -> dict[str, Path]:
+    """The model zoo of scripts/prepare_models.py (its ``ZOO`` table), read from ``models/``
+    or from ``$COMPILER_ZOO_MODELS`` (the folder the zoo tests read)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_prepare_models",
+                                                  ROOT / "scripts" / "prepare_models.py")
+    prepare = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = prepare  # its dataclasses look their module up there
+    spec.loader.exec_module(prepare)
+    folder = Path(os.environ.get("COMPILER_ZOO_MODELS", ROOT / "models"))
+    return {name: folder / f"{name}.onnx" for name in prepare.ZOO}
+
+
+def select_models(spec: str) -> dict[str, "Path | None"]:
+    """``--models``: comma-separated names of `MODELS`, zoo model names, or ``zoo`` (every
+    zoo model); an unknown name is an error that lists the known ones."""
+    zoo = zoo_models()
+    chosen: dict[str, Path | None] = {}
+    for token in (t.strip() for t in spec.split(",") if t.strip()):
+        if token == "zoo":
+            chosen.update(zoo)
+        elif token in MODELS:
+            chosen[token] = MODELS[token]
+        elif token in zoo:
+            chosen[token] = zoo[token]
+        elif token in PATTERN_MODELS:  # written by main() into its work folder
+            chosen[token] = None
+        else:
+            raise SystemExit(f"--models: unknown model {token!r}; known: "
+                             f"{', '.join([*MODELS, *PATTERN_MODELS, 'zoo', *zoo])}")
+    return chosen
 
 
 def main(argv=None) -> int:
@@ -123,11 +168,9 @@ def main(argv=None) -> int:
     db_dir = Path(args.db_dir) if args.db_dir else work
     db_dir.mkdir(parents=True, exist_ok=True)
     all_rows = []
-    for model_name in args.models.split(","):
+    for model_name, path in select_models(args.models).items():
         if model_name in PATTERN_MODELS:
             path = write_pattern_model(model_name, work / f"{model_name}.onnx")
-        else:
-            path = MODELS[model_name]
         if path is None:
             path = conv64_model(work / "conv64.onnx")
         if not path.exists():

