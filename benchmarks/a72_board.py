@@ -65,7 +65,6 @@ def main(argv=None) -> int:
     from targets import get_target
     from targets.board.testing import board_session
     from targets.tvm.layout import packed_conv_count
-    from targets.tvm.rpc import time_remote
 
     a72 = get_target("cortex-a72")
     if args.tracker:
@@ -114,15 +113,11 @@ def main(argv=None) -> int:
                         "build_s": round(secs, 1), "packed_convs": packed_conv_count(mod)}
                 print(f"{model_name}: {label}: {check}; {info}", flush=True)
                 builds.append((label, cm, info))
-            samples = {label: [] for label, _, _ in builds}
-            for _ in range(args.repeat):
-                for label, cm, _ in builds:
-                    t = time_remote(spec, cm.built, [x], repeat=1, number=args.number,
-                                    cross_compiler=a72.cross_compiler)
-                    samples[label].append(t[0])
-            fp32 = float(np.median(samples[builds[0][0]]))
+            medians = interleaved_medians(spec, a72, [(label, cm) for label, cm, _ in builds],
+                                          x, args.repeat, args.number)
+            fp32 = medians[builds[0][0]]
             for label, _, info in builds:
-                med = float(np.median(samples[label]))
+                med = medians[label]
                 info.update(board_ms=round(med * 1e3, 3), emulated=spec.emulated,
                             fp32_over_this=round(fp32 / med, 2))
                 rows.append(info)
@@ -139,6 +134,22 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def interleaved_medians(spec, a72, builds, x: np.ndarray, repeat: int,
+                        number: int = 3) -> dict[str, float]:
+    """Median seconds per call of each ``(label, compiled model)`` on the board of
+    ``spec``; every round times each build once (``number`` calls), so slow drifts of the
+    host (other jobs, the emulator) hit every build alike."""
+    from targets.tvm.rpc import time_remote
+
+    samples: dict[str, list[float]] = {label: [] for label, _ in builds}
+    for _ in range(repeat):
+        for label, cm in builds:
+            t = time_remote(spec, cm.built, [x], repeat=1, number=number,
+                            cross_compiler=a72.cross_compiler)
+            samples[label].append(t[0])
+    return {label: float(np.median(v)) for label, v in samples.items()}
 
 
 def _passes(variant: str) -> str:

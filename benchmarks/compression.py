@@ -89,18 +89,24 @@ DEFAULT_MODELS = ["lenet5_mnist", "vgg_fmnist", "resnet_fmnist", "mobilenet_fmni
 MAX_DROP = {"mnist": 0.005, "fashion-mnist": 0.01}
 
 
-def accuracy(graph, dataset, limit: int | None = None, batch: int = 500) -> float:
-    """Top-1 of ``graph`` on the first ``limit`` samples (torch module, no grad)."""
+def accuracy(graph, dataset, limit: int | None = None, batch: int = 500,
+             metric: str = "top1") -> float:
+    """``metric`` (top-1 or macro F1) of ``graph`` on the first ``limit`` samples, by its
+    torch module (no grad; several times faster than the interpreter on float graphs)."""
     import torch
+
+    from compiler.evaluate import _metric_value, confusion_matrix
 
     module = to_torch(graph).eval()
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    correct = 0
+    k = dataset.num_classes
+    cm = np.zeros((k, k), np.int64)
     with torch.no_grad():
         for start in range(0, n, batch):
             x = torch.from_numpy(dataset.inputs(start, min(start + batch, n)))
-            correct += int((module(x).argmax(1).numpy() == dataset.labels[start:start + len(x)]).sum())
-    return correct / n
+            cm += confusion_matrix(dataset.labels[start:start + len(x)],
+                                   module(x).argmax(1).numpy(), k)
+    return _metric_value(metric, cm)
 
 
 def stage_bytes(graph, stage: str) -> dict[str, int]:
@@ -144,7 +150,8 @@ def setup(onnx_path, ds_name, args):
     train = load_dataset(ds_name, "train")
     calib, test = load_dataset(ds_name, "calib"), load_dataset(ds_name, "test")
     calib_n = 1000 if args.quick else None
-    test_n = 2000 if args.quick else None
+    # ``full_test`` (seeds.py): a quick schedule still scored on the whole test split
+    test_n = 2000 if args.quick and not getattr(args, "full_test", False) else None
     ft = 100 if args.quick else args.finetune_batches
     evaluate = lambda g: accuracy(g, calib, calib_n)  # noqa: E731
     return (fp32, graph, train, test, test_n, ft, MAX_DROP[ds_name], evaluate,
@@ -152,6 +159,13 @@ def setup(onnx_path, ds_name, args):
 
 
 def run_size(name, onnx_path, ds_name, args, log) -> dict:
+    """The size objective's JSON-ready result (see `compress`)."""
+    return compress(name, onnx_path, ds_name, args, log)[0]
+
+
+def compress(name, onnx_path, ds_name, args, log):
+    """``(result, pruned graph, shared graph)``: the whole size pipeline on one model
+    (``args``: this script's options; benchmarks/seeds.py builds them with `options`)."""
     t0 = time.time()
     fp32, graph, train, test, test_n, ft, max_drop, evaluate, base_test = \
         setup(onnx_path, ds_name, args)
@@ -211,7 +225,7 @@ def run_size(name, onnx_path, ds_name, args, log) -> dict:
             "test_samples": test_n or len(test),
             "channels": channels,
             "history": {"prune": prune_hist, "share": share_hist}, "layers": per_layer,
-            "seconds": round(time.time() - t0, 1)}
+            "seconds": round(time.time() - t0, 1)}, pruned, shared
 
 
 def run_speed(name, onnx_path, ds_name, args, log) -> dict:
@@ -243,7 +257,13 @@ def run_speed(name, onnx_path, ds_name, args, log) -> dict:
             "test_samples_final": test_n or 2000, "seconds": round(time.time() - t0, 1)}
 
 
-def main(argv=None) -> int:
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """This script's options parsed from ``argv`` (defaults for the rest): the same flags
+    from another script (benchmarks/seeds.py) without running `main`."""
+    return _parser().parse_args(argv or [])
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
@@ -284,7 +304,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (pruning)")
     ap.add_argument("--baselines", default=str(ROOT / "baselines" / "baselines.json"))
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     import torch
 
     torch.set_num_threads(1)

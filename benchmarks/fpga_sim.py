@@ -60,11 +60,20 @@ def calib_for(graph, n=2, seed=0):
     return [{graph.inputs[0].name: rng.standard_normal((n,) + shape).astype(np.float32)}]
 
 
-def quantize(path: Path, passes: list[str]):
-    g = import_model(path)
+def quantize(model, passes: list[str]):
+    """``model`` (an ONNX path or a `Graph`) after ``passes``, calibrated on `calib_for`."""
+    g = model if isinstance(model, compiler.Graph) else import_model(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return compiler.optimize(str(path), passes, ctx=PassContext(calibration_data=calib_for(g)))[1]
+        src = g if isinstance(model, compiler.Graph) else str(model)
+        return compiler.optimize(src, passes, ctx=PassContext(calibration_data=calib_for(g)))[1]
+
+
+def work_cycles(qgraph, sparse_skip: bool = False) -> int:
+    """Simulated FPGA work of a quantized graph: the sum of its layers' cycles at
+    PE=SIMD=1 (folding-independent); ``sparse_skip`` skips all-zero weight blocks (our
+    extension of FINN's MVAU, see targets/fpga_sim/stages.py)."""
+    return int(sum(s.cycles(1, 1) for s in map_graph(qgraph, sparse_skip=sparse_skip).stages))
 
 
 def params(graph) -> int:
@@ -100,7 +109,6 @@ def section_vgg(parts, ratios, host: bool, repeat: int):
     path = ROOT / "baselines" / "vgg_fmnist.onnx"
     base_passes = ["fold-bn", "quantize"]
     dense = quantize(path, base_passes)
-    pd = map_graph(dense)
     host_dense = None
     if host:
         host_dense = _host_latency(path, base_passes, repeat)
@@ -108,8 +116,7 @@ def section_vgg(parts, ratios, host: bool, repeat: int):
     for r in ratios:
         passes = ["fold-bn", f"prune{{ratio={r}}}", "quantize"]
         pruned = quantize(path, passes)
-        pp = map_graph(pruned)
-        work = sum(s.cycles(1, 1) for s in pd.stages) / sum(s.cycles(1, 1) for s in pp.stages)
+        work = work_cycles(dense) / work_cycles(pruned)
         row = [f"prune{{ratio={r}}}", f"{params(dense) / params(pruned):.2f}x", f"{work:.2f}x"]
         for part in parts:
             try:

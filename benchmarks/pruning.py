@@ -104,8 +104,11 @@ def stand_in(train, quick: bool):
 class Bench:
     """Data splits of one data set plus the measurements every table uses."""
 
-    def __init__(self, args, dataset: str = "fashion-mnist"):
+    def __init__(self, args, dataset: str = "fashion-mnist", scorer=None):
+        """``scorer(graph, dataset) -> float`` (default: `evaluate`'s top-1, the
+        interpreter); benchmarks/seeds.py passes the faster torch-module scorer."""
         self.args = args
+        self.scorer = scorer or (lambda g, data: evaluate(g, data).value)
         self.quick = args.quick
         self.dataset = dataset
         calib = load_dataset(dataset, "calib")
@@ -120,10 +123,10 @@ class Bench:
                             "finetune_lr": args.ft_lr}
 
     def acc(self, g, data=None) -> float:
-        return evaluate(g, data or self.test).value
+        return self.scorer(g, data or self.test)
 
     def acc_calib(self, g) -> float:
-        return evaluate(g, self.calib).value
+        return self.scorer(g, self.calib)
 
     def tune(self, g):
         g = FoldBatchNorm()(g.clone(), PassContext()).graph
@@ -131,20 +134,23 @@ class Bench:
                         max_batches=self.ft_batches)
 
     def latency(self, g) -> "Latency":
-        """Median host latency of ``g`` compiled by us (TVM, untuned, ``fold-bn``) and
-        run by onnxruntime (the exported graph), same input, same thread count."""
-        import tempfile
+        """`host_latency` of ``g`` on the first test image."""
+        return host_latency(g, self.test.inputs(0, 1), self.args.repeat, self.args.threads)
 
 
-        cm = compiler.compile(g, target="host", passes=["fold-bn"])
-        x = {cm.input_names[0]: self.test.inputs(0, 1)}
-        cm.benchmark(repeat=3, inputs=x)  # warm-up
-        tvm_ms = cm.benchmark(repeat=self.args.repeat, inputs=x).median * 1e3
-        with tempfile.TemporaryDirectory() as tmp:
-            path = cm.export_onnx(Path(tmp) / "pruned.onnx")
-            ort_ms = float(np.median(time_ort(path, x, self.args.repeat,
-                                              self.args.threads))) * 1e3
-        return Latency(tvm_ms, ort_ms)
+def host_latency(g, x: np.ndarray, repeat: int, threads: int) -> "Latency":
+    """Median host latency of ``g`` compiled by us (TVM, untuned, ``fold-bn``) and run by
+    onnxruntime (the exported graph), same input ``x``, same thread count."""
+    import tempfile
+
+    cm = compiler.compile(g, target="host", passes=["fold-bn"])
+    feed = {cm.input_names[0]: x}
+    cm.benchmark(repeat=3, inputs=feed)  # warm-up
+    tvm_ms = cm.benchmark(repeat=repeat, inputs=feed).median * 1e3
+    with tempfile.TemporaryDirectory() as tmp:
+        path = cm.export_onnx(Path(tmp) / "pruned.onnx")
+        ort_ms = float(np.median(time_ort(path, feed, repeat, threads))) * 1e3
+    return Latency(tvm_ms, ort_ms)
 
 
 class Latency:
@@ -282,7 +288,13 @@ def bench_model(b: Bench, name: str, graph) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """This script's options parsed from ``argv`` (defaults for the rest), for `Bench`
+    from another script (benchmarks/seeds.py) without running `main`."""
+    return _parser().parse_args(argv or [])
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="subsets, fewer ratios, short tuning")
     ap.add_argument("--models", default="", help="comma-separated names from baselines.json")
@@ -312,7 +324,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ft-criteria", default="mean_weight,random", dest="ft_criteria",
                     type=lambda s: s.split(","),
                     help="criteria that also get a fine-tuned column at ratio 0.5")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     path = Path(args.baselines)

@@ -230,7 +230,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """This script's options parsed from ``argv`` with `main`'s defaults filled in, for
+    `bench_baseline` from another script (benchmarks/seeds.py)."""
+    return _finish(_parser(), _parser().parse_args(argv or []))
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baselines", type=Path, default=ROOT / "baselines")
     ap.add_argument("--only", nargs="*", help="model names (baselines.json keys)")
@@ -255,7 +261,11 @@ def main(argv=None) -> int:
                     help="';'-separated setting labels to run (default: all)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (interpreter convolutions, fine-tuning)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _finish(ap: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Split the ';'-lists and fill the quick/full defaults (calib, test, repeat)."""
     args.qat_settings = [lab.strip() for lab in args.qat_settings.split(";") if lab.strip()]
     args.settings = ([lab.strip() for lab in args.settings.split(";") if lab.strip()]
                      if args.settings else None)
@@ -264,16 +274,22 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"--settings/--qat-settings: unknown setting(s) {unknown}; settings: "
                  f"{', '.join(label for label, _ in SETTINGS)}")
+    args.calib = args.calib or (200 if args.quick else 1000)
+    args.test = args.test or (1000 if args.quick else 10_000)
+    args.seg_test = args.seg_test or (200 if args.quick else 2000)
+    args.repeat = args.repeat if args.repeat is not None else (5 if args.quick else 20)
+    return args
+
+
+def main(argv=None) -> int:
+    ap = _parser()
+    args = _finish(ap, ap.parse_args(argv))
     try:
         import torch
 
         torch.set_num_threads(args.threads)
     except ImportError:
         pass
-    args.calib = args.calib or (200 if args.quick else 1000)
-    args.test = args.test or (1000 if args.quick else 10_000)
-    args.seg_test = args.seg_test or (200 if args.quick else 2000)
-    args.repeat = args.repeat if args.repeat is not None else (5 if args.quick else 20)
     rows = []
     json_path = args.baselines / "baselines.json"
     if json_path.exists():

@@ -26,6 +26,8 @@ For each model: seeded training on the ``train`` split of its data set
 | ``mobilenet_fmnist`` | fashion-mnist | MobileNetV1-style depthwise-separable blocks, BN, ReLU6 |
 | ``plaincnn_fmnist`` | fashion-mnist | plain conv-ReLU-maxpool x2, Flatten-Gemm-ReLU-Gemm (no BN) |
 | ``unet_seg`` | mnist-seg | U-Net: 64/32/16/8 levels, concat skips, ConvTranspose up (8->16, 32->64) and bilinear Resize up (16->32) |
+| ``lenet_caffe_mnist`` | mnist | Caffe LeNet (Deep Compression's): conv 20 5x5, pool, conv 50 5x5, pool, fc 500, fc 10; 431k params |
+| ``vgg16_fmnist`` | fashion-mnist | VGG16 layout (13 convs + BN, 3 FC) at 1/8 width (8..64 channels, FC 256) |
 
 Determinism: ``torch.manual_seed``/numpy seeds per model, ``torch.set_num_threads(2)``,
 ``torch.use_deterministic_algorithms(True)``; the batch order and augmentation come from a seeded
@@ -190,6 +192,47 @@ def _models(torch):
             d1 = self.dec1(torch.cat([self.up1(d2), e1], dim=1))
             return self.out(d1)
 
+    class CaffeLeNet(nn.Module):
+        """Caffe's ``examples/mnist/lenet.prototxt`` (the LeNet of Deep Compression): conv 20
+        5x5, max pool, conv 50 5x5, max pool, fc 500 + ReLU, fc 10; no BN, no ReLU after the
+        convolutions; 431,080 parameters (1.72 MB fp32)."""
+
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 20, 5), nn.MaxPool2d(2),                      # 24 -> 12
+                nn.Conv2d(20, 50, 5), nn.MaxPool2d(2))                     # 8 -> 4
+            self.classifier = nn.Sequential(
+                nn.Flatten(), nn.Linear(50 * 4 * 4, 500), nn.ReLU(), nn.Linear(500, 10))
+
+        def forward(self, x):
+            return self.classifier(self.features(x))
+
+    class VGG16(nn.Module):
+        """VGG16's layout (13 3x3 convs in blocks of 2, 2, 3, 3, 3; three FC layers) with the
+        widths divided by 8 (64..512 -> 8..64, FC 4096 -> 256) for 28x28 inputs; max pools
+        after blocks 1, 2, 3 and 5 (28 -> 14 -> 7 -> 3 -> 1: a fifth pool would reach 0x0),
+        BN after every conv (as VGG16-BN)."""
+
+        def __init__(self, w: int = 8):
+            super().__init__()
+            cfg = [(2, w, True), (2, 2 * w, True), (3, 4 * w, True), (3, 8 * w, False),
+                   (3, 8 * w, True)]
+            layers, c = [], 1
+            for n, o, pool in cfg:
+                for _ in range(n):
+                    layers += cbr(c, o)
+                    c = o
+                if pool:
+                    layers.append(nn.MaxPool2d(2))
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Sequential(
+                nn.Flatten(), nn.Linear(c, 32 * w), nn.ReLU(), nn.Dropout(0.3),
+                nn.Linear(32 * w, 32 * w), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32 * w, 10))
+
+        def forward(self, x):
+            return self.classifier(self.features(x))
+
     return {
         "lenet5_mnist": (LeNet5, dict(dataset="mnist", epochs=10, lr=3e-3, wd=1e-4,
                                       shift=2, flip=False)),
@@ -203,11 +246,15 @@ def _models(torch):
                                            wd=1e-4, shift=2, flip=True)),
         "unet_seg": (UNet, dict(dataset="mnist-seg", epochs=4, lr=6e-3, wd=1e-5,
                                 shift=0, flip=False, bg_weight=0.3)),
+        "lenet_caffe_mnist": (CaffeLeNet, dict(dataset="mnist", epochs=4, lr=2e-3, wd=1e-4,
+                                               shift=2, flip=False)),
+        "vgg16_fmnist": (VGG16, dict(dataset="fashion-mnist", epochs=3, lr=3e-3, wd=1e-4,
+                                     shift=2, flip=True)),
     }
 
 
 MODEL_NAMES = ("lenet5_mnist", "vgg_fmnist", "resnet_fmnist", "mobilenet_fmnist",
-               "plaincnn_fmnist", "unet_seg")
+               "plaincnn_fmnist", "unet_seg", "lenet_caffe_mnist", "vgg16_fmnist")
 
 
 # --------------------------------------------------------------------------- data
