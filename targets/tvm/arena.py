@@ -32,7 +32,8 @@ from tvm import relax
 
 from compiler.memory_plan import Record, align_up, arena_size, lower_bound, place, validate
 
-__all__ = ["PlanArena", "arena_pipeline", "ArenaStats"]
+__all__ = ["PlanArena", "arena_pipeline", "ArenaStats", "InlineKernelIntermediates",
+           "inline_intermediates", "kernel_buffers"]
 
 ALIGNMENT = 64
 
@@ -46,6 +47,9 @@ class ArenaStats:
     arena_bytes: int
     lower_bound: int
     unplanned: int  # allocations left to TVM (symbolic shapes)
+    in_place: int = 0  # kernels writing into a dying input's buffer
+    output_bytes: int = 0  # returned tensors allocated outside the arena
+    steady_bytes: int = 0  # held at a run's peak when called repeatedly (`_Layout`)
 
 
 def _is_op(expr: Any, name: str) -> bool:
@@ -79,14 +83,74 @@ def _vars_in(expr: Any) -> list[relax.Var]:
     return found
 
 
-def _plan_function(func: relax.Function, name: str) -> tuple[relax.Function, ArenaStats | None]:
-    body = func.body
-    if not isinstance(body, relax.SeqExpr) or any(
-            isinstance(b, relax.DataflowBlock) for b in body.blocks):
-        return func, None
-    bindings = [b for block in body.blocks for b in block.bindings]
-    if any(not isinstance(b, relax.VarBinding) for b in bindings):
-        return func, None
+# TIR op patterns (relay's OpPatternKind, set by AnnotateTIROpPattern): an elementwise or
+# broadcast kernel reads each same-shaped input at the index it writes, so its output may
+# take over the bytes of such an input that dies there.
+_IN_PLACE_PATTERNS = (0, 1)
+
+
+def _in_place_input(mod: tvm.IRModule | None, value: Any, allocs: dict, find, group_last: dict,
+                    step: int) -> relax.Var | None:
+    """The planned input whose buffer the call ``value`` (``f(inputs..., out)`` after
+    CallTIRRewrite) may write its output into: the kernel is elementwise/broadcast, the
+    output was allocated just for this call, and the input has the output's shape and
+    dtype, and every view of its buffer is read for the last time here."""
+    if mod is None or not isinstance(value, relax.Call) or not isinstance(value.op, relax.GlobalVar):
+        return None
+    try:
+        func = mod[value.op]
+    except (KeyError, ValueError, tvm.error.InternalError):
+        return None
+    if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is None:
+        return None
+    if int(func.attrs.get("op_pattern", -1)) not in _IN_PLACE_PATTERNS or len(value.args) < 2:
+        return None
+    out = value.args[-1]
+    if not isinstance(out, relax.Var) or out not in allocs or not find(out).same_as(out):
+        return None
+    _, shape, dtype, nbytes = allocs[out]
+    for arg in value.args[:-1]:
+        if not isinstance(arg, relax.Var) or arg.same_as(out):
+            continue
+        info = _static_bytes(arg)
+        root = find(arg)
+        if root not in allocs or info is None:
+            continue
+        if info[:2] != (shape, dtype) or allocs[root][3] != nbytes or group_last[root] != step:
+            continue
+        return root
+    return None
+
+
+@dataclass
+class _Layout:
+    """One placement of a function's allocations (see `_layout`)."""
+
+    allocs: dict  # planned alloc var -> (step, shape, dtype, bytes)
+    parent: dict  # in-place alloc var -> the alloc whose bytes it takes over
+    find: Any  # var -> the alloc var whose record holds it
+    records: list
+    offsets: dict
+    total: int
+    unplanned: int
+    output_bytes: int  # returned tensors left outside the arena
+
+    def offset(self, var: relax.Var) -> int:
+        root = self.find(var)
+        return self.offsets[root.name + f"#{self.allocs[root][0]}"]
+
+    @property
+    def steady_bytes(self) -> int:
+        """What repeated calls hold at a run's peak.  Measured: the VM keeps a call's
+        returned tensor until the next call has returned (a 3-op chain of 16 MiB
+        tensors: 32 MiB on the first call, 48 from the second on, with TVM's own
+        planner too), so a returned tensor inside the arena keeps the whole previous
+        arena alive while the next one runs; one outside costs itself twice."""
+        return self.total + 2 * self.output_bytes if self.output_bytes else 2 * self.total
+
+
+def _layout(bindings: list, result: relax.Expr, mod: tvm.IRModule | None, in_place: bool,
+            outputs_in_arena: bool) -> _Layout:
     allocs: dict[relax.Var, tuple[int, tuple[int, ...], str, int]] = {}  # var -> (step, ...)
     root: dict[relax.Var, relax.Var] = {}
     last: dict[relax.Var, int] = {}
@@ -112,33 +176,75 @@ def _plan_function(func: relax.Function, name: str) -> tuple[relax.Function, Are
         elif _is_op(value, "relax.reshape") and isinstance(value.args[0], relax.Var) \
                 and value.args[0] in root:
             root[binding.var] = root[value.args[0]]
-    # Returned tensors live to the end of the function.  They are placed in the arena
-    # too: left outside, each would be a fresh allocation on top of the arena at its
-    # peak (measured: a 3-op chain of 16 MiB tensors ran in 48 MiB instead of 32).
+    # Returned tensors live to the end of the function; outside the arena each keeps
+    # its own allocation (TVM's).
     end = len(bindings)
-    for v in _vars_in(body.body):
+    returned: dict = {}
+    for v in _vars_in(result):
         if v in root:
             last[root[v]] = end
-    records = []
-    for var, (step, _shape, _dtype, nbytes) in allocs.items():
-        records.append(Record(var.name + f"#{step}", align_up(max(nbytes, 1), ALIGNMENT), step,
-                              last[var], (var.name,)))
-    if not records:
-        return func, None
+            returned[root[v]] = allocs[root[v]][3]
+    output_bytes = 0
+    if not outputs_in_arena:
+        for var, nbytes in returned.items():
+            del allocs[var]
+            output_bytes += nbytes
+    # In place: an elementwise kernel writes into an input buffer that dies there (bias
+    # add, ReLU, Clip's max/min after a conv: no second full-size tensor).  Groups of
+    # allocations share one record; a group lives until its last member's last use.
+    parent: dict[relax.Var, relax.Var] = {}
+
+    def find(var: relax.Var) -> relax.Var:
+        r = root.get(var, var)
+        while r in parent:
+            r = parent[r]
+        return r
+
+    group_last = dict(last)
+    if in_place:
+        for step, binding in enumerate(bindings):
+            target = _in_place_input(mod, binding.value, allocs, find, group_last, step)
+            if target is not None and binding.value.args[-1] in allocs:
+                out = binding.value.args[-1]
+                parent[out] = target
+                group_last[target] = max(group_last[target], group_last.pop(out))
+    records = [Record(var.name + f"#{step}", align_up(max(nbytes, 1), ALIGNMENT), step,
+                      group_last[var], (var.name,))
+               for var, (step, _shape, _dtype, nbytes) in allocs.items() if var not in parent]
     offsets = place(records, "greedy_by_size", alignment=ALIGNMENT)
     validate(records, offsets)
-    total = arena_size(records, offsets)
-    by_step = {r.first: offsets[r.name] for r in records}
+    return _Layout(allocs, parent, find, records, offsets, arena_size(records, offsets),
+                   unplanned, output_bytes)
 
-    storage = relax.op.memory.alloc_storage(relax.ShapeExpr([total]), 0, "global", "uint8")
+
+def _plan_function(func: relax.Function, name: str, mod: tvm.IRModule | None = None,
+                   in_place: bool = True, outputs: "bool | str" = "auto"
+                   ) -> tuple[relax.Function, ArenaStats | None]:
+    body = func.body
+    if not isinstance(body, relax.SeqExpr) or any(
+            isinstance(b, relax.DataflowBlock) for b in body.blocks):
+        return func, None
+    bindings = [b for block in body.blocks for b in block.bindings]
+    if any(not isinstance(b, relax.VarBinding) for b in bindings):
+        return func, None
+    if outputs == "auto":  # returned tensors in the arena when that holds less
+        layout = min((_layout(bindings, body.body, mod, in_place, inside)
+                      for inside in (False, True)), key=lambda lay: lay.steady_bytes)
+    else:
+        layout = _layout(bindings, body.body, mod, in_place, bool(outputs))
+    if not layout.records:
+        return func, None
+    allocs = layout.allocs
+    storage = relax.op.memory.alloc_storage(relax.ShapeExpr([layout.total]), 0, "global",
+                                            "uint8")
     arena = relax.Var("arena", relax.ObjectType())
     new_bindings = [relax.VarBinding(arena, storage)]
-    for step, binding in enumerate(bindings):
-        if step in by_step and binding.var in allocs:
+    for binding in bindings:
+        if binding.var in allocs:
             _, shape, dtype, _ = allocs[binding.var]
             raw = relax.Var(binding.var.name + "_at", binding.var.ty)
             new_bindings.append(relax.VarBinding(raw, relax.op.memory.alloc_tensor(
-                arena, by_step[step], relax.ShapeExpr(list(shape)), dtype)))
+                arena, layout.offset(binding.var), relax.ShapeExpr(list(shape)), dtype)))
             new_bindings.append(relax.VarBinding(binding.var,
                                                  relax.op.memory.ensure_zero_offset(raw)))
         else:
@@ -146,7 +252,9 @@ def _plan_function(func: relax.Function, name: str) -> tuple[relax.Function, Are
     new_body = relax.SeqExpr([relax.BindingBlock(new_bindings)], body.body)
     new_func = relax.Function(func.params, new_body, func.ret_ty, func.is_pure,
                               func.attrs, func.span)
-    return new_func, ArenaStats(name, len(records), total, lower_bound(records), unplanned)
+    return new_func, ArenaStats(name, len(layout.records), layout.total,
+                                lower_bound(layout.records), layout.unplanned,
+                                len(layout.parent), layout.output_bytes, layout.steady_bytes)
 
 
 @tvm.transform.module_pass(opt_level=0, name="PlanArena")
@@ -154,24 +262,104 @@ class PlanArena:
     """Place every statically shaped intermediate tensor of each Relax function in one
     arena (run after ``CallTIRRewrite``).  ``stats`` lists what each run planned."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_place: bool = True, outputs: "bool | str" = "auto") -> None:
+        if outputs not in (True, False, "auto"):
+            raise ValueError(f"outputs must be True, False or 'auto', not {outputs!r}")
         self.stats: list[ArenaStats] = []
+        self.in_place = in_place
+        self.outputs = outputs
 
     def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
         out = mod
         for gvar, func in mod.functions.items():
             if not isinstance(func, relax.Function):
                 continue
-            new_func, stats = _plan_function(func, gvar.name_hint)
+            new_func, stats = _plan_function(func, gvar.name_hint, mod, self.in_place,
+                                             self.outputs)
             if stats is not None:
                 out.update_func(gvar, new_func)
                 self.stats.append(stats)
         return out
 
 
+def inline_intermediates(func: "tvm.tirx.PrimFunc") -> tuple["tvm.tirx.PrimFunc", list[str]]:
+    """``func`` with every spatial block that fills a kernel-internal buffer (TOPI's
+    ``pad_temp`` / ``data_pad`` of convolutions and pools, the dilated input of a
+    transposed conv) computed inside its consumer instead, and the names inlined.
+
+    Why: such a buffer is not a Relax tensor; the built kernel gets it from
+    ``TVMBackendAllocWorkspace`` at run time, outside any plan -- up to the whole
+    padded input (24.6 MiB on DeepLab's stem, ``shared/notes/memory.md`` 2.2).  Inlined,
+    the consumer reads the input through the pad's bounds check.  The products and the
+    order of the sums are unchanged (an out-of-bounds tap still adds ``0 * w``), so the
+    results are bit-identical.  Blocks that cannot be inlined (reductions, such as a
+    softmax's row maximum) stay."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    try:
+        root = sch.get_sblock("root")
+    except (s_tir.ScheduleError, tvm.error.InternalError, ValueError):
+        return func, []
+    internal = list(sch.get(root).alloc_buffers)
+    inlined = []
+    for block in sch.get_child_blocks(root):
+        stmt = sch.get(block)
+        if len(stmt.writes) != 1 or not any(stmt.writes[0].source.same_as(b) for b in internal):
+            continue
+        try:
+            sch.compute_inline(block)
+        except s_tir.ScheduleError:
+            continue
+        inlined.append(stmt.name_hint)
+    return (sch.mod["main"] if inlined else func), inlined
+
+
+def kernel_buffers(mod: tvm.IRModule) -> dict[str, list[tuple[str, int]]]:
+    """``{kernel: [(buffer, bytes), ...]}``: the buffers each PrimFunc of ``mod``
+    allocates inside itself (what ``TVMBackendAllocWorkspace`` serves at run time)."""
+    from tvm import s_tir
+
+    out: dict[str, list[tuple[str, int]]] = {}
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        try:
+            sch = s_tir.Schedule(func)
+            bufs = list(sch.get(sch.get_sblock("root")).alloc_buffers)
+        except (s_tir.ScheduleError, tvm.error.InternalError, ValueError):
+            continue
+        for b in bufs:
+            dims = [int(d) for d in b.shape]
+            nbytes = int(np.prod(dims, dtype=np.int64)) * tvm.DataType(str(b.dtype)).bits // 8
+            out.setdefault(gvar.name_hint, []).append((str(b.name), nbytes))
+    return out
+
+
+@tvm.transform.module_pass(opt_level=0, name="InlineKernelIntermediates")
+class InlineKernelIntermediates:
+    """`inline_intermediates` on every PrimFunc (run after ``LegalizeOps``);
+    ``inlined`` lists ``(kernel, block)`` pairs."""
+
+    def __init__(self) -> None:
+        self.inlined: list[tuple[str, str]] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        for gvar, func in list(mod.functions.items()):
+            if not isinstance(func, tvm.tirx.PrimFunc):
+                continue
+            new_func, names = inline_intermediates(func)
+            if names:
+                mod.update_func(gvar, new_func)
+                self.inlined += [(gvar.name_hint, n) for n in names]
+        return mod
+
+
 def arena_pipeline(planner: "PlanArena | None" = None) -> tvm.transform.Pass:
-    """TVM 0.27's default build pipeline with `PlanArena` right after ``CallTIRRewrite``
-    (``StaticPlanBlockMemory`` then only sees what the arena left out)."""
+    """TVM 0.27's default build pipeline with the kernels' padded copies inlined
+    (`InlineKernelIntermediates`, after ``LegalizeOps``; ``AnnotateTIROpPattern`` marks
+    the elementwise kernels the planner may run in place) and `PlanArena` right after
+    ``CallTIRRewrite`` (``StaticPlanBlockMemory`` then only sees what the arena left out)."""
     from tvm.relax import backend, transform
 
     planner = planner or PlanArena()
@@ -180,7 +368,8 @@ def arena_pipeline(planner: "PlanArena | None" = None) -> tvm.transform.Pass:
     def _pipeline(mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
         return tvm.transform.Sequential([
             backend.DispatchSampling(), backend.DispatchSortScan(),
-            transform.LegalizeOps(), transform.RewriteDataflowReshape(),
+            transform.LegalizeOps(), InlineKernelIntermediates(),
+            transform.AnnotateTIROpPattern(), transform.RewriteDataflowReshape(),
             transform.ToNonDataflow(), transform.RemovePurityChecking(),
             transform.CallTIRRewrite(), planner, transform.StaticPlanBlockMemory(),
             transform.RewriteCUDAGraph(), transform.LowerAllocTensor(),
