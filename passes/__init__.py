@@ -7,3 +7,4 @@ from . import pruning  # noqa: F401  (prune, magnitude-prune, t-sensitive, prune
 from . import quantization  # noqa: F401,E402  (quantize, mixed-precision, qdq-to-integer)
 from . import weight_sharing  # noqa: F401,E402  (share-weights)
 from . import gradual_prune  # noqa: F401,E402  (gradual-prune, deep-compression)
+from . import tiling  # noqa: F401,E402  (tile)
