@@ -159,7 +159,7 @@ def test_version_and_load_errors(capsys, tmp_path):
     assert code == 2 and "missing.py: no such file" in err
 
 
-def test_load_registers_a_custom_pass(tmp_path):
+def test_load_registers_a_custom_pass(tmp_path, capsys):
     plugin = tmp_path / "my_passes.py"
     plugin.write_text('''
 from dataclasses import dataclass
@@ -175,12 +175,13 @@ class RenameGraph(Pass):
         graph.name = self.name_to
         return PassResult(graph, True, {"renamed": 1})
 ''')
-    done = subprocess.run([sys.executable, "-m", "compiler", "show", str(model_path("tinynet")),
-                           "--passes", "cli-test-rename-graph{name_to=from_plugin}",
-                           "--no-constants", "--load", str(plugin)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    assert "from_plugin" in done.stdout.splitlines()[0], done.stdout[:300]
+    code, out, err = _cli(capsys, "show", model_path("tinynet"), "--passes",
+                          "cli-test-rename-graph{name_to=from_plugin}", "--no-constants",
+                          "--load", plugin)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("graph from_plugin("), out[:300]
+    code, out, err = _cli(capsys, "passes")  # registered for the rest of the process
+    assert "cli-test-rename-graph" in out and "a user's custom pass" in out
 
 
 @pytest.mark.slow
