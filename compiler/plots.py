@@ -18,7 +18,7 @@ display needed).  Where each number comes from:
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from typing import Sequence
 
 __all__ = ["size_per_stage", "search_tradeoff", "sensitivity_curves", "mixed_precision_bits",
            "kernel_latency", "fpga_resources"]
@@ -116,7 +116,7 @@ def search_tradeoff(name: str, stats: dict) -> bytes | None:
                    color="#4c72b0", label="evaluated assignment")
         if "base_score" in stats:
             ax.axhline(stats["base_score"], color="gray", lw=0.8, ls="--",
-                       label=f"all at top width")
+                       label="all at top width")
         ax.set_xlabel("multiply-layer weights (KiB at their bit widths)")
         ax.set_ylabel("score")
         ax.legend(fontsize=7)
