@@ -94,7 +94,11 @@ class CompiledModel:
     def benchmark(self, *, repeat: int = 10, number: int = 1,
                   inputs: "Mapping[str, Any] | None" = None):
         """Time the model on the target (median and spread over ``repeat`` runs)."""
-        from .interpreter import random_inputs
+        from .interpreter import InputError, random_inputs
+
+        for name, n in (("repeat", repeat), ("number", number)):
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise InputError(f"benchmark: {name} must be a positive integer, got {n!r}")
 
         arrays = check_inputs(self.graph, inputs if inputs is not None else random_inputs(self.graph))
         self.timing = self.target.measure(self.built, [arrays[v.name] for v in self.graph.inputs],
@@ -246,6 +250,12 @@ class CompiledModel:
                 built = library
             if meta.get("params") is not None:
                 built = _bind_weights(target, built, graph, meta, path)
+            elif meta["format_version"] >= 4 and getattr(target, "weights_as_params", False):
+                # its library takes the weights as parameters: without the recipe it
+                # cannot be called
+                raise ArtifactError(f"{meta_file}: corrupt metadata (no 'params' for a "
+                                    f"'{target.name}' library); re-create the directory "
+                                    "with `compiler compile`")
         model = cls(graph, target, built, pipeline=meta.get("pipeline", ""),
                     pass_stats=meta.get("pass_stats") or {})
         model.tuning = meta.get("tuning")

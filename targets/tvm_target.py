@@ -16,7 +16,12 @@ import numpy as np
 
 from compiler.ir import Graph
 
-from .base import Target, TargetUnavailableError, Timing, remote_copy
+from .base import Target, TargetUnavailableError, Timing, TuningUnsupportedError, remote_copy
+
+
+class TuneOptionError(TuningUnsupportedError):
+    """A bad ``tune`` option (negative trials, an unknown key): a user error, reported by
+    front ends as one line like the other `targets.user_error_types`."""
 
 
 class WeightsMismatchError(ValueError):
@@ -193,7 +198,10 @@ class TvmTarget(Target):
         """``tune`` as a `targets.tvm.tuning.TuneOptions` (clear error on a bad option)."""
         from .tvm.tuning import TuneOptions
 
-        return TuneOptions.from_any(tune)
+        try:
+            return TuneOptions.from_any(tune)
+        except (ValueError, TypeError) as exc:
+            raise TuneOptionError(str(exc)) from None
 
     def build_tuned(self, graph: Graph, tune: Any) -> tuple[Any, dict]:
         """Build with MetaSchedule tuning (``tune``: ``{"trials": N, "database": path}``);
