@@ -131,3 +131,29 @@ def test_packed_gates_match_onnxruntime():
     out = cm.run({"input": x})[0]
     assert out.shape == ref.shape
     assert np.max(np.abs(out - ref)) <= 1e-5 * np.max(np.abs(ref))
+
+
+def test_packed_resizes_match_onnxruntime():
+    """Linear (TOPI resize2d on the packed data) and half-pixel nearest (kept in NCHW:
+    TOPI's packed nearest samples elsewhere) resizes of a packed tensor, summed."""
+    rng = np.random.default_rng(0)
+    w = lambda name, *s: numpy_helper.from_array(  # noqa: E731
+        (rng.standard_normal(s) * 0.3).astype(np.float32), name)
+    sizes = numpy_helper.from_array(np.array([1, 16, 13, 11], np.int64), "sizes")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Resize", ["c", "", "", "sizes"], ["r1"], mode="linear"),
+             helper.make_node("Resize", ["c", "", "", "sizes"], ["r2"], mode="nearest"),
+             helper.make_node("Add", ["r1", "r2"], ["a"]),
+             helper.make_node("Conv", ["a", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(
+        nodes, "resizes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 13, 11])],
+        [w("w1", 16, 3, 3, 3), w("w2", 16, 16, 3, 3), sizes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ref = ort_run(model, {"x": x})[0]
+    cm = compiler.compile(model, target=get_target("host").with_layout("nchwc"),
+                          passes=["cleanup"], verify=False)
+    out = cm.run({"x": x})[0]
+    assert np.max(np.abs(out - ref)) <= 1e-5 * np.max(np.abs(ref))
