@@ -15,9 +15,9 @@ from .conftest import ZOO, check_outputs, ort_run, selected, zoo_input, zoo_path
 NAMES = selected()
 # The numpy interpreter is run on the small models only (the big ones take seconds per conv).
 INTERPRETED = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "ppocr_cls")
-A72_NAMES = selected(cross=True)
+BUILD_NAMES = selected(build=True)
 # Multi-output detectors run on the emulated board (each a few seconds under qemu).
-BOARD = [n for n in ("mtcnn_onet", "mtcnn_pnet") if n in A72_NAMES]
+BOARD = [n for n in ("mtcnn_onet", "mtcnn_pnet") if n in BUILD_NAMES]
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +74,14 @@ def test_interpreter_matches_onnxruntime(name, references):
     check_outputs(name, run(import_model(zoo_path(name)), feed), ref, "interpreter")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", BUILD_NAMES)
 def test_host_build_matches_onnxruntime(name, references):
     feed, ref = references(name)
     cm = compiler.compile(zoo_path(name), target="host", verify=False)
     check_outputs(name, cm.run(feed), ref, "host TVM vs onnxruntime")
 
 
-@pytest.mark.parametrize("name", A72_NAMES)
+@pytest.mark.parametrize("name", BUILD_NAMES)
 def test_cross_builds_for_cortex_a72(name, a72_builds, tmp_path):
     cm = a72_builds(name)
     lib = cm.save(tmp_path / name) / f"model{cm.target.library_suffix}"
