@@ -141,8 +141,10 @@ def render(rows: dict[str, Row], meta: dict) -> str:
            "`train`, calibration / searches / selection on `calib` "
            "(`compiler.datasets`). Host = this x86_64 machine (shared with other jobs, so "
            "latencies are noisy: only ratios measured in one run mean anything). EMULATED = "
-           "qemu-aarch64 -cpu cortex-a72, never A72 latency.", "",
-           "| # | claim | research figure | ours | model and data | command | beaten? |",
+           "qemu-aarch64 -cpu cortex-a72, never A72 latency.", ""]
+    if meta.get("note"):
+        out += [meta["note"], ""]
+    out += ["| # | claim | research figure | ours | model and data | command | beaten? |",
            "|---|---|---|---|---|---|---|"]
     for i, c in enumerate(CLAIMS, 1):
         r = rows.get(c.key)
@@ -598,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge", type=Path, nargs="*", default=[],
                     help="other --json files (rows run in other processes) whose rows "
                          "replace --json's before rendering; with --rows none: render only")
+    ap.add_argument("--note", default="", help="a paragraph printed above the table")
     args = ap.parse_args(argv)
     wanted = [r for r in args.rows.split(",") if r and r != "none"]
     unknown = [r for r in wanted if r not in ROWS]
@@ -613,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.update(load_rows(other))
     t_all = time.time()
     if not wanted:
-        meta = {"mode": "merged rows", "machine": machine(),
+        meta = {"mode": "merged rows", "machine": machine(), "note": args.note,
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         _save(args, rows, meta)
     for key in wanted:
@@ -632,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         rows[key] = row
         _log(f"=== {key}: {row.ours}\n    beaten? {verdict(CLAIM[key], row.measured)} "
              f"({row.seconds:.0f} s)")
-        _save(args, rows, {"mode": mode, "date": row.date, "machine": machine()})
+        _save(args, rows, {"mode": mode, "date": row.date, "machine": machine(),
+                           "note": args.note})
     print("\n" + render(rows, {"mode": mode, "machine": machine(),
                                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}))
     print(f"(total {time.time() - t_all:.0f} s)")

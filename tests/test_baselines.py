@@ -28,6 +28,34 @@ def test_every_baseline_is_recorded():
     assert {"lenet5_mnist", "vgg_fmnist"} <= set(NAMES)
 
 
+# comparable work for the research's claims (benchmarks/seeds.py):
+# name -> (params, op counts, least test top-1 the committed file must keep)
+COMPARABLE = {
+    # Caffe's LeNet-5 (Deep Compression's LeNet): conv 20, conv 50, fc 500, fc 10, no BN
+    "lenet_caffe_mnist": (431_080, {"Conv": 2, "MaxPool": 2, "Gemm": 2, "Relu": 1}, 0.99),
+    # VGG16's layout (13 conv + BN, 3 FC) at 1/8 width, 3 epochs only (training budget)
+    "vgg16_fmnist": (315_954, {"Conv": 13, "BatchNormalization": 13, "MaxPool": 4,
+                               "Gemm": 3}, 0.88),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPARABLE))
+def test_comparable_baselines_have_the_research_architecture(name):
+    import onnx
+
+    params, ops, least = COMPARABLE[name]
+    record = RECORDS[name]
+    model = onnx.load(str(BASELINES / record["file"]))
+    counts: dict = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    assert {k: counts.get(k, 0) for k in ops} == ops
+    assert record["params"] == params
+    if "BatchNormalization" not in ops:  # BN adds running statistics to the initializers
+        assert sum(int(np.prod(t.dims)) for t in model.graph.initializer) == params
+    assert record["test_samples"] == 10000 and record["test_metric"] >= least
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_subset_predictions_agree_with_onnxruntime(name):
     """Quick check: on a fixed subset our metric equals onnxruntime's on the same samples."""
