@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .analysis import ModelStats, model_stats
+from .analysis import ModelStats, model_stats, planned_memory_column
 from .interpreter import check_inputs
 from .ir import Graph
 
@@ -96,6 +96,13 @@ class CompiledModel:
         arrays = check_inputs(self.graph, inputs if inputs is not None else random_inputs(self.graph))
         return self.target.profile(self.built, [arrays[v.name] for v in self.graph.inputs],
                                    repeat=repeat)
+
+    def memory(self, *, measure: bool = True, runs: int = 3) -> dict:
+        """Planned activation memory (our arena, its lower bound, TVM's default plan)
+        and the measured peak of a fresh process running the model: `api.memory_report`."""
+        from .api import memory_report
+
+        return memory_report(self, measure=measure, runs=runs)
 
     # -- files ----------------------------------------------------------------
     def export_onnx(self, path: "str | os.PathLike") -> Path:
@@ -234,6 +241,7 @@ class CompiledModel:
                         self.original_stats, self.pass_stats, self.timing)
         report.tuning = self.tuning
         report.compression = self.compression
+        report.memory = planned_memory_column(self.graph)
         extra = getattr(self.target, "report_extra", None)
         report.extra = extra(self.built, self.graph) if extra else None
         return report.to_dict() if json else report
@@ -253,6 +261,7 @@ class Report:
     tuning: dict | None = None
     compression: dict | None = None
     extra: dict | None = None  # a target's own section: {"title", "text", "data"}
+    memory: dict | None = None  # layer -> (planned live bytes, arena offset)
 
     def to_dict(self) -> dict:
         return _jsonable({"target": self.target, "pipeline": self.pipeline,
@@ -265,7 +274,8 @@ class Report:
                               "median_s": self.timing.median, "samples_s": self.timing.samples,
                               "device": self.timing.device, "emulated": self.timing.emulated,
                               "simulated": getattr(self.timing, "simulated", False)},
-                          "target_report": self.extra["data"] if self.extra else None})
+                          "target_report": self.extra["data"] if self.extra else None,
+                          "planned_memory": self.memory})
 
     def __str__(self) -> str:
         s, o = self.stats, self.original
@@ -309,11 +319,17 @@ class Report:
             rows.append(f"{label:<24}{str(self.timing)}")
         if self.extra:
             rows += ["", self.extra["title"], self.extra["text"]]
-        rows += ["", f"{'layer':<32}{'op':<20}{'output':<20}{'MACs':>12}{'params':>10}"]
+        mem = self.memory or {}
+        rows += ["", f"{'layer':<32}{'op':<20}{'output':<20}{'MACs':>12}{'params':>10}"
+                 + (f"{'live (plan)':>13}{'offset':>11}" if mem else "")]
         for l in s.layers:
             shape = "x".join(str(d) for d in l.output_shape)
-            rows.append(f"{l.name[:31]:<32}{l.op_type[:19]:<20}{shape[:19]:<20}"
-                        f"{_count(l.macs):>12}{_count(l.params):>10}")
+            line = (f"{l.name[:31]:<32}{l.op_type[:19]:<20}{shape[:19]:<20}"
+                    f"{_count(l.macs):>12}{_count(l.params):>10}")
+            if l.name in mem:
+                live, offset = mem[l.name]
+                line += f"{_bytes(live):>13}{offset if offset >= 0 else '-':>11}"
+            rows.append(line)
         return "\n".join(rows)
 
 

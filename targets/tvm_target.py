@@ -42,7 +42,7 @@ class TvmTarget(Target):
     layout: str = "auto"
     # Who places the intermediate tensors: "tvm" (TVM 0.27's StaticPlanBlockMemory, one
     # storage per reusable token) or "arena" (one arena per function, offsets from
-    # compiler.memory_plan; targets/tvm/arena.py).  Untuned builds only, for now.
+    # compiler.memory_plan; targets/tvm/arena.py), untuned and tuned builds alike.
     memory: str = "tvm"
 
     def target_dict(self) -> dict[str, Any]:
@@ -133,7 +133,7 @@ class TvmTarget(Target):
         mod, layout = apply_layout(self.lower(graph), self._layout(True, graph),
                                    self.target_dict())
         built, stats = tune_and_build(mod, self.target_dict(), opts, remote=remote,
-                                      cross_compiler=self.cross_compiler)
+                                      cross_compiler=self.cross_compiler, memory=self.memory)
         stats["layout"] = layout
         return built, stats
 
@@ -172,6 +172,38 @@ class TvmTarget(Target):
         from .tvm.build import profile_local
 
         return profile_local(built, inputs, repeat=repeat)
+
+    def memory_stats(self, built: Any, graph: Graph, *, measure: bool = True,
+                     runs: int = 3) -> dict:
+        """Planned bytes of ``graph``'s untuned lowering by TVM's planner and by our arena
+        (`targets.tvm.arena.planned_memory`), and, when ``measure``, the peak RSS of a
+        fresh process running ``built`` (`targets.tvm.peak_memory`; local targets)."""
+        import tempfile
+
+        from compiler.interpreter import random_inputs
+
+        from .tvm.arena import planned_memory
+
+        out: dict[str, Any] = planned_memory(self.lower(graph), self.target_dict())
+        out["measured"], out["measured_note"] = None, ""
+        if not measure:
+            out["measured_note"] = "not measured"
+        elif not self.runs_locally:
+            out["measured_note"] = (f"peak memory is measured on this host only; '{self.name}' "
+                                    "code runs on a board")
+        else:
+            from .tvm.peak_memory import measure_peak_memory
+
+            inputs = random_inputs(graph)
+            with tempfile.TemporaryDirectory(prefix="memory-") as tmp:
+                lib = Path(tmp) / "model.so"
+                self.export(built, lib)
+                peak = measure_peak_memory(lib, [inputs[v.name] for v in graph.inputs],
+                                           runs=runs)
+            out["measured"] = {"after_import": peak.after_import, "after_load": peak.after_load,
+                               "peak": peak.peak, "run_bytes": peak.run_bytes,
+                               "load_peak": peak.load_peak, "reset": peak.reset, "runs": runs}
+        return out
 
     def measure(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10,
                 number: int = 1) -> Timing:

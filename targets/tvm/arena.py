@@ -33,7 +33,7 @@ from tvm import relax
 from compiler.memory_plan import Record, align_up, arena_size, lower_bound, place, validate
 
 __all__ = ["PlanArena", "arena_pipeline", "ArenaStats", "InlineKernelIntermediates",
-           "inline_intermediates", "kernel_buffers"]
+           "inline_intermediates", "kernel_buffers", "compile_tuned_arena"]
 
 ALIGNMENT = 64
 
@@ -378,3 +378,109 @@ def arena_pipeline(planner: "PlanArena | None" = None) -> tvm.transform.Pass:
             transform.AttachGlobalSymbol()])(mod)
 
     return _pipeline
+
+
+def _is_scheduled(func: "tvm.tirx.PrimFunc") -> bool:
+    return func.attrs is not None and any(str(k).endswith("is_scheduled") for k in func.attrs.keys())
+
+
+@tvm.transform.module_pass(opt_level=0, name="InlineUnscheduledIntermediates")
+class _InlineUnscheduled(InlineKernelIntermediates):
+    """`InlineKernelIntermediates` on the kernels no tuning record scheduled (a tuned
+    schedule already places its pad inside its tiles; it must not be rewritten)."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        for gvar, func in list(mod.functions.items()):
+            if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
+                continue
+            new_func, names = inline_intermediates(func)
+            if names:
+                mod.update_func(gvar, new_func)
+                self.inlined += [(gvar.name_hint, n) for n in names]
+        return mod
+
+
+def compile_tuned_arena(database: Any, mod: tvm.IRModule, target: Any,
+                        planner: "PlanArena | None" = None) -> Any:
+    """A tuned build with the arena: MetaSchedule's ``compile_relax`` pipeline (the same
+    fusion as task extraction, so the database keys match, then
+    ``MetaScheduleApplyDatabase``) with `PlanArena` after ``CallTIRRewrite``.
+
+    Tuned kernels are used as tuned (their pads already sit inside their tiles); the
+    kernels without a record get `inline_intermediates`.  The fused kernels take the
+    arena's tensors through ``ensure_zero_offset`` like the untuned ones, so the tuned
+    code itself is unchanged: the outputs are those of the plain tuned build."""
+    from tvm.relax import transform
+
+    from .build import make_target
+
+    planner = planner or PlanArena()
+    tgt = make_target(target)
+
+    @tvm.transform.module_pass(opt_level=3, name="TunedArenaPipeline")
+    def _pipeline(m: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        from tvm.relax import backend
+
+        m = tvm.transform.Sequential([
+            backend.DispatchSampling(), backend.DispatchSortScan(),
+            transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
+            transform.FuseOps(), transform.FuseTIR()])(m)
+        m = transform.MetaScheduleApplyDatabase()(m)
+        return tvm.transform.Sequential([
+            _InlineUnscheduled(), transform.RewriteDataflowReshape(), transform.ToNonDataflow(),
+            transform.RemovePurityChecking(), transform.CallTIRRewrite(), planner,
+            transform.StaticPlanBlockMemory(), transform.LowerAllocTensor(),
+            transform.KillAfterLastUse(), transform.LowerRuntimeBuiltin(),
+            transform.ComputePrimValue(), transform.VMShapeLower(),
+            transform.AttachGlobalSymbol()])(m)
+
+    with tgt, database, tvm.transform.PassContext(opt_level=3):
+        return relax.build(mod, target=tgt, relax_pipeline=_pipeline)
+
+
+def _storage_bytes(mod: tvm.IRModule) -> int:
+    import re
+
+    total = 0
+    for _gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            total += sum(int(s) for s in re.findall(r"alloc_storage\(R\.shape\(\[(\d+)\]\)",
+                                                    func.script()))
+    return total
+
+
+def planned_memory(mod: tvm.IRModule, target: Any = "llvm") -> dict[str, int]:
+    """Planned bytes of ``mod`` (a lowered, untuned Relax module), by both planners:
+    ``tvm_default_bytes`` (StaticPlanBlockMemory's storages, outputs excluded: TVM
+    allocates those per call), ``tvm_workspace_bytes`` (the largest buffer a kernel
+    allocates inside itself, which TVM serves outside its plan), ``arena_bytes``,
+    ``lower_bound`` (max live bytes of what the arena holds), ``arena_outputs_bytes``
+    (returned tensors left outside the arena), ``arena_steady_bytes`` (held at a run's
+    peak when called repeatedly, `_Layout.steady_bytes`) and ``arena_workspace_bytes``."""
+    from tvm.relax import backend, transform
+
+    from .build import make_target
+
+    def front(extra: list) -> list:
+        return [backend.DispatchSampling(), backend.DispatchSortScan(),
+                transform.LegalizeOps(), *extra, transform.RewriteDataflowReshape(),
+                transform.ToNonDataflow(), transform.RemovePurityChecking(),
+                transform.CallTIRRewrite()]
+
+    def largest(m: tvm.IRModule) -> int:
+        return max((n for bufs in kernel_buffers(m).values() for _b, n in bufs), default=0)
+
+    planner = PlanArena()
+    with make_target(target):
+        default = tvm.transform.Sequential(front([]) + [transform.StaticPlanBlockMemory()])(
+            tvm.IRModule(mod.functions))
+        arena = tvm.transform.Sequential(
+            front([InlineKernelIntermediates(), transform.AnnotateTIROpPattern()])
+            + [planner])(tvm.IRModule(mod.functions))
+    stats = [s for s in planner.stats if s.function == "main"] or planner.stats
+    return {"tvm_default_bytes": _storage_bytes(default), "tvm_workspace_bytes": largest(default),
+            "arena_bytes": sum(s.arena_bytes for s in stats),
+            "lower_bound": sum(s.lower_bound for s in stats),
+            "arena_outputs_bytes": sum(s.output_bytes for s in stats),
+            "arena_steady_bytes": sum(s.steady_bytes for s in stats),
+            "arena_workspace_bytes": largest(arena)}
