@@ -324,6 +324,9 @@ def inline_intermediates(func: "tvm.tirx.PrimFunc") -> tuple["tvm.tirx.PrimFunc"
         stmt = sch.get(block)
         if len(stmt.writes) != 1 or not any(stmt.writes[0].source.same_as(b) for b in internal):
             continue
+        if _pad_per_channel(sch, block):
+            inlined.append(stmt.name_hint + "@channel")
+            continue
         try:
             sch.compute_inline(block)
         except s_tir.ScheduleError:
@@ -332,24 +335,67 @@ def inline_intermediates(func: "tvm.tirx.PrimFunc") -> tuple["tvm.tirx.PrimFunc"
     return (sch.mod["main"] if inlined else func), inlined
 
 
-def kernel_buffers(mod: tvm.IRModule) -> dict[str, list[tuple[str, int]]]:
-    """``{kernel: [(buffer, bytes), ...]}``: the buffers each PrimFunc of ``mod``
-    allocates inside itself (what ``TVMBackendAllocWorkspace`` serves at run time)."""
+def _pad_per_channel(sch: Any, block: Any) -> bool:
+    """Move the pad ``block`` under its consumer's second loop (a depthwise conv's
+    channel) when that computes each padded element once: then the buffer is one padded
+    channel plane, and the conv keeps reading it without a bounds check per tap (inlined,
+    the check made a 96-channel 112x112 depthwise conv 2x slower, 1.71 -> 3.51 ms; a dense
+    3x3 conv got slightly faster inlined, 108 -> 102 ms, where this placement would
+    recompute the pad per output channel).  Returns whether it was moved."""
     from tvm import s_tir
 
+    consumers = sch.get_consumers(block)
+    if len(consumers) != 1:
+        return False
+    loops = sch.get_loops(consumers[0])
+    if len(loops) < 3:
+        return False
+
+    def extents(schedule, rvs) -> int:
+        n = 1
+        for rv in rvs:
+            n *= int(schedule.get(rv).extent)
+        return n
+
+    before = extents(sch, sch.get_loops(block))
+    state = sch.copy()
+    try:
+        state.compute_at(block, loops[1])
+    except s_tir.ScheduleError:
+        return False
+    if extents(state, state.get_loops(block)) > before:  # recomputes padded elements
+        return False
+    sch.compute_at(block, loops[1])
+    return True
+
+
+def kernel_buffers(mod: tvm.IRModule) -> dict[str, list[tuple[str, int]]]:
+    """``{kernel: [(buffer, bytes), ...]}``: the buffers each PrimFunc of ``mod``
+    allocates inside itself (what ``TVMBackendAllocWorkspace`` serves at run time), at
+    the size the build gives them (after ``CompactBufferAllocation``: a buffer computed
+    under a loop holds only that loop's region)."""
+    import re
+
+    from tvm import s_tir
+
+    compact = tvm.transform.Sequential([
+        s_tir.transform.LowerInitBlock(), s_tir.transform.ConvertBlocksToOpaque(),
+        s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        s_tir.transform.CompactBufferAllocation()])
     out: dict[str, list[tuple[str, int]]] = {}
     for gvar, func in mod.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         try:
-            sch = s_tir.Schedule(func)
-            bufs = list(sch.get(sch.get_sblock("root")).alloc_buffers)
-        except (s_tir.ScheduleError, tvm.error.InternalError, ValueError):
-            continue
-        for b in bufs:
-            dims = [int(d) for d in b.shape]
-            nbytes = int(np.prod(dims, dtype=np.int64)) * tvm.DataType(str(b.dtype)).bits // 8
-            out.setdefault(gvar.name_hint, []).append((str(b.name), nbytes))
+            text = compact(tvm.IRModule({"main": func}))["main"].script()
+        except (tvm.error.InternalError, ValueError):
+            text = func.script()
+        for name, dims, dtype in re.findall(
+                r"(\w+) = T\.(?:sblock_)?alloc_buffer\(\(((?:[^()]|\([^()]*\))*)\)"
+                r"(?:, \"(\w+)\")?", text):
+            sizes = [int(d) for d in re.findall(r"\d+", dims.replace("T.int64(", "("))]
+            nbytes = int(np.prod(sizes, dtype=np.int64)) * tvm.DataType(dtype or "float32").bits // 8
+            out.setdefault(gvar.name_hint, []).append((name, nbytes))
     return out
 
 
