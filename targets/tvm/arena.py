@@ -20,7 +20,8 @@ untuned: TVM's default 17.98 MiB while running, the arena 5.89 MiB, planned 5.74
 * Kernel-internal buffers: TOPI's conv and pool kernels pad their input into a
   ``pad_temp`` buffer that ``TVMBackendAllocWorkspace`` serves outside any plan (4.8 MiB
   on MobileNetV2).  `InlineKernelIntermediates` computes such blocks inside their
-  consumer (bit-identical; `inline_intermediates`).
+  consumer, or one channel plane at a time for depthwise convs and pools (0.05 MiB
+  left on MobileNetV2; bit-identical; `inline_intermediates`).
 * In place: an elementwise/broadcast kernel (bias add, ReLU, Clip's max and min) writes
   into the buffer of a same-shaped input that dies there, so no op makes a second
   full-size tensor -- what fusing bias and activation into the conv would save, without
@@ -307,7 +308,9 @@ def inline_intermediates(func: "tvm.tirx.PrimFunc") -> tuple["tvm.tirx.PrimFunc"
     Why: such a buffer is not a Relax tensor; the built kernel gets it from
     ``TVMBackendAllocWorkspace`` at run time, outside any plan -- up to the whole
     padded input (24.6 MiB on DeepLab's stem, ``shared/notes/memory.md`` 2.2).  Inlined,
-    the consumer reads the input through the pad's bounds check.  The products and the
+    the consumer reads the input through the pad's bounds check; where the consumer
+    works per channel (depthwise conv, pool) the pad is instead computed one channel
+    plane at a time under its channel loop (`_pad_per_channel`, named ``NAME@channel``).  The products and the
     order of the sums are unchanged (an out-of-bounds tap still adds ``0 * w``), so the
     results are bit-identical.  Blocks that cannot be inlined (reductions, such as a
     softmax's row maximum) stay."""
