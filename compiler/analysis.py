@@ -14,7 +14,7 @@ from .ir import Graph, Node, Value
 from .ops.registry import op_traits
 
 __all__ = ["NodeCost", "ModelStats", "node_cost", "model_stats", "activation_liveness",
-           "peak_activation_bytes", "param_values", "weight_bits"]
+           "peak_activation_bytes", "param_values", "weight_bits", "planned_memory_column"]
 
 
 @dataclass
@@ -131,3 +131,27 @@ def model_stats(graph: Graph) -> ModelStats:
         output_bytes=sum(v.nbytes for v in graph.outputs),
         nodes=len(layers),
         layers=layers)
+
+
+def planned_memory_column(graph: Graph) -> dict[str, tuple[int, int]]:
+    """``{node name: (bytes live at its step, offset of its output)}`` in the arena
+    `compiler.memory_plan.plan_memory` plans (views and in-place elementwise ops), for
+    the report's per-layer memory column.  Empty when the graph cannot be planned."""
+    from .memory_plan import MemoryPlanError, plan_memory
+
+    try:
+        plan = plan_memory(graph, in_place=True)
+    except MemoryPlanError:
+        return {}
+    live = plan.live_bytes()
+    lo = min((r.first for r in plan.records), default=0)
+    out = {}
+    for step, node in enumerate(graph.topo_order()):
+        value = node.outputs[0] if node.outputs else None
+        try:
+            offset = plan.offset_of(value.name) if value is not None else -1
+        except KeyError:
+            offset = -1
+        index = step - lo
+        out[node.name] = (live[index] if 0 <= index < len(live) else 0, offset)
+    return out

@@ -16,7 +16,7 @@ from .stage_size import StageSizeInstrument
 from .pass_manager import (NumericsInstrument, Pass, PassContext, PassInstrument, VerifyInstrument,
                            check_budget, parse_pipeline)
 
-__all__ = ["compile", "optimize", "measure_latency_ms"]
+__all__ = ["compile", "optimize", "measure_latency_ms", "memory_report", "format_memory"]
 
 
 def measure_latency_ms(graph: Graph, target: Any = "host", repeat: int = 20) -> float:
@@ -148,3 +148,61 @@ def _resolve_data(graph: Graph, calibration: Any, evaluate: Any, eval_data: Any,
                              limit=eval_samples, seed=seed)
         evaluate = ds.make_evaluator(samples, metric)
     return calibration, evaluate
+
+
+def memory_report(cm: CompiledModel, *, measure: bool = True, runs: int = 3) -> dict:
+    """Activation memory of a compiled model, planned and measured (bytes).
+
+    * ``graph_arena_bytes`` / ``graph_lower_bound``: our IR's plan (`plan_memory`, views
+      and in-place elementwise ops), in the graph's order; ``memory_order_lower_bound``
+      with `memory_order` instead (equal when reordering does not help);
+    * the target's own numbers (`TvmTarget.memory_stats`): from the untuned lowering
+      ``arena_bytes``, ``lower_bound``, ``arena_steady_bytes``, ``tvm_default_bytes``,
+      ``tvm_workspace_bytes`` ..., and ``measured``: the peak of a fresh process running
+      the built library ``runs`` times (``run_bytes``: above the RSS after loading), or
+      None with ``measured_note`` saying why.
+    """
+    from .memory_plan import plan_memory
+
+    graph = cm.graph
+    plan = plan_memory(graph, in_place=True)
+    ordered = plan_memory(graph, in_place=True, order="memory")
+    out: dict[str, Any] = {"target": cm.target.name,
+                           "memory_planner": getattr(cm.target, "memory", None),
+                           "graph_arena_bytes": plan.arena_bytes,
+                           "graph_lower_bound": plan.lower_bound,
+                           "memory_order_arena_bytes": ordered.arena_bytes,
+                           "memory_order_lower_bound": ordered.lower_bound}
+    stats = getattr(cm.target, "memory_stats", None)  # the target's plan and measurement
+    if stats is None:
+        out["measured"] = None
+        out["measured_note"] = f"target '{cm.target.name}' reports no memory plan"
+        return out
+    if cm.built is None:
+        measure = False
+    out.update(stats(cm.built, graph, measure=measure, runs=runs))
+    return out
+
+
+def format_memory(report: Mapping[str, Any]) -> str:
+    """`memory_report` as lines of MiB (for ``compiler benchmark --memory``)."""
+    mib = 2 ** 20
+    labels = [("graph_lower_bound", "lower bound (IR, max live bytes)"),
+              ("graph_arena_bytes", "planned arena (IR)"),
+              ("memory_order_arena_bytes", "planned arena, memory-aware order (IR)"),
+              ("arena_bytes", "planned arena (built)"),
+              ("lower_bound", "lower bound (built)"),
+              ("arena_steady_bytes", "arena held at a run's peak, repeated calls"),
+              ("tvm_default_bytes", "TVM default plan (storages)"),
+              ("tvm_workspace_bytes", "TVM default: largest kernel workspace")]
+    rows = [f"memory (planner: {report.get('memory_planner')})"]
+    rows += [f"  {label:<44}{report[key] / mib:10.2f} MiB" for key, label in labels
+             if report.get(key) is not None]
+    m = report.get("measured")
+    if m:
+        rows.append(f"  {'measured peak while running (fresh process)':<44}"
+                    f"{m['run_bytes'] / mib:10.2f} MiB  ({m['runs']} runs; "
+                    f"{(m['peak'] - m['after_import']) / mib:.2f} MiB above the runtime import)")
+    else:
+        rows.append(f"  measured: {report.get('measured_note') or 'no'}")
+    return "\n".join(rows)

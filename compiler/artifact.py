@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .analysis import ModelStats, model_stats
+from .analysis import ModelStats, model_stats, planned_memory_column
 from .interpreter import check_inputs
 from .logs import filtered_native_stderr
 from .ir import Graph
@@ -115,6 +115,13 @@ class CompiledModel:
         arrays = check_inputs(self.graph, inputs if inputs is not None else random_inputs(self.graph))
         return self.target.profile(self.built, [arrays[v.name] for v in self.graph.inputs],
                                    repeat=repeat)
+
+    def memory(self, *, measure: bool = True, runs: int = 3) -> dict:
+        """Planned activation memory (our arena, its lower bound, TVM's default plan)
+        and the measured peak of a fresh process running the model: `api.memory_report`."""
+        from .api import memory_report
+
+        return memory_report(self, measure=measure, runs=runs)
 
     # -- files ----------------------------------------------------------------
     def export_onnx(self, path: "str | os.PathLike", *, integer: bool = False) -> Path:
@@ -278,6 +285,7 @@ class CompiledModel:
                         self.original_stats, self.pass_stats, self.timing)
         report.tuning = self.tuning
         report.compression = self.compression
+        report.memory = planned_memory_column(self.graph)
         extra = getattr(self.target, "report_extra", None)
         report.extra = extra(self.built, self.graph) if extra else None
         return report.to_dict() if json else report
@@ -297,6 +305,7 @@ class Report:
     tuning: dict | None = None
     compression: dict | None = None
     extra: dict | None = None  # a target's own section: {"title", "text", "data"}
+    memory: dict | None = None  # layer -> (planned live bytes, arena offset)
 
     def to_dict(self) -> dict:
         return _jsonable({"target": self.target, "pipeline": self.pipeline,
@@ -309,7 +318,8 @@ class Report:
                               "median_s": self.timing.median, "samples_s": self.timing.samples,
                               "device": self.timing.device, "emulated": self.timing.emulated,
                               "simulated": getattr(self.timing, "simulated", False)},
-                          "target_report": self.extra["data"] if self.extra else None})
+                          "target_report": self.extra["data"] if self.extra else None,
+                          "planned_memory": self.memory})
 
     def __str__(self) -> str:
         s, o = self.stats, self.original
@@ -355,15 +365,21 @@ class Report:
             rows.append(f"{label:<24}{str(self.timing)}")
         if self.extra:
             rows += ["", self.extra["title"], self.extra["text"]]
+        mem = self.memory or {}
         width = max([len("layer")] + [len(l.name) for l in s.layers]) + 2  # full names
         rows += ["", f"{'layer':<{width}}{'op':<20}{'output':<20}{'MACs':>12}{'params':>10}"
-                     f"{'bits':>6}{'sparsity':>10}"]
+                     f"{'bits':>6}{'sparsity':>10}"
+                 + (f"{'live (plan)':>13}{'offset':>11}" if mem else "")]
         for l in s.layers:
             shape = "x".join(str(d) for d in l.output_shape)
             bits = str(l.bits) if l.bits else ("-" if not l.params else "float")
             sparsity = f"{100 * l.sparsity:.1f}%" if l.params else "-"
-            rows.append(f"{l.name:<{width}}{l.op_type[:19]:<20}{shape[:19]:<20}"
-                        f"{_count(l.macs):>12}{_count(l.params):>10}{bits:>6}{sparsity:>10}")
+            line = (f"{l.name:<{width}}{l.op_type[:19]:<20}{shape[:19]:<20}"
+                    f"{_count(l.macs):>12}{_count(l.params):>10}{bits:>6}{sparsity:>10}")
+            if l.name in mem:
+                live, offset = mem[l.name]
+                line += f"{_bytes(live):>13}{offset if offset >= 0 else '-':>11}"
+            rows.append(line)
         return "\n".join(rows)
 
 

@@ -285,6 +285,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         for row in rows[:args.profile]:
             print(f"{row['kernel'][:48]:<48} {row['ms']:9.3f} {row['calls']:5d} "
                   f"{100 * row['share']:5.1f}%")
+    if args.memory:
+        from .api import format_memory
+
+        print(format_memory(cm.memory()))
     return 0
 
 
@@ -476,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
                    help="also print the N slowest kernels (local targets; default 15)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input timed")
+    p.add_argument("--memory", action="store_true",
+                   help="also print the planned arena, its lower bound, TVM's default plan "
+                        "and the measured peak (a fresh process)")
     remote_opts(p)
     p.set_defaults(func=cmd_benchmark)
 

@@ -52,7 +52,7 @@ class TvmTarget(Target):
     layout: str = "auto"
     # Who places the intermediate tensors: "tvm" (TVM 0.27's StaticPlanBlockMemory, one
     # storage per reusable token) or "arena" (one arena per function, offsets from
-    # compiler.memory_plan; targets/tvm/arena.py).  Untuned builds only, for now.
+    # compiler.memory_plan; targets/tvm/arena.py), untuned and tuned builds alike.
     memory: str = "tvm"
     # Weights as parameters of the built module (`build.WeightsBuilt`: the library is
     # code only, `load` derives the weights from the saved graph) or embedded in it as
@@ -213,7 +213,7 @@ class TvmTarget(Target):
         remote = None if self.runs_locally else self.remote()
         mod, arrays, recipe = self._prepare(graph, True)
         built, stats = tune_and_build(mod, self.target_dict(), opts, remote=remote,
-                                      cross_compiler=self.cross_compiler)
+                                      cross_compiler=self.cross_compiler, memory=self.memory)
         stats["layout"] = recipe["layout"]
         if self.weights_as_params:
             built = WeightsBuilt(built, arrays, recipe)
@@ -256,6 +256,40 @@ class TvmTarget(Target):
         from .tvm.build import profile_local
 
         return profile_local(built, inputs, repeat=repeat)
+
+    def memory_stats(self, built: Any, graph: Graph, *, measure: bool = True,
+                     runs: int = 3) -> dict:
+        """Planned bytes of ``graph``'s untuned lowering by TVM's planner and by our arena
+        (`targets.tvm.arena.planned_memory`), and, when ``measure``, the peak RSS of a
+        fresh process running ``built`` (`targets.tvm.peak_memory`; local targets)."""
+        import tempfile
+
+        from compiler.interpreter import random_inputs
+
+        from .tvm.arena import planned_memory
+
+        out: dict[str, Any] = planned_memory(self.lower(graph), self.target_dict())
+        out["measured"], out["measured_note"] = None, ""
+        if not measure:
+            out["measured_note"] = "not measured"
+        elif not self.runs_locally:
+            out["measured_note"] = (f"peak memory is measured on this host only; '{self.name}' "
+                                    "code runs on a board")
+        else:
+            from .tvm.build import split_built
+            from .tvm.peak_memory import measure_peak_memory
+
+            inputs = random_inputs(graph)
+            with tempfile.TemporaryDirectory(prefix="memory-") as tmp:
+                lib = Path(tmp) / "model.so"
+                self.export(built, lib)
+                _, params = split_built(built)  # weights as parameters: passed like inputs
+                peak = measure_peak_memory(lib, [inputs[v.name] for v in graph.inputs] + params,
+                                           runs=runs)
+            out["measured"] = {"after_import": peak.after_import, "after_load": peak.after_load,
+                               "peak": peak.peak, "run_bytes": peak.run_bytes,
+                               "load_peak": peak.load_peak, "reset": peak.reset, "runs": runs}
+        return out
 
     def measure(self, built: Any, inputs: list[np.ndarray], *, repeat: int = 10,
                 number: int = 1) -> Timing:

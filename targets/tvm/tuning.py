@@ -377,7 +377,7 @@ def _progress_callback(ms, total: int, enabled: bool, counter: dict,
 # -- tune and build --------------------------------------------------------------------
 
 def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = None,
-                   cross_compiler: str | None = None) -> tuple[Any, dict]:
+                   cross_compiler: str | None = None, memory: str = "tvm") -> tuple[Any, dict]:
     """Tune ``mod`` (our lowered Relax module) and build it with the best records.
 
     Returns ``(executable, stats)``; ``stats["trials"]`` is the number of candidates
@@ -480,7 +480,12 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         stats["search_seconds"] = round(counter["search_s"], 2)
         stats["tasks_with_records"] = sum(1 for t in tasks if _has_record(db, t, tgt))
         stats["tune_seconds"] = round(time.monotonic() - t0, 2)
-        executable = ms.relax_integration.compile_relax(db, mod, tgt, params=None)
+        if memory == "arena":  # the same build with our arena (targets/tvm/arena.py)
+            from .arena import compile_tuned_arena
+
+            executable = compile_tuned_arena(db, mod, tgt)
+        else:
+            executable = ms.relax_integration.compile_relax(db, mod, tgt, params=None)
         if db_path is not None and (counter["trials"] or db_status != "ok"):
             save_records()
     stats["seconds"] = round(time.monotonic() - t0, 2)
