@@ -133,6 +133,7 @@ def deeplab():
     return _prepared(DEEPLAB)
 
 
+@pytest.mark.slow
 def test_deeplab_auto_tiling_lowers_the_peak_exactly(deeplab):
     """The automatic choice: a main-path stem end and n under the 5 % MAC cap, a lower
     planned peak, the estimate equal to the planned bound of the built graph, and the
