@@ -327,12 +327,12 @@ class Report:
         header = f"{'':<24}{'compiled':>16}" + (f"{'original':>16}{'ratio':>9}" if o else "")
         rows.append(header)
         for label, new, old, fmt in [
-                ("parameters", s.params, o.params if o else None, _count),
-                ("weights size", s.param_bytes, o.param_bytes if o else None, _bytes),
-                ("MACs", s.macs, o.macs if o else None, _count),
+                ("parameters", s.params, o.params if o else None, format_count),
+                ("weights size", s.param_bytes, o.param_bytes if o else None, format_bytes),
+                ("MACs", s.macs, o.macs if o else None, format_count),
                 ("peak activations", s.peak_activation_bytes,
-                 o.peak_activation_bytes if o else None, _bytes),
-                ("nodes", s.nodes, o.nodes if o else None, _count)]:
+                 o.peak_activation_bytes if o else None, format_bytes),
+                ("nodes", s.nodes, o.nodes if o else None, format_count)]:
             line = f"{label:<24}{fmt(new):>16}"
             if o:
                 ratio = f"{old / new:.2f}x" if new else "-"
@@ -340,15 +340,15 @@ class Report:
             rows.append(line)
         if self.compression:
             c = self.compression
-            rows.append(f"{'weights.bin (archive)':<24}{_bytes(c['bytes']):>16}"
-                        + (f"{_bytes(o.param_bytes):>16}{o.param_bytes / c['bytes']:>8.1f}x"
+            rows.append(f"{'weights.bin (archive)':<24}{format_bytes(c['bytes']):>16}"
+                        + (f"{format_bytes(o.param_bytes):>16}{o.param_bytes / c['bytes']:>8.1f}x"
                            if o and c["bytes"] else ""))
             if c.get("library_bytes") and not c.get("library_embeds_weights"):
-                rows.append(f"{'library (code only)':<24}{_bytes(c['library_bytes']):>16}")
+                rows.append(f"{'library (code only)':<24}{format_bytes(c['library_bytes']):>16}")
             if c.get("deployed_bytes"):
                 d = c["deployed_bytes"]
-                rows.append(f"{'deployed (lib+weights)':<24}{_bytes(d):>16}"
-                            + (f"{_bytes(o.param_bytes):>16}{o.param_bytes / d:>8.2f}x"
+                rows.append(f"{'deployed (lib+weights)':<24}{format_bytes(d):>16}"
+                            + (f"{format_bytes(o.param_bytes):>16}{o.param_bytes / d:>8.2f}x"
                                if o else ""))
             if c.get("library_embeds_weights"):
                 rows.append("  (the library still embeds the full weights: the deployment "
@@ -375,22 +375,24 @@ class Report:
             bits = str(l.bits) if l.bits else ("-" if not l.params else "float")
             sparsity = f"{100 * l.sparsity:.1f}%" if l.params else "-"
             line = (f"{l.name:<{width}}{l.op_type[:19]:<20}{shape[:19]:<20}"
-                    f"{_count(l.macs):>12}{_count(l.params):>10}{bits:>6}{sparsity:>10}")
+                    f"{format_count(l.macs):>12}{format_count(l.params):>10}{bits:>6}{sparsity:>10}")
             if l.name in mem:
                 live, offset = mem[l.name]
-                line += f"{_bytes(live):>13}{offset if offset >= 0 else '-':>11}"
+                line += f"{format_bytes(live):>13}{offset if offset >= 0 else '-':>11}"
             rows.append(line)
         return "\n".join(rows)
 
 
-def _count(n: int) -> str:
+def format_count(n: int) -> str:
+    """1234567 -> '1.23M' (reports: text and HTML)."""
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.2f}{unit}"
     return str(n)
 
 
-def _bytes(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """1536 -> '1.50 KiB' (reports: text and HTML)."""
     for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
             return f"{n / size:.2f} {unit}"
@@ -599,8 +601,8 @@ def _write_compressed(graph: Graph, directory: Path, graph_file: str = "model.on
         entry = stub.external_data.add()
         entry.key, entry.value = "location", WEIGHTS_FILE
         init.CopyFrom(stub)
-    (directory / graph_file).write_bytes(proto.SerializeToString())
-    (directory / WEIGHTS_FILE).write_bytes(blob)
+    (directory / graph_file).writeformat_bytes(proto.SerializeToString())
+    (directory / WEIGHTS_FILE).writeformat_bytes(blob)
     return {"file": WEIGHTS_FILE, "bytes": len(blob),
             "sha256": hashlib.sha256(blob).hexdigest(),
             "tensors": {k: v for k, v in per_tensor.items()}}
@@ -619,7 +621,7 @@ def _read_compressed(path: Path, weights: dict, graph_file: str = "model.onnx") 
     file = path / str(weights.get("file", WEIGHTS_FILE))
     if not file.exists():
         raise ArtifactError(f"{file}: compressed weights file is missing")
-    blob = file.read_bytes()
+    blob = file.readformat_bytes()
     try:
         tensors = decode_container(blob, str(file))
     except CompressionError as exc:
@@ -630,7 +632,7 @@ def _read_compressed(path: Path, weights: dict, graph_file: str = "model.onnx") 
     model_file = path / graph_file
     proto = onnx.ModelProto()
     try:
-        proto.ParseFromString(model_file.read_bytes())
+        proto.ParseFromString(model_file.readformat_bytes())
     except Exception as exc:
         raise ArtifactError(f"{model_file}: corrupt model structure ({exc})") from None
     for init in proto.graph.initializer:

@@ -15,6 +15,7 @@ import json
 from typing import Any, Sequence
 
 from . import plots
+from .artifact import format_bytes, format_count
 from .stage_size import STATS_KEY
 
 __all__ = ["render_html"]
@@ -38,19 +39,7 @@ def _e(text: Any) -> str:
 
 
 def _count(n: Any) -> str:
-    if not isinstance(n, (int, float)):
-        return _e(n)
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
-
-
-def _bytes(n: int) -> str:
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
+    return format_count(n) if isinstance(n, (int, float)) else _e(n)
 
 
 def _img(png: bytes | None, alt: str) -> str:
@@ -115,7 +104,7 @@ def _pass_history(pass_stats: dict) -> str:
         line = ", ".join(f"{k}={v}" for k, v in scalars[:10]) or "(no scalar stats)"
         if isinstance(size, dict):
             line += (f"; after: {_count(size.get('params'))} params, "
-                     f"{_bytes(int(size.get('weight_bytes', 0)))} weights, "
+                     f"{format_bytes(int(size.get('weight_bytes', 0)))} weights, "
                      f"{_count(size.get('macs'))} MACs")
         full = json.dumps(stats, indent=1, default=str)
         parts.append(f'<details class="pass"><summary><b>{_e(name)}</b>: {_e(line)}</summary>'
@@ -186,13 +175,13 @@ def render_html(cm, *, profile: Sequence[dict] | None = None, title: str = "") -
                            _count(l["params"]), _count(l["macs"]), bits,
                            f"{100 * l.get('sparsity', 0):.1f}%" if l["params"] else "-",
                            "-" if offset is None else offset,
-                           "-" if size is None else _bytes(size)])
+                           "-" if size is None else format_bytes(size)])
     plan_note = ""
     if plan and "error" in plan:
         plan_note = f'<p class="note">memory plan: {_e(plan["error"])}</p>'
     elif plan:
-        plan_note = (f"<p>planned arena ({_e(plan['strategy'])}): {_bytes(plan['arena_bytes'])}"
-                     f" (lower bound {_bytes(plan['lower_bound'])})</p>")
+        plan_note = (f"<p>planned arena ({_e(plan['strategy'])}): {format_bytes(plan['arena_bytes'])}"
+                     f" (lower bound {format_bytes(plan['lower_bound'])})</p>")
     sections.append("<h2>Layers</h2>" + plan_note + _table(
         ["layer", "op", "output", "params", "MACs", "bits", "sparsity", "arena offset",
          "buffer"], layer_rows, left=(0, 1), cls="layers"))
