@@ -123,9 +123,9 @@ def render_html(cm, *, profile: Sequence[dict] | None = None, title: str = "") -
 
     # summary: the text report's totals
     rows = []
-    for label, key, fmt in [("parameters", "params", _count), ("weights size", "param_bytes", _bytes),
+    for label, key, fmt in [("parameters", "params", _count), ("weights size", "param_bytes", format_bytes),
                             ("MACs", "macs", _count),
-                            ("peak activations", "peak_activation_bytes", _bytes),
+                            ("peak activations", "peak_activation_bytes", format_bytes),
                             ("nodes", "nodes", _count)]:
         new = stats[key]
         row = [label, fmt(new)]
