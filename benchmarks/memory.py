@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,51 +59,14 @@ MODELS = ("deeplabv3_scenes", "deeplabv3plus_scenes")
 BUILDS = ("tvm", "arena", "arena+tiled")
 ORT_MODES = ("default", "no-pattern")
 
-_ORT_CHILD = r"""
-import json, sys
-import numpy as np
-
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(key)
-
-path, x_path, mode, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-x = np.load(x_path)
-import onnxruntime as ort
-after_import = status("VmRSS")
-so = ort.SessionOptions()
-so.intra_op_num_threads = 1
-so.inter_op_num_threads = 1
-so.log_severity_level = 3
-so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-if mode == "no-pattern":
-    so.enable_mem_pattern = False
-sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-binding = sess.io_binding()
-binding.bind_cpu_input(sess.get_inputs()[0].name, x)
-for out in sess.get_outputs():
-    binding.bind_output(out.name, "cpu")  # ORT allocates; nothing is copied to numpy
-after_load = status("VmRSS")
-for _ in range(runs):
-    sess.run_with_iobinding(binding)
-print(json.dumps({"after_import": after_import, "after_load": after_load,
-                  "peak": status("VmHWM")}))
-"""
-
-
 def _ort_peak(path: Path, x: np.ndarray, mode: str, runs: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="ortmem-") as tmp:
-        xp = Path(tmp) / "x.npy"
-        np.save(xp, x)
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        proc = subprocess.run([sys.executable, "-c", _ORT_CHILD, str(path), str(xp), mode,
-                               str(runs)], capture_output=True, text=True, env=env,
-                              timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"onnxruntime peak run of {path} failed: {proc.stderr[-500:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """onnxruntime measured by the method ours is (`measure_peak_memory_onnxruntime`)."""
+    from targets.tvm.peak_memory import measure_peak_memory_onnxruntime
+
+    peak = measure_peak_memory_onnxruntime(path, [x], runs=runs,
+                                           mem_pattern=mode != "no-pattern", timeout=900)
+    return {"after_import": peak.after_import, "after_load": peak.after_load,
+            "peak": peak.peak}
 
 
 def _models(names: list[str]) -> list[tuple[str, Path]]:
@@ -135,6 +97,7 @@ def _ours(g, build: str, x: np.ndarray, repeat: int, runs: int, tmp: Path) -> di
     from compiler.memory_plan import lifetimes, lower_bound
     from compiler.pass_manager import PassContext, parse_pass
     from targets import get_target
+    from targets.tvm.build import split_built
     from targets.tvm.peak_memory import measure_peak_memory
 
     extra = {}
@@ -148,7 +111,8 @@ def _ours(g, build: str, x: np.ndarray, repeat: int, runs: int, tmp: Path) -> di
     cm = compiler.compile(g, target=target)
     build_s = time.perf_counter() - t0
     out = cm.save(tmp / build.replace("+", "_"))
-    peak = measure_peak_memory(Path(out) / "model.so", [x], runs=runs)
+    _, params = split_built(cm.built)  # the library is code only: its weights are arguments
+    peak = measure_peak_memory(Path(out) / "model.so", [x] + params, runs=runs)
     ms = cm.benchmark(repeat=repeat, inputs={g.inputs[0].name: x}).median * 1e3
     return {"after_import": peak.after_import, "after_load": peak.after_load,
             "peak": peak.peak, "plan": lower_bound(lifetimes(g)), "ms": float(ms),
