@@ -28,7 +28,8 @@ import numpy as np
 
 __all__ = ["PeakMemory", "measure_peak_memory", "measure_peak_memory_onnxruntime"]
 
-_CHILD = r"""
+# What both children share: reading the kernel's RSS figures, resetting the peak.
+_PROBE = r"""
 import json, os, sys
 import numpy as np
 
@@ -38,6 +39,20 @@ def status(key):
             return int(line.split()[1]) * 1024
     raise RuntimeError(key)
 
+def reset_peak():
+    # Loading deserializes the weights through a temporary copy: that transient sets the
+    # high-water mark before the first run.  Reset the mark (Linux: clear_refs "5") so
+    # the peak after it is the run's own; where that is not allowed the load's peak
+    # stays in (False).
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+"""
+
+_CHILD = _PROBE + r"""
 lib_path, inputs_path, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 data = np.load(inputs_path)
 arrays = [data[f"arg{i}"] for i in range(len(data.files))]
@@ -52,15 +67,7 @@ dev = tvm.cpu(0)
 args = [runtime.tensor(a, dev) for a in arrays]
 main = vm["main"]
 load_peak = status("VmHWM")
-# Loading deserializes the weights through a temporary copy: that transient sets the
-# high-water mark before the first run.  Reset the mark (Linux: clear_refs "5") so the
-# peak below is the run's own; where that is not allowed the load's peak stays in.
-try:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    reset = True
-except OSError:
-    reset = False
+reset = reset_peak()
 after_load = status("VmRSS")
 kept = None
 for _ in range(runs):
@@ -105,31 +112,29 @@ def measure_peak_memory(library: "str | os.PathLike", inputs: Sequence[np.ndarra
     library = Path(library)
     if not library.is_file():
         raise FileNotFoundError(f"no library at {library}")
+    env = dict(os.environ, TVM_USE_RUNTIME_LIB="1", OMP_NUM_THREADS="1", TVM_NUM_THREADS="1")
+    return _run_child(_CHILD, library, inputs, [str(runs)], env, timeout,
+                      f"peak-memory run of {library}")
+
+
+def _run_child(script: str, subject: Path, inputs: Sequence[np.ndarray], args: list[str],
+               env: dict, timeout: float, what: str) -> PeakMemory:
+    """Run a child script on ``subject`` with ``inputs`` (as ``arg{i}`` of an .npz) and
+    read the `PeakMemory` it prints last."""
     with tempfile.TemporaryDirectory(prefix="peakmem-") as tmp:
         npz = Path(tmp) / "inputs.npz"
         np.savez(npz, **{f"arg{i}": np.asarray(x) for i, x in enumerate(inputs)})
-        env = dict(os.environ, TVM_USE_RUNTIME_LIB="1", OMP_NUM_THREADS="1",
-                   TVM_NUM_THREADS="1")
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(library), str(npz), str(runs)],
+        proc = subprocess.run([sys.executable, "-c", script, str(subject), str(npz), *args],
                               capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"peak-memory run of {library} failed (exit {proc.returncode}): "
-                           f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return PeakMemory(result["after_import"], result["after_load"], result["peak"],
-                      result["load_peak"], result["reset"])
+        err = proc.stderr.strip()
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): "
+                           f"{err.splitlines()[-1] if err else ''}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return PeakMemory(r["after_import"], r["after_load"], r["peak"], r["load_peak"], r["reset"])
 
 
-_ORT_CHILD = r"""
-import json, sys
-import numpy as np
-
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(key)
-
+_ORT_CHILD = _PROBE + r"""
 model, inputs_path, runs, mem_pattern = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 data = np.load(inputs_path)
 import onnxruntime as ort
@@ -145,12 +150,7 @@ for i, inp in enumerate(sess.get_inputs()):
 for out in sess.get_outputs():
     binding.bind_output(out.name)  # kept in onnxruntime's allocator: no numpy copy
 load_peak = status("VmHWM")
-try:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    reset = True
-except OSError:
-    reset = False
+reset = reset_peak()
 after_load = status("VmRSS")
 for _ in range(runs):
     sess.run_with_iobinding(binding)
@@ -167,15 +167,6 @@ def measure_peak_memory_onnxruntime(model: "str | os.PathLike", inputs: Sequence
     model = Path(model)
     if not model.is_file():
         raise FileNotFoundError(f"no ONNX model at {model}")
-    with tempfile.TemporaryDirectory(prefix="peakmem-") as tmp:
-        npz = Path(tmp) / "inputs.npz"
-        np.savez(npz, **{f"arg{i}": np.asarray(x) for i, x in enumerate(inputs)})
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        proc = subprocess.run([sys.executable, "-c", _ORT_CHILD, str(model), str(npz), str(runs),
-                               "1" if mem_pattern else "0"],
-                              capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"onnxruntime peak-memory run of {model} failed (exit "
-                           f"{proc.returncode}): {proc.stderr.strip()[-300:]}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    return PeakMemory(r["after_import"], r["after_load"], r["peak"], r["load_peak"], r["reset"])
+    return _run_child(_ORT_CHILD, model, inputs, [str(runs), "1" if mem_pattern else "0"],
+                      dict(os.environ, OMP_NUM_THREADS="1"), timeout,
+                      f"onnxruntime peak-memory run of {model}")
