@@ -410,9 +410,13 @@ class InlineKernelIntermediates:
     def __init__(self) -> None:
         self.inlined: list[tuple[str, str]] = []
 
+    def skips(self, func: "tvm.tirx.PrimFunc") -> bool:
+        """Kernels left as they are (none here)."""
+        return False
+
     def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
         for gvar, func in list(mod.functions.items()):
-            if not isinstance(func, tvm.tirx.PrimFunc):
+            if not isinstance(func, tvm.tirx.PrimFunc) or self.skips(func):
                 continue
             new_func, names = inline_intermediates(func)
             if names:
@@ -455,15 +459,8 @@ class _InlineUnscheduled(InlineKernelIntermediates):
     """`InlineKernelIntermediates` on the kernels no tuning record scheduled (a tuned
     schedule already places its pad inside its tiles; it must not be rewritten)."""
 
-    def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
-        for gvar, func in list(mod.functions.items()):
-            if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
-                continue
-            new_func, names = inline_intermediates(func)
-            if names:
-                mod.update_func(gvar, new_func)
-                self.inlined += [(gvar.name_hint, n) for n in names]
-        return mod
+    def skips(self, func: "tvm.tirx.PrimFunc") -> bool:
+        return _is_scheduled(func)
 
 
 def compile_tuned_arena(database: Any, mod: tvm.IRModule, target: Any,
