@@ -601,8 +601,8 @@ def _write_compressed(graph: Graph, directory: Path, graph_file: str = "model.on
         entry = stub.external_data.add()
         entry.key, entry.value = "location", WEIGHTS_FILE
         init.CopyFrom(stub)
-    (directory / graph_file).writeformat_bytes(proto.SerializeToString())
-    (directory / WEIGHTS_FILE).writeformat_bytes(blob)
+    (directory / graph_file).write_bytes(proto.SerializeToString())
+    (directory / WEIGHTS_FILE).write_bytes(blob)
     return {"file": WEIGHTS_FILE, "bytes": len(blob),
             "sha256": hashlib.sha256(blob).hexdigest(),
             "tensors": {k: v for k, v in per_tensor.items()}}
@@ -621,7 +621,7 @@ def _read_compressed(path: Path, weights: dict, graph_file: str = "model.onnx") 
     file = path / str(weights.get("file", WEIGHTS_FILE))
     if not file.exists():
         raise ArtifactError(f"{file}: compressed weights file is missing")
-    blob = file.readformat_bytes()
+    blob = file.read_bytes()
     try:
         tensors = decode_container(blob, str(file))
     except CompressionError as exc:
@@ -632,7 +632,7 @@ def _read_compressed(path: Path, weights: dict, graph_file: str = "model.onnx") 
     model_file = path / graph_file
     proto = onnx.ModelProto()
     try:
-        proto.ParseFromString(model_file.readformat_bytes())
+        proto.ParseFromString(model_file.read_bytes())
     except Exception as exc:
         raise ArtifactError(f"{model_file}: corrupt model structure ({exc})") from None
     for init in proto.graph.initializer:
