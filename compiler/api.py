@@ -61,7 +61,8 @@ def compile(model: Any, target: Any = "host",
             tune: "Mapping[str, Any] | int | None" = None,
             eval_data: Any = None, metric: str | None = None, budget: float | None = None,
             preprocess: Any = None, calibration_samples: int | None = 256,
-            eval_samples: int | None = 1000, seed: int = 0) -> CompiledModel:
+            eval_samples: int | None = 1000, train_data: Any = None,
+            train_samples: int | None = None, seed: int = 0) -> CompiledModel:
     """Compile an ONNX model for ``target``.
 
     ``passes`` is a list of pass specs such as ``["fold-bn", "prune{ratio=0.5}"]`` or
@@ -75,6 +76,10 @@ def compile(model: Any, target: Any = "host",
     ``miou``; default by task).  ``preprocess`` (a `data_sources.Preprocess` or its
     fields as a dict) says how images become inputs; ``calibration_samples`` /
     ``eval_samples`` cap the samples used (a seeded subset, ``seed``; None: all).
+    ``train_data`` (a source as above, labelled; a data set name defaults to its
+    ``train`` split) is what ``finetune``, ``gradual-prune``, ``deep-compression`` and
+    the passes' fine-tuning options train on (``PassContext.options["train_data"]``);
+    ``train_samples`` caps it (default: all).
     ``seed`` also seeds the verification input.
     ``budget``: one accuracy budget for the whole pipeline (`PassContext.budget`),
     measured against the original model's score and shared by the accuracy-aware passes.
@@ -96,13 +101,15 @@ def compile(model: Any, target: Any = "host",
     pipeline = parse_pipeline(passes)  # validates names and options before any work
     if tune is not None and build:
         tune = tgt.tune_options(tune)  # the target parses its own options, before any work
-    if isinstance(calibration_data, (str, os.PathLike)) or eval_data is not None:
+    if (isinstance(calibration_data, (str, os.PathLike)) or eval_data is not None
+            or train_data is not None):
         model = model.clone() if isinstance(model, Graph) else import_model(model, input_shapes)
         input_shapes = None  # applied
-        calibration_data, evaluate = _resolve_data(
-            model, calibration_data, evaluate, eval_data, metric, preprocess,
-            calibration_samples, eval_samples, seed)
-    if calibration_data is not None or evaluate is not None or budget is not None:
+        calibration_data, evaluate, train_data = _resolve_data(
+            model, calibration_data, evaluate, eval_data, train_data, metric, preprocess,
+            calibration_samples, eval_samples, train_samples, seed)
+    if (calibration_data is not None or evaluate is not None or budget is not None
+            or train_data is not None):
         ctx = ctx or PassContext()
         if calibration_data is not None:
             ctx.calibration_data = list(calibration_data)
@@ -110,6 +117,8 @@ def compile(model: Any, target: Any = "host",
             ctx.evaluate = evaluate
         if budget is not None:
             ctx.budget = check_budget(budget)
+        if train_data is not None:
+            ctx.options["train_data"] = train_data
     original, graph, result = optimize(model, pipeline.passes, input_shapes=input_shapes,
                                        ctx=ctx, verify=verify, check_numerics=check_numerics)
     tuning = None
@@ -130,9 +139,10 @@ def compile(model: Any, target: Any = "host",
 
 
 def _resolve_data(graph: Graph, calibration: Any, evaluate: Any, eval_data: Any,
-                  metric: str | None, preprocess: Any, calibration_samples: int | None,
-                  eval_samples: int | None, seed: int) -> tuple[Any, Any]:
-    """Named data sources -> (calibration input dicts, evaluate callback)."""
+                  train_data: Any, metric: str | None, preprocess: Any,
+                  calibration_samples: int | None, eval_samples: int | None,
+                  train_samples: int | None, seed: int) -> tuple[Any, Any, Any]:
+    """Named data sources -> (calibration input dicts, evaluate callback, training data)."""
     from . import data_sources as ds
 
     if isinstance(preprocess, Mapping):
@@ -147,7 +157,10 @@ def _resolve_data(graph: Graph, calibration: Any, evaluate: Any, eval_data: Any,
         samples = ds.resolve(eval_data, graph, role="eval", preprocess=preprocess,
                              limit=eval_samples, seed=seed)
         evaluate = ds.make_evaluator(samples, metric)
-    return calibration, evaluate
+    if train_data is not None:
+        train_data = ds.resolve(train_data, graph, role="train", preprocess=preprocess,
+                                limit=train_samples, seed=seed)
+    return calibration, evaluate, train_data
 
 
 def memory_report(cm: CompiledModel, *, measure: bool = True, runs: int = 3) -> dict:

@@ -2,8 +2,8 @@
 
     compiler compile MODEL.onnx -o OUT [--target host] [--passes "fold-bn,cleanup"]
     compiler compile --config recipe.toml [flags that override the recipe]
-        data for the passes: --calibration SRC --eval-data SRC [--metric top1|f1|miou]
-        [--budget 0.01]; SRC is a folder of images, a .npy/.npz file or a data set name
+        data for the passes: --calibration SRC --eval-data SRC --train-data SRC
+        [--metric top1|f1|miou] [--budget 0.01]; SRC is a folder of images, a .npy/.npz file or a data set name
     compiler run OUT [--input name=file.npy ...]
     compiler benchmark OUT [--repeat 20]
     compiler report OUT|MODEL.onnx [--passes ...] [--json] [--html page.html]
@@ -149,15 +149,19 @@ def _data_args(args: argparse.Namespace) -> dict:
         raise CLIError("--metric needs --eval-data")
     pre = {k: getattr(args, k) for k in ("mean", "std", "resize", "channels", "layout")
            if getattr(args, k) is not None}
+    if args.train_samples is not None and args.train_data is None:
+        raise CLIError("--train-samples needs --train-data")
     for key, n in (("calibration_samples", args.calibration_samples),
-                   ("eval_samples", args.eval_samples)):
+                   ("eval_samples", args.eval_samples),
+                   ("train_samples", args.train_samples)):
         if n is not None and n < 1:
             raise CLIError(f"--{key.replace('_', '-')} must be >= 1, got {n}")
     return {"calibration_data": args.calibration, "eval_data": args.eval_data,
             "metric": args.metric, "budget": args.budget,
             "preprocess": Preprocess(**pre) if pre else None,
             "calibration_samples": args.calibration_samples,
-            "eval_samples": args.eval_samples, "seed": args.seed}
+            "eval_samples": args.eval_samples, "train_data": args.train_data,
+            "train_samples": args.train_samples, "seed": args.seed}
 
 
 def _tune_trials(text: str) -> "int | str":
@@ -413,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
         data.add_argument("--eval-data", metavar="SRC",
                           help="labelled data the accuracy-aware passes score on (prune-search, "
                                "t-sensitive, mixed-precision)")
+        data.add_argument("--train-data", metavar="SRC",
+                          help="labelled training data for fine-tuning (finetune, "
+                               "gradual-prune, deep-compression, finetune_epochs=...; a data "
+                               "set name means its train split)")
         data.add_argument("--metric", choices=["top1", "f1", "miou"],
                           help="score of --eval-data (default: top1, miou for segmentation)")
         data.add_argument("--budget", type=float, metavar="DROP",
@@ -423,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="calibration samples used (a seeded subset; default 256)")
         data.add_argument("--eval-samples", type=int, metavar="N",
                           help="evaluation samples used (a seeded subset; default 1000)")
+        data.add_argument("--train-samples", type=int, metavar="N",
+                          help="training samples used (a seeded subset; default all)")
         data.add_argument("--mean", metavar="M[,M,M]",
                           help="images: per-channel mean in pixel/255 units (default 0)")
         data.add_argument("--std", metavar="S[,S,S]",

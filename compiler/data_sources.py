@@ -1,7 +1,7 @@
-"""Calibration and evaluation data from what a user has: a folder of images, a ``.npy`` /
-``.npz`` batch, or the name of a shipped data set -- for ``--calibration`` /
-``--eval-data`` on the command line and ``calibration_data=`` / ``eval_data=`` in
-`compiler.compile`.
+"""Calibration, evaluation and training data from what a user has: a folder of images, a
+``.npy`` / ``.npz`` batch, or the name of a shipped data set -- for ``--calibration`` /
+``--eval-data`` / ``--train-data`` on the command line and ``calibration_data=`` /
+``eval_data=`` / ``train_data=`` in `compiler.compile`.
 
 Sources (`resolve`):
 
@@ -20,7 +20,12 @@ Sources (`resolve`):
   Arrays are used as they are: already preprocessed, in the model's dtype and layout.
 * **a data set name** (`compiler.datasets`): ``mnist``, ``fashion-mnist``, ``mnist-seg``
   (also ``seg-mnist``), optionally with a split: ``mnist:test``.  The default split is
-  ``calib`` for both roles (passes decide on it; keep ``test`` for the final score).
+  ``calib`` for calibration and evaluation (passes decide on it; keep ``test`` for the
+  final score) and ``train`` for training data (fine-tuning must not see the split the
+  passes score on).
+
+Training data (``role="train"``, for ``finetune``, ``gradual-prune``,
+``deep-compression`` and fine-tuning options of other passes) must be labelled.
 
 Every source is checked against the model input like `CompiledModel.run` inputs are
 (shape, dtype): integer data for a float input (e.g. uint8 images saved as they were
@@ -34,11 +39,11 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .datasets import DATASETS, SPLITS, Dataset, load_dataset
+from .datasets import DATASETS, SPLITS, Dataset, batch_indices, load_dataset
 from .ir import Graph, Value
 from .pass_manager import PassDataError
 
@@ -124,6 +129,16 @@ class Samples:
     def inputs(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         return self.x[start:stop]
 
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
+                drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(inputs, labels)`` batches as `Dataset.batches` yields them: what fine-tuning
+        (`compiler.torch.finetune`) reads from training data."""
+        if self.labels is None:
+            raise DataSourceError(f"{self.name}: no labels to train on")
+        for idx in batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed,
+                                 drop_last=drop_last, name=self.name):
+            yield self.x[idx], self.labels[idx]
+
     def __repr__(self) -> str:
         return (f"Samples({self.name!r}, n={len(self)}, x={self.x.dtype}{tuple(self.x.shape)}, "
                 f"labels={'none' if self.labels is None else self.task})")
@@ -194,9 +209,10 @@ def resolve(source: Any, graph: Graph, *, role: str = "calibration",
             seed: int = 0) -> "Samples | Dataset":
     """The data ``source`` names (a folder, a ``.npy``/``.npz`` file, a data set name, an
     array or a `Dataset`), checked against ``graph``'s input.  ``limit`` keeps that many
-    samples (a seeded random subset when the source has more); ``role`` only words the
-    messages (``calibration`` or ``eval``)."""
-    what = f"{role} data"
+    samples (a seeded random subset when the source has more); ``role`` (``calibration``,
+    ``eval`` or ``train``) words the messages, picks a data set's default split and, for
+    ``train``, requires labels."""
+    what = "training data" if role == "train" else f"{role} data"
     value = _single_input(graph, what)
     preprocess = preprocess or Preprocess()
     if isinstance(source, Dataset):
@@ -212,7 +228,7 @@ def resolve(source: Any, graph: Graph, *, role: str = "calibration",
         elif path.suffix.lower() in (".npy", ".npz"):
             data = _arrays(path, value, f"{what} {path}")
         elif _dataset_key(text) is not None:
-            data = _named_dataset(text, value, what)
+            data = _named_dataset(text, value, what, "train" if role == "train" else "calib")
         elif path.exists():
             raise DataSourceError(f"{what} {path}: not a folder of images nor a .npy/.npz "
                                   "file")
@@ -228,6 +244,9 @@ def resolve(source: Any, graph: Graph, *, role: str = "calibration",
     if limit is not None and 0 < limit < len(data):
         data = _subset(data, limit, seed)
     _check_labels(data, graph, f"{what} {source}")
+    if role == "train" and getattr(data, "labels", None) is None:
+        raise DataSourceError(f"{what} {source}: no labels to train on: use a folder with "
+                              "class subfolders, an .npz with 'y', or a data set name")
     return data
 
 
@@ -250,9 +269,9 @@ def _dataset_key(text: str) -> str | None:
     return name if name in DATASETS else None
 
 
-def _named_dataset(text: str, value: Value, what: str) -> Dataset:
+def _named_dataset(text: str, value: Value, what: str, default_split: str) -> Dataset:
     key = _dataset_key(text)
-    split = text.split(":", 1)[1] if ":" in text else "calib"
+    split = text.split(":", 1)[1] if ":" in text else default_split
     if split not in SPLITS:
         raise DataSourceError(f"{what} '{text}': split '{split}' is not one of "
                               f"{', '.join(SPLITS)}")

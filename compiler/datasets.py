@@ -80,6 +80,21 @@ class DatasetUnavailableError(DatasetError):
     """The package that ships a data set is not installed (the message says how to get it)."""
 
 
+def batch_indices(n: int, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
+                  drop_last: bool = False, name: str = "data") -> Iterator[np.ndarray]:
+    """Sample indices of each batch of ``n`` samples: in order, or a seeded permutation
+    (each batch's indices sorted, so a batch reads its rows in file order).  The one
+    batching rule of `Dataset.batches` and `data_sources.Samples.batches`."""
+    if batch_size < 1:
+        raise DatasetError(f"{name}: batch_size must be >= 1, got {batch_size}")
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        if drop_last and len(idx) < batch_size:
+            return
+        yield np.sort(idx) if shuffle else idx
+
+
 @dataclass
 class Dataset:
     """Images with their labels and normalization constants.
@@ -142,23 +157,13 @@ class Dataset:
                 drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(inputs, labels)`` batches (float32 N,C,H,W; int64), in order unless
         ``shuffle`` (seeded by ``seed``)."""
-        if batch_size < 1:
-            raise DatasetError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
-        n = len(self)
-        if not shuffle:
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
-                if drop_last and stop - start < batch_size:
-                    return
-                yield self.inputs(start, stop), self.labels[start:stop]
-            return
-        order = np.random.default_rng(seed).permutation(n)
-        for start in range(0, n, batch_size):
-            idx = np.sort(order[start:start + batch_size])
-            if drop_last and len(idx) < batch_size:
-                return
-            sub = self._take(idx)
-            yield sub.inputs(), sub.labels
+        for idx in batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed,
+                                 drop_last=drop_last, name=self.name):
+            if not shuffle:
+                yield self.inputs(idx[0], idx[-1] + 1), self.labels[idx[0]:idx[-1] + 1]
+            else:
+                sub = self._take(idx)
+                yield sub.inputs(), sub.labels
 
     def subset(self, n: int, seed: int | None = None) -> "Dataset":
         """The first ``n`` samples, or (with ``seed``) ``n`` distinct samples drawn at random

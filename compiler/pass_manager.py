@@ -97,6 +97,17 @@ class PassContext:
         self.baseline = float(self.evaluate(graph))
         return self.baseline
 
+    def train_data(self, who: str) -> Any:
+        """The labelled training set in ``options["train_data"]`` (a `Dataset` or
+        `data_sources.Samples`), or `PassDataError` telling ``who`` (the pass, and why it
+        trains) how to give it -- one wording for every fine-tuning pass."""
+        data = self.options.get("train_data")
+        if data is None:
+            raise PassDataError(f"{who} needs labelled training data: give --train-data "
+                                "(CLI) or train_data= (compiler.compile), or set "
+                                "PassContext.options['train_data']")
+        return data
+
     def allowed_drop(self, base: float, own: float | None) -> float:
         """How far below ``base`` (the score the calling pass starts from) its result may
         score.  Without a pipeline budget: the pass's own option ``own`` (or

@@ -22,10 +22,12 @@ The keys (every one optional except ``model``; an unknown key is an error naming
     [data]
     calibration = "mnist"               # a folder of images, .npy/.npz, a data set name
     eval = "mnist"                      # --eval-data
+    train = "mnist"                     # --train-data (a data set name: its train split)
     metric = "top1"                     # top1 | f1 | miou
     budget = 0.01                       # one accuracy budget for the whole pipeline
     calibration_samples = 256
     eval_samples = 1000
+    train_samples = 5000                # default: all
     [data.preprocess]                   # image folders: --mean/--std/--resize/...
     mean = [0.1307]
     std = [0.3081]
@@ -68,6 +70,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str | None]]] = {
     "target": {"name": ((str,), None), "options": ((dict,), None),
                "tracker": ((str,), "tracker"), "key": ((str,), "key")},
     "data": {"calibration": ((str,), "calibration"), "eval": ((str,), "eval_data"),
+             "train": ((str,), "train_data"), "train_samples": ((int,), "train_samples"),
              "metric": ((str,), "metric"), "budget": (_NUM, "budget"),
              "calibration_samples": ((int,), "calibration_samples"),
              "eval_samples": ((int,), "eval_samples"), "preprocess": ((dict,), None)},
@@ -159,7 +162,7 @@ def load_recipe(path: "str | os.PathLike") -> dict[str, Any]:
                 out[dest] = value
     for dest in _PATH_KEYS & set(out):
         out[dest] = _rebase(out[dest], folder)
-    for dest in ("calibration", "eval_data"):
+    for dest in ("calibration", "eval_data", "train_data"):
         if dest in out and not is_dataset_name(out[dest]):
             out[dest] = _rebase(out[dest], folder)
     if "passes" in doc:

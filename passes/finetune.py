@@ -4,9 +4,9 @@
 
 Pruning and low-bit quantization lose accuracy that a short retraining recovers; this
 pass runs `compiler.torch.finetune` (torch, the optional extra) on the labelled training
-set in ``PassContext.options["train_data"]`` (a `compiler.datasets.Dataset`; the command
-line's training-data option or ``compile(..., ctx=PassContext(options={"train_data":
-ds}))``).  The graph's structure is unchanged: exact zeros stay zero (pruning masks
+set in ``PassContext.options["train_data"]`` (a `compiler.datasets.Dataset` or
+`compiler.data_sources.Samples`: ``--train-data SRC`` on the command line,
+``compile(..., train_data=SRC)`` in the API).  The graph's structure is unchanged: exact zeros stay zero (pruning masks
 survive) and a quantized graph is trained with straight-through fake quantization, its
 scales kept.  ``distill > 0`` adds knowledge distillation from the graph as it was before
 this pass (the teacher).  BatchNormalization is folded first (``requires``): the torch
@@ -57,12 +57,7 @@ class Finetune(Pass):
             raise PassOptionError(f"pass 'finetune': distill={self.distill} must be in [0, 1]")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        data = ctx.options.get("train_data")
-        if data is None:
-            raise PassOptionError(
-                "pass 'finetune' needs labelled training data: "
-                "PassContext(options={'train_data': compiler.datasets.load_dataset(name, "
-                "'train')}) (a Dataset with inputs and labels)")
+        data = ctx.train_data("pass 'finetune'")
         from compiler.torch import finetune
 
         before = float(ctx.evaluate(graph)) if ctx.evaluate is not None else None

@@ -18,8 +18,14 @@ the smallest k of ``clusters`` whose fine-tuned accuracy is within ``share_drop`
 stores the result; these are the stages behind the README's compression ratios
 (`benchmarks/compression.py`).
 
-Both need ``ctx.evaluate`` (graph -> accuracy, e.g. on the ``calib`` split) and
-``ctx.options["train_data"]`` (a `compiler.datasets.Dataset`).  Optional ``ctx.options``:
+``max_drop`` (default 0.005) is the drop each may cost; under a pipeline accuracy budget
+(``--budget``, `PassContext.budget`) an unset ``max_drop`` means what earlier passes left
+of it (a set one caps it), and the result's score is charged to it (stats ``accuracy``,
+``budget_left``), so ``deep-compression`` after ``prune-search`` shares one budget.
+
+Both need ``ctx.evaluate`` (graph -> accuracy, e.g. on the ``calib`` split; ``--eval-data``)
+and ``ctx.options["train_data"]`` (a `compiler.datasets.Dataset` or
+`compiler.data_sources.Samples`; ``--train-data``).  Optional ``ctx.options``:
 ``baseline_accuracy`` (the accuracy the budgets are relative to; default
 ``ctx.evaluate(graph)``), ``finetune_max_batches`` (batches per epoch cap),
 ``finetune_teacher`` (keywords of `finetune` for distillation: ``teacher``, ``distill``,
@@ -32,12 +38,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from compiler import Pass, PassContext, PassOptionError, PassResult, parse_pass, register_pass
+from compiler.pass_manager import PassDataError
 from compiler.ir import Graph
 from passes.pruning.magnitude import magnitude_prune, weight_layers
 from passes.pruning.search import within_budget
 from passes.weight_sharing import finetune_centroids, share_weights
 
 Evaluate = Callable[[Graph], float]
+#: ``max_drop`` of both passes when neither it nor a pipeline budget is given
+DEFAULT_DROP = 0.005
 
 
 def _finetune(*args: Any, **kwargs: Any) -> Graph:
@@ -154,16 +163,29 @@ def share_search(graph: Graph, base_acc: float, evaluate: Evaluate, train: Any,
 
 def _needs(name: str, ctx: PassContext) -> tuple[Evaluate, Any]:
     if ctx.evaluate is None:
-        raise PassOptionError(f"{name}: needs an accuracy callback in PassContext.evaluate")
-    if ctx.options.get("train_data") is None:
-        raise PassOptionError(f"{name}: needs the training set in "
-                              "PassContext.options['train_data']")
-    return ctx.evaluate, ctx.options["train_data"]
+        raise PassDataError(f"{name} needs labelled evaluation data: --eval-data (CLI), "
+                            "eval_data= (compiler.compile) or PassContext.evaluate")
+    return ctx.evaluate, ctx.train_data(name)
 
 
-def _baseline(graph: Graph, ctx: PassContext, evaluate: Evaluate) -> float:
-    base = ctx.options.get("baseline_accuracy")
-    return float(evaluate(graph) if base is None else base)
+def _budget(graph: Graph, ctx: PassContext, evaluate: Evaluate,
+            own: float | None) -> tuple[float, float]:
+    """(score of ``graph``, the drop this pass may cost): its ``max_drop``, or what is
+    left of the pipeline's budget (`PassContext.allowed_drop`) when one is set."""
+    base = ctx.start_budget(graph)
+    if base is None:
+        known = ctx.options.get("baseline_accuracy")
+        base = float(evaluate(graph) if known is None else known)
+    if own is None and ctx.budget is None:
+        own = DEFAULT_DROP
+    return base, ctx.allowed_drop(base, own)
+
+
+def _charge(ctx: PassContext, name: str, graph: Graph, evaluate: Evaluate, stats: dict) -> None:
+    """Score the result and charge it to the pipeline budget (when one is set)."""
+    if ctx.budget is not None:
+        stats["accuracy"] = round(float(evaluate(graph)), 5)
+        stats.update(ctx.record_spent(name, stats["accuracy"]))
 
 
 @register_pass("gradual-prune")
@@ -171,7 +193,7 @@ def _baseline(graph: Graph, ctx: PassContext, evaluate: Evaluate) -> float:
 class GradualPrune(Pass):
     """Iterative magnitude pruning with fine-tuning, within an accuracy budget."""
 
-    max_drop: float = 0.005
+    max_drop: float | None = None
     epochs: int = 2
     lr: float = 5e-4
     start: float = 0.5
@@ -187,18 +209,20 @@ class GradualPrune(Pass):
             raise PassOptionError(f"gradual-prune: start={self.start!r} must be in (0, 1]")
         if not 0.0 < float(self.step) < 1.0:
             raise PassOptionError(f"gradual-prune: step={self.step!r} must be in (0, 1)")
-        if float(self.max_drop) < 0:
+        if self.max_drop is not None and float(self.max_drop) < 0:
             raise PassOptionError(f"gradual-prune: max_drop={self.max_drop!r} must be >= 0")
         for opt in ("epochs", "probes", "final_epochs"):
             if int(getattr(self, opt)) < 0:
                 raise PassOptionError(f"gradual-prune: {opt}={getattr(self, opt)!r} must be >= 0")
 
+    uses_budget = True
+
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         evaluate, train = _needs("gradual-prune", ctx)
         o = ctx.options
-        base = _baseline(graph, ctx, evaluate)
+        base, max_drop = _budget(graph, ctx, evaluate, self.max_drop)
         pruned, rate, history = gradual_prune(
-            graph, base, evaluate, train, float(self.max_drop), epochs=int(self.epochs),
+            graph, base, evaluate, train, max_drop, epochs=int(self.epochs),
             lr=float(self.lr), start=float(self.start), factor=float(self.step),
             probes=int(self.probes), alpha=float(self.alpha),
             max_batches=o.get("finetune_max_batches"), teacher=o.get("finetune_teacher"),
@@ -208,8 +232,10 @@ class GradualPrune(Pass):
                                lr=float(self.final_lr),
                                max_batches=o.get("finetune_max_batches"),
                                **(o.get("finetune_teacher") or {}))
-        return PassResult(pruned, pruned is not graph,
-                          {"rate": rate, "baseline": base, "history": history})
+        stats = {"rate": rate, "baseline": base, "max_drop": round(max_drop, 6),
+                 "history": history}
+        _charge(ctx, self.name, pruned, evaluate, stats)
+        return PassResult(pruned, pruned is not graph, stats)
 
 
 @register_pass("deep-compression")
@@ -217,7 +243,7 @@ class GradualPrune(Pass):
 class DeepCompression(Pass):
     """gradual-prune -> share-weights (smallest k within budget) -> dedup-constants."""
 
-    max_drop: float = 0.005
+    max_drop: float | None = None
     prune_share: float = 1.0
     share_budget: float = 1.0
     epochs: int = 2
@@ -239,16 +265,20 @@ class DeepCompression(Pass):
         if not self.clusters or any(int(k) < 2 for k in self.clusters):
             raise PassOptionError(f"deep-compression: clusters={self.clusters!r} must be a "
                                   "non-empty list of integers >= 2")
+        if self.max_drop is not None and float(self.max_drop) < 0:
+            raise PassOptionError(f"deep-compression: max_drop={self.max_drop!r} must be >= 0")
         for opt in ("prune_share", "share_budget"):
             if not 0.0 <= float(getattr(self, opt)) <= 1.0:
                 raise PassOptionError(f"deep-compression: {opt}={getattr(self, opt)!r} "
                                       "must be in [0, 1]")
 
+    uses_budget = True
+
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         evaluate, train = _needs("deep-compression", ctx)
         o = ctx.options
-        base = _baseline(graph, ctx, evaluate)
-        prune = GradualPrune(max_drop=float(self.prune_share) * float(self.max_drop),
+        base, max_drop = _budget(graph, ctx, evaluate, self.max_drop)
+        prune = GradualPrune(max_drop=float(self.prune_share) * max_drop,
                              epochs=self.epochs, lr=self.lr, start=self.start, step=self.step,
                              final_epochs=self.final_epochs)
         sub = PassContext(evaluate=evaluate, options={**o, "baseline_accuracy": base},
@@ -261,14 +291,15 @@ class DeepCompression(Pass):
         if self.prune and self.final_epochs and o.get("log"):
             o["log"](f"    retrained {self.final_epochs} epochs: calib {evaluate(pruned):.4f}")
         shared, k, share_hist = share_search(
-            pruned, base, evaluate, train, float(self.share_budget) * float(self.max_drop),
+            pruned, base, evaluate, train, float(self.share_budget) * max_drop,
             [int(k) for k in self.clusters], epochs=int(self.share_epochs),
             lr=float(self.share_lr), bias_clusters=int(self.bias_clusters),
             conv_clusters=int(self.conv_clusters), small_layer=int(self.small_layer),
             small_clusters=int(self.small_clusters), max_batches=o.get("finetune_max_batches"),
             teacher=o.get("finetune_teacher"), log=o.get("log"))
         shared = parse_pass("dedup-constants")(shared, PassContext()).graph
-        return PassResult(shared, True, {"rate": rate, "clusters": k,
-                                         "baseline": base, "pruned": pruned,
-                                         "history": {"prune": prune_hist,
-                                                     "share": share_hist}})
+        stats = {"rate": rate, "clusters": k, "baseline": base,
+                 "max_drop": round(max_drop, 6), "pruned": pruned,
+                 "history": {"prune": prune_hist, "share": share_hist}}
+        _charge(ctx, self.name, shared, evaluate, stats)
+        return PassResult(shared, True, stats)

@@ -339,9 +339,8 @@ class ShareWeights(Pass):
                                   "must be >= 0")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        if self.finetune_epochs and ctx.options.get("train_data") is None:
-            raise PassOptionError("share-weights: finetune_epochs > 0 needs the training set "
-                                  "in PassContext.options['train_data']")
+        if self.finetune_epochs:
+            ctx.train_data("share-weights with finetune_epochs > 0")
         graph, stats = share_weights(graph, int(self.clusters), self.scope, self.init,
                                      int(self.bias_clusters), list(self.layers) or None,
                                      bf16=bool(self.bf16))

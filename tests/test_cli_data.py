@@ -1,6 +1,7 @@
-"""Data on the command line (#21): --calibration / --eval-data from an image folder, a .npy
-/ .npz batch and a data set name, into quantize and prune-search; preprocessing checked
-against the data set's own normalization; unnormalized integer data refused."""
+"""Data on the command line (#21): --calibration / --eval-data / --train-data from an image
+folder, a .npy / .npz batch and a data set name, into quantize, prune-search and finetune;
+preprocessing checked against the data set's own normalization; unnormalized integer data
+refused."""
 import json
 
 import numpy as np
@@ -136,3 +137,28 @@ def test_npy_calibration_and_uint8_refused(sources, tmp_path, capsys):
     assert code == 2 and "has no labels" in err, err
     code, _, err = _report(capsys, "--passes", "quantize", "--budget", 0.01)
     assert code == 2 and "--budget needs --eval-data" in err, err
+
+
+def test_train_data_reaches_finetune_and_unlabelled_data_is_refused(sources, capsys):
+    pytest.importorskip("torch")
+    code, stats, err = _report(capsys, "--passes", "finetune{max_batches=2,batch_size=4}",
+                               "--train-data", sources["folder"], "--mean", MNIST_MEAN,
+                               "--std", MNIST_STD, "--eval-data", sources["root"] / "xy.npz",
+                               "--eval-samples", N)
+    assert code == 0, err
+    ft = stats["finetune"]
+    assert ft["batches"] == 2 and len(ft["loss"]) == 1 and ft["loss"][0] > 0, ft
+    assert ft["before"] >= 0.9, ft  # scored on the real, normalized images
+    code, _, err = _report(capsys, "--passes", "finetune", "--train-data",
+                           sources["root"] / "x.npy")
+    assert code == 2 and "no labels to train on" in err, err
+    code, _, err = _report(capsys, "--passes", "finetune")
+    assert code == 2 and "--train-data" in err, err
+    code, _, err = _report(capsys, "--passes", "finetune", "--train-samples", 5)
+    assert code == 2 and "--train-samples needs --train-data" in err, err
+
+
+def test_a_data_set_name_trains_on_its_train_split(lenet):
+    assert resolve("mnist", lenet, role="train", limit=8).split == "train"
+    assert resolve("mnist", lenet, role="calibration", limit=8).split == "calib"
+    assert resolve("mnist:calib", lenet, role="train", limit=8).split == "calib"

@@ -77,6 +77,19 @@ def test_recipe_unknown_key_and_bad_value(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_recipe_data_keys_map_to_the_cli_options(tmp_path):
+    from compiler.recipe import load_recipe
+
+    (tmp_path / "train").mkdir()
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\ncalibration = "mnist"\neval = "fashion-mnist:test"\n'
+                      'train = "train"\ntrain_samples = 64\n')
+    got = load_recipe(recipe)
+    assert got["calibration"] == "mnist" and got["eval_data"] == "fashion-mnist:test"
+    assert Path(got["train_data"]) == tmp_path / "train"  # a folder: relative to the file
+    assert got["train_samples"] == 64
+
+
 def test_the_first_commands_recipe_on_the_host(tmp_path, capsys):
     """examples/int8-a72.toml, its target overridden by a flag: calibration from the data
     set, quantize, build, save, run."""

@@ -197,6 +197,8 @@ class PruneSearch(Pass):
             raise PassDataError("prune-search needs an accuracy callback: --eval-data on "
                                 "the command line, eval_data= in compiler.compile, or "
                                 "PassContext(evaluate=lambda graph: accuracy)")
+        if self.finetune_epochs > 0:
+            ctx.train_data("prune-search with finetune_epochs > 0")
         base = ctx.start_budget(graph)
         base = float(ctx.evaluate(graph)) if base is None else base
         max_drop = ctx.allowed_drop(base, self.max_drop)

@@ -74,6 +74,21 @@ def test_gradual_prune_reaches_the_sparsity_it_reports(setup):
     assert r.stats["baseline"] - ev(r.graph) <= 0.02 + 1e-9
 
 
+def test_gradual_prune_searches_within_the_pipeline_budget(setup):
+    """No max_drop under a pipeline budget: the pass may spend what is left of it (all of
+    it here: nothing ran before), so it follows the max_drop=0.02 schedule above, and its
+    result is charged to the budget."""
+    graph, train, calib = setup
+    ctx = PassContext(evaluate=Counted(calib), budget=0.02,
+                      options={"train_data": train, "finetune_max_batches": 4})
+    r = parse_pass("gradual-prune{epochs=1}")(graph, ctx)
+    assert r.stats["max_drop"] == pytest.approx(0.02)
+    assert [d for d, _ in r.stats["history"]] == [0.5, 0.25, 0.125, 0.0625, 0.08839, 0.10511]
+    assert r.stats["budget_left"] == pytest.approx(
+        0.02 - (r.stats["pipeline_baseline"] - r.stats["accuracy"]), abs=1e-5)
+    assert ctx.spent == [("gradual-prune", r.stats["accuracy"])]
+
+
 def test_deep_compression_matches_the_benchmark_schedule(setup):
     graph, train, calib = setup
     ev = Counted(calib)
