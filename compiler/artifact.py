@@ -73,6 +73,10 @@ class CompiledModel:
         self.tuning: dict | None = None  # MetaSchedule stats when compiled with tune=...
         self.compression: dict | None = None  # weights.bin stats of a compressed save/load
         self.verification: dict | None = None  # compiler.verify result of compile()
+        # a loaded model's library file and weights recipe: TVM cannot serialize a
+        # loaded library again, so `save` copies the file it came from
+        self.library_source: Path | None = None
+        self.params_recipe: Any = None
 
     # -- execution ------------------------------------------------------------
     @property
@@ -166,8 +170,7 @@ class CompiledModel:
             library = None
             if self.built is not None:
                 library = "model" + self.target.library_suffix
-                with filtered_native_stderr():  # TVM's "Scope Saving" lines
-                    self.target.export(self.built, tmp / library)
+                self._write_library(tmp / library)
             meta = {
                 "format_version": FORMAT_VERSION,
                 "target": self.target.name,
@@ -184,7 +187,9 @@ class CompiledModel:
             if self.tuning is not None:
                 meta["tuning"] = _jsonable(self.tuning)
             recipe = None
-            if library is not None:
+            if library is not None and self.library_source is not None:
+                recipe = self.params_recipe
+            elif library is not None:
                 recipe_of = getattr(self.target, "weights_recipe", None)
                 recipe = recipe_of(self.built) if recipe_of else None
             if recipe is not None:
@@ -211,6 +216,20 @@ class CompiledModel:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return dest
+
+    def _write_library(self, file: Path) -> None:
+        """Export the built code to ``file``, or copy the library a loaded model came from
+        (checked against the checksum it was loaded with)."""
+        if self.library_source is None:
+            with filtered_native_stderr():  # TVM's "Scope Saving" lines
+                self.target.export(self.built, file)
+            return
+        try:
+            shutil.copyfile(self.library_source, file)
+        except OSError as exc:
+            raise ArtifactError(f"{self.library_source}: the library this model was loaded "
+                                f"from cannot be copied ({exc.strerror or exc}); load it "
+                                "again or re-create it with `compiler compile`") from None
 
     @classmethod
     def load(cls, path: "str | os.PathLike") -> "CompiledModel":
@@ -267,6 +286,9 @@ class CompiledModel:
                     pass_stats=meta.get("pass_stats") or {})
         model.tuning = meta.get("tuning")
         model.compression = weights or None
+        if built is not None:
+            model.library_source = path / meta["library"]
+            model.params_recipe = meta.get("params")
         if meta.get("original_stats"):
             stats = dict(meta["original_stats"])
             stats.pop("layers", None)

@@ -103,3 +103,22 @@ def test_compressed_report_states_the_deployed_bytes_honestly(tiny, tmp_path):
     c = tiny.compression
     assert c["deployed_bytes"] == lib + blob and c["library_embeds_weights"] is False
     assert "deployed (lib+weights)" in text and "the deployment is not compressed" not in text
+
+
+def test_a_loaded_model_saves_again_plain_and_compressed(tiny, tmp_path):
+    """TVM cannot serialize a loaded library ("does not support SaveToBytes"): save copies
+    the file it was loaded from, and the copies run the same."""
+    import numpy as np
+
+    first = tiny.save(tmp_path / "a")
+    loaded = CompiledModel.load(first)
+    loaded.save(tmp_path / "b")
+    loaded.save(tmp_path / "c", compress=True)
+    x = np.random.default_rng(0).standard_normal(tiny.graph.inputs[0].shape).astype(np.float32)
+    want = tiny.run([x])[0]
+    for name in ("b", "c"):
+        np.testing.assert_array_equal(CompiledModel.load(tmp_path / name).run([x])[0], want)
+    (first / "model.so").unlink()
+    with pytest.raises(ArtifactError, match="the library this model was loaded from"):
+        loaded.save(tmp_path / "d")
+    assert not (tmp_path / "d").exists()
