@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..base import TargetUnavailableError
+from .checks import check_failure
 
 __all__ = ["RpcError", "BoardBusyError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
            "check_key", "board_count", "run_remote", "time_remote", "with_session",
@@ -230,6 +231,9 @@ def with_session(spec: RemoteSpec, fn: Callable[[Any], Any], *, what: str = "run
                 raise                      # retrying will not help
             errors.append(str(exc))
         except Exception as exc:  # noqa: BLE001  (TVM raises plain RuntimeError/TVMError)
+            failed = check_failure(exc)
+            if failed is not None:
+                raise failed from None     # the input's fault: the same on every attempt
             errors.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}")
         finally:
             session = None
