@@ -6,8 +6,8 @@ from __future__ import annotations
 from tvm.relax import op as R
 
 from ..checks import nonzero_check
-from .core import (LoweringError, _arg, _attr, _dtype_str, _in, _is_float, _unsupported,
-                   register_lowering)
+from .core import (LoweringError, _arg, _attr, _dtype_str, _in, _is_float, _sanitize,
+                   _unsupported, register_lowering)
 
 __all__: list[str] = []
 
@@ -164,7 +164,7 @@ def _lower_div(ctx, node, args):
             ctx, b, divisor.shape, _dtype_str(divisor.dtype),
             f"node '{node.name}' ({node.op_type}): integer division by zero (the divisor "
             f"'{divisor.name}' has a zero element; onnxruntime refuses it too)",
-            f"nonzero_{node.name}")
+            _sanitize(f"nonzero_{node.name}"))
     # x / 0 and INT_MIN / -1 trap (SIGFPE) in the generated code: the division itself
     # divides by 1 there (never a signal, even if a check were bypassed), returning 0
     # for x / 0 and -x (wrapping) for x / -1.
