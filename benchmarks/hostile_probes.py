@@ -712,9 +712,10 @@ def board_fault(args: dict) -> int:
                    else list(state["server_pids"]))
         if proc.poll() is None:
             _kill_groups(victims)
-            print(f"fault: killed {fault.split()[0]} after {time.monotonic() - t0:.1f} s")
+            print(f"note: killed the {fault.split()[0]} {time.monotonic() - t0:.1f} s "
+                  "into the run, while it held the board")
         else:
-            print("fault: the command ended before it held the board")
+            print("note: the command ended before it held the board (no fault done)")
     try:
         out, err = proc.communicate(timeout=max(1.0, bound - (time.monotonic() - t0)))
     except subprocess.TimeoutExpired:
@@ -726,6 +727,7 @@ def board_fault(args: dict) -> int:
         holder = None  # noqa: F841  (releases the held slot)
     sys.stdout.write(out.decode(errors="replace"))
     sys.stderr.write(err.decode(errors="replace"))
+    print(f"note: `compiler run` took {time.monotonic() - t0:.1f} s")
     if proc.returncode < 0:
         print(f"killed by {signal.Signals(-proc.returncode).name}", file=sys.stderr)
         return 128 - proc.returncode
@@ -754,6 +756,9 @@ def run_probe(probe: Probe) -> Probe:
     except subprocess.TimeoutExpired:
         probe.result, probe.detail = "hang", f"no exit within {probe.timeout:g} s"
     else:
+        # ``note: ...`` lines of a --child mode (what a board fault did, and when)
+        probe.extra["notes"] = [line[6:] for line in proc.stdout.decode(errors="replace")
+                                .splitlines() if line.startswith("note: ")]
         verdict = classify_exit(proc)
         if verdict is None:
             if probe.check is None:
@@ -845,8 +850,9 @@ def main(argv: list[str] | None = None) -> int:
                 return None
             run_probe(p)
             done.append(p)
+            notes = "".join(f"; {n}" for n in p.extra.get("notes", []))
             print(f"[{len(done):>3}/{len(order)}] {p.result:<13} {p.category}: {p.name}: "
-                  f"{p.detail[:110]} ({p.seconds:.0f} s)", flush=True)
+                  f"{p.detail[:110]} ({p.seconds:.0f} s{notes})", flush=True)
             return p
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -880,7 +886,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(
                 [{"category": p.category, "name": p.name, "result": p.result,
-                  "detail": p.detail, "seconds": round(p.seconds, 2)} for p in done], indent=1))
+                  "detail": p.detail, "seconds": round(p.seconds, 2),
+                  "notes": p.extra.get("notes", [])} for p in done], indent=1))
         return 0
     finally:
         if not args.keep:
