@@ -8,9 +8,12 @@ A few generators make ~110 seeded probes in seven categories: malformed models, 
 options / command lines, damaged artifacts (model.so bit flips and truncation, meta.json,
 weights.bin), odd numerics (NaN, +-Inf, denormals, float max, integer division and modulo
 by zero), tensor names that look like paths, concurrent saves to one folder, and
-``kill -9`` during a save.  Faults of the emulated board and the RPC tracker are not
-probed here (each needs a qemu board start, tens of seconds per probe; the board tests
-cover them).
+``kill -9`` during a save.  Faults of the emulated board and the RPC tracker are probed
+with ``--board`` (``--board-only``: only them): one at a time, each on a fresh private
+board (its own ``COMPILER_BOARD_DIR``, never the board other users share), a tinynet
+artifact for cortex-a72 run by ``compiler run`` while the board is held by another
+session, or its tracker or qemu server is killed in the middle of the run, or the board
+died before the run.  Each board start takes tens of seconds: about 5 minutes in all.
 
 Every probe is one subprocess (the ``compiler`` command line, or this script's
 ``--child`` mode, which reports like the command line does) under a timeout, classified
@@ -24,7 +27,8 @@ from what it did, never from what it says it did:
   probes, "works" means the folder loads whole and no temporary is left behind;
 * **crash**: a traceback, a signal, exit 1 (our "internal error"), or exit 2 without
   exactly one ``error:`` line;
-* **hang**: the timeout;
+* **hang**: the timeout (or exit 124 from a ``--child`` mode whose inner command ran past
+  its bound, coreutils ``timeout``'s convention);
 * **silent wrong**: exit 0 with outputs that differ from the reference, an invalid model
   (one onnxruntime refuses) accepted without a word, or a file written outside the
   folder it was meant for.
@@ -81,6 +85,8 @@ def classify_exit(proc: subprocess.CompletedProcess) -> tuple[str, str] | None:
     err = proc.stderr.decode(errors="replace")
     if proc.returncode < 0:
         return "crash", f"signal {signal.Signals(-proc.returncode).name}"
+    if proc.returncode == 124:  # a --child mode's inner command past its bound
+        return "hang", (proc.stdout.decode(errors="replace").strip().splitlines() or [""])[-1]
     if "Traceback (most recent call last)" in err:
         return "crash", "traceback: " + err.strip().splitlines()[-1][:160]
     if proc.returncode == 2:
@@ -133,10 +139,9 @@ def child(argv: list[str]) -> int:
     """``--child KIND JSON``: do one API-level thing; exit 2 + one error line on our
     clear error types, a traceback (exit 1) on anything else."""
     import compiler
-    from compiler.cli import _user_errors
+    from compiler.cli import _is_user_error
 
     kind, args = argv[0], json.loads(argv[1])
-    clear = _user_errors()  # exactly the types the command line reports as one line
     try:
         if kind == "compile_run":  # `compiler compile` then `compiler run`, in one process
             cm = compiler.compile(args["model"], passes=args.get("passes", ["fold-bn", "cleanup"]))
@@ -160,9 +165,13 @@ def child(argv: list[str]) -> int:
                     if p.name.startswith(f".{dest.name}") and p.is_dir()]
             if left:
                 print(f"LEFT: {left}")
+        elif kind == "board_fault":
+            return board_fault(args)
         else:
             raise SystemExit(f"unknown child kind {kind}")
-    except clear as exc:
+    except Exception as exc:  # noqa: BLE001
+        if not _is_user_error(exc):  # exactly the rule of the command line's one line
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -609,6 +618,133 @@ def kill_during_save(work: Path, model: Path, x: Path, delays: list[float]) -> l
     return probes
 
 
+# -- board and tracker faults (--board) ----------------------------------------------
+
+BOARD_FAULTS = {  # fault -> the bound (s) on the `compiler run` it is done to
+    "none": 150.0,
+    "board busy": 90.0,            # COMPILER_BOARD_WAIT=15: the error within the wait + start
+    "tracker killed mid-run": 150.0,
+    "qemu killed mid-run": 150.0,
+    "board died before the run": 240.0,  # the command restarts it (a board start)
+}
+
+
+def board_env(board: Path) -> dict:
+    """The probes' environment on the private board folder ``board`` (no tracker or key
+    of a real board inherited)."""
+    env = {k: v for k, v in ENV.items()
+           if k not in ("COMPILER_TRACKER", "COMPILER_RPC_KEY", "COMPILER_BOARD")}
+    return dict(env, COMPILER_BOARD_DIR=str(board))
+
+
+def board_faults(work: Path, art: Path, x: Path, ref: list[np.ndarray]) -> list[Probe]:
+    """One probe per `BOARD_FAULTS` entry: ``compiler run ART --input x --save OUT`` on
+    the cortex-a72 artifact ``art`` under the fault; works if the outputs equal ``ref``."""
+    from targets.board.testing import private_board_dir
+
+    board = private_board_dir(work / "board")
+    probes = []
+    for i, (fault, bound) in enumerate(BOARD_FAULTS.items()):
+        out = work / f"board{i}_out"
+        args = json.dumps({"fault": fault, "board": str(board), "bound": bound, "wait": 15,
+                           "argv": CLI + ["run", str(art), "--input", f"input={x}",
+                                          "--save", str(out)]})
+        probes.append(Probe("board / tracker faults", fault,
+                            [sys.executable, __file__, "--child", "board_fault", args],
+                            check=_run_check(ref, out), timeout=bound + 300))
+    return probes
+
+
+def _board_state(board: Path) -> dict:
+    return json.loads((board / "run" / "state.json").read_text())
+
+
+def _kill_groups(pids: list[int]) -> None:
+    for pid in pids:
+        if not pid or pid <= 1:  # (killpg(0) is our own group)
+            continue
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def board_fault(args: dict) -> int:
+    """``--child board_fault``: a fresh private board (``compiler board start``, not part
+    of the probe's outcome), then ``args["argv"]`` run under ``args["fault"]``; exits with
+    the command's code and its stderr (124 past ``args["bound"]`` seconds).  The board
+    is left running for `stop_board` or the next probe's restart."""
+    board = Path(args["board"])
+    env = board_env(board)
+    fault, bound = args["fault"], float(args["bound"])
+    subprocess.run(CLI + ["board", "stop", "--force"], env=env, capture_output=True, timeout=120)
+    started = subprocess.run(CLI + ["board", "start", "--timeout", "240"], env=env,
+                             capture_output=True, timeout=300)
+    if started.returncode != 0:
+        print("setup: the private board did not start: "
+              + started.stderr.decode(errors="replace").strip()[-300:], file=sys.stderr)
+        return 1
+    state = _board_state(board)
+    os.environ["COMPILER_BOARD_DIR"] = str(board)
+    from targets.board import remote_spec
+    from targets.tvm.rpc import _request, tracker_summary
+
+    spec = remote_spec(state, request_timeout=30.0)
+    holder = None
+    if fault == "board busy":
+        holder = _request(spec)  # the board's one slot, held until the command is done
+        env["COMPILER_BOARD_WAIT"] = str(args["wait"])
+    elif fault == "board died before the run":
+        _kill_groups([state["tracker_pid"], *state["server_pids"]])
+    t0 = time.monotonic()
+    proc = subprocess.Popen(args["argv"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    if fault.endswith("mid-run"):
+        # mid-run: once the command holds the board's slot (uploading or running)
+        while proc.poll() is None and time.monotonic() - t0 < bound:
+            try:
+                if tracker_summary(spec)["queue_info"][spec.key]["free"] == 0:
+                    break
+            except Exception:  # noqa: BLE001  (a tracker that is still starting)
+                pass
+            time.sleep(0.1)
+        victims = ([state["tracker_pid"]] if fault.startswith("tracker")
+                   else list(state["server_pids"]))
+        if proc.poll() is None:
+            _kill_groups(victims)
+            print(f"note: killed the {fault.split()[0]} {time.monotonic() - t0:.1f} s "
+                  "into the run, while it held the board")
+        else:
+            print("note: the command ended before it held the board (no fault done)")
+    try:
+        out, err = proc.communicate(timeout=max(1.0, bound - (time.monotonic() - t0)))
+    except subprocess.TimeoutExpired:
+        _kill_groups([proc.pid])
+        proc.communicate()
+        print(f"hang: `compiler run` gave no answer within {bound:g} s ({fault})")
+        return 124
+    finally:
+        holder = None  # noqa: F841  (releases the held slot)
+    sys.stdout.write(out.decode(errors="replace"))
+    sys.stderr.write(err.decode(errors="replace"))
+    print(f"note: `compiler run` took {time.monotonic() - t0:.1f} s")
+    if proc.returncode < 0:
+        print(f"killed by {signal.Signals(-proc.returncode).name}", file=sys.stderr)
+        return 128 - proc.returncode
+    return proc.returncode
+
+
+def stop_board(board: Path) -> None:
+    """Stop the private board of the board probes (whatever state the faults left)."""
+    subprocess.run(CLI + ["board", "stop", "--force"], env=board_env(board),
+                   capture_output=True, timeout=120)
+    try:
+        state = _board_state(board) or {}
+    except (OSError, ValueError):
+        return
+    _kill_groups([state.get("tracker_pid") or 0, *state.get("server_pids", [])])
+
+
 # -- running -------------------------------------------------------------------------
 
 def run_probe(probe: Probe) -> Probe:
@@ -620,6 +756,9 @@ def run_probe(probe: Probe) -> Probe:
     except subprocess.TimeoutExpired:
         probe.result, probe.detail = "hang", f"no exit within {probe.timeout:g} s"
     else:
+        # ``note: ...`` lines of a --child mode (what a board fault did, and when)
+        probe.extra["notes"] = [line[6:] for line in proc.stdout.decode(errors="replace")
+                                .splitlines() if line.startswith("note: ")]
         verdict = classify_exit(proc)
         if verdict is None:
             if probe.check is None:
@@ -646,7 +785,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--budget", type=float, default=0,
                     help="seconds after which no new probe starts (0: none)")
+    ap.add_argument("--board", action="store_true",
+                    help="also probe board and tracker faults (a private emulated board)")
+    ap.add_argument("--board-only", action="store_true", help="only the board probes")
     args = ap.parse_args(argv)
+    args.board = args.board or args.board_only
     rng = random.Random(args.seed)
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="hostile-probes-"))
@@ -663,23 +806,34 @@ def main(argv: list[str] | None = None) -> int:
                 return None
             return cm.save(work / f"{name}_art", compress=compress)
 
-        lenet = compiler.compile(ROOT / "baselines" / "lenet5_mnist.onnx", passes=[
-            "fold-bn", "magnitude-prune{sparsity=0.8}", "share-weights{clusters=16}"])
-        lenet_art = lenet.save(work / "lenet_art", compress=True)
-        x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
-        xf = work / "x.npy"
-        np.save(xf, x)
-        lenet_ref = lenet.run([x])
-        tiny_art = compiler.compile(tiny_model, passes=["fold-bn"]).save(work / "tiny_art")
-
+        board_probes: list[Probe] = []
+        if args.board:
+            xt = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+            np.save(work / "xt.npy", xt)
+            a72 = compiler.compile(tiny_model, target="cortex-a72", passes=["fold-bn"])
+            board_probes = board_faults(work, a72.save(work / "tiny_a72"), work / "xt.npy",
+                                        ort_outputs(tiny_model, {"input": xt}))
         probes: list[Probe] = []
-        probes += malformed_models(rng, work, 20)
-        probes += bad_options(work, tiny_art, tiny_model)
-        probes += damaged_artifacts(rng, work, lenet_art, xf, lenet_ref, n_flips=8)
-        probes += odd_numerics(work, prepare)
-        probes += names_as_paths(work, prepare)
-        probes += concurrent_saves(work, tiny_model, xf, 3)
-        probes += kill_during_save(work, tiny_model, xf, [rng.uniform(0.0, 0.6) for _ in range(4)])
+        if args.board_only:
+            lenet = None
+        else:
+            lenet = compiler.compile(ROOT / "baselines" / "lenet5_mnist.onnx", passes=[
+            "fold-bn", "magnitude-prune{sparsity=0.8}", "share-weights{clusters=16}"])
+        if lenet is not None:
+            lenet_art = lenet.save(work / "lenet_art", compress=True)
+            x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+            xf = work / "x.npy"
+            np.save(xf, x)
+            lenet_ref = lenet.run([x])
+            tiny_art = compiler.compile(tiny_model, passes=["fold-bn"]).save(work / "tiny_art")
+            probes += malformed_models(rng, work, 20)
+            probes += bad_options(work, tiny_art, tiny_model)
+            probes += damaged_artifacts(rng, work, lenet_art, xf, lenet_ref, n_flips=8)
+            probes += odd_numerics(work, prepare)
+            probes += names_as_paths(work, prepare)
+            probes += concurrent_saves(work, tiny_model, xf, 3)
+            probes += kill_during_save(work, tiny_model, xf,
+                                       [rng.uniform(0.0, 0.6) for _ in range(4)])
         setup_s = time.monotonic() - t0
         for p in probes:
             p.timeout = min(max(p.timeout, args.timeout), 240)
@@ -696,12 +850,21 @@ def main(argv: list[str] | None = None) -> int:
                 return None
             run_probe(p)
             done.append(p)
+            notes = "".join(f"; {n}" for n in p.extra.get("notes", []))
             print(f"[{len(done):>3}/{len(order)}] {p.result:<13} {p.category}: {p.name}: "
-                  f"{p.detail[:110]} ({p.seconds:.0f} s)", flush=True)
+                  f"{p.detail[:110]} ({p.seconds:.0f} s{notes})", flush=True)
             return p
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             list(pool.map(one, order))
+        if board_probes:  # one at a time: one private board
+            order += board_probes
+            try:
+                for p in board_probes:
+                    p.timeout = max(p.timeout, args.timeout)
+                    one(p)
+            finally:
+                stop_board(work / "board")
         total_s = time.monotonic() - t0
         print()
         if len(done) < len(order):
@@ -718,11 +881,13 @@ def main(argv: list[str] | None = None) -> int:
             for p in bad:
                 print(f"  [{p.result}] {p.category}: {p.name}: {p.detail}")
         print(f"\n{len(done)} probes, seed {args.seed}, {args.jobs} jobs: setup {setup_s:.0f} s, "
-              f"total {total_s:.0f} s; board/tracker faults not probed (see the docstring)")
+              f"total {total_s:.0f} s; board/tracker faults "
+              + ("probed" if board_probes else "not probed (--board)"))
         if args.json:
             Path(args.json).write_text(json.dumps(
                 [{"category": p.category, "name": p.name, "result": p.result,
-                  "detail": p.detail, "seconds": round(p.seconds, 2)} for p in done], indent=1))
+                  "detail": p.detail, "seconds": round(p.seconds, 2),
+                  "notes": p.extra.get("notes", [])} for p in done], indent=1))
         return 0
     finally:
         if not args.keep:

@@ -226,13 +226,19 @@ class TvmTarget(Target):
                 f"{self.name} device reached through a TVM RPC tracker")
 
     def run(self, built: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        if not self.runs_locally:
-            from .tvm.rpc import run_remote
+        """The outputs; a failed run-time check of the built code (integer division by
+        zero, `targets.tvm.checks`) is the `OpValidationError` the interpreter raises."""
+        from .tvm.checks import mapped_check_failures
 
-            return run_remote(self.remote(), built, inputs, cross_compiler=self.cross_compiler)
-        from .tvm.build import run
+        with mapped_check_failures():
+            if not self.runs_locally:
+                from .tvm.rpc import run_remote
 
-        return run(built, inputs)
+                return run_remote(self.remote(), built, inputs,
+                                  cross_compiler=self.cross_compiler)
+            from .tvm.build import run
+
+            return run(built, inputs)
 
     def export(self, built: Any, path: Path) -> None:
         from .tvm.build import export_library

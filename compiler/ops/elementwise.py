@@ -223,20 +223,35 @@ def div_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _same(np.true_divide(a, b), a.dtype)
 
 
-def _register_binary(op_type: str, fn, doc: str, **traits) -> None:
+def _register_binary(op_type: str, fn, doc: str, infer=_infer_broadcast, **traits) -> None:
     def kernel(attrs, a, b):
         with np.errstate(all="ignore"):
             return _same(fn(a, b), a.dtype)
 
     kernel.__name__ = op_type.lower()
     kernel.__doc__ = doc
-    register_op(op_type, infer=_infer_broadcast, elementwise="broadcast", **traits)(kernel)
+    register_op(op_type, infer=infer, elementwise="broadcast", **traits)(kernel)
 
 
 _register_binary("Add", np.add, "a + b (numpy broadcasting)", integer_counterpart="q.Add")
 _register_binary("Sub", np.subtract, "a - b (numpy broadcasting)")
 _register_binary("Mul", np.multiply, "a * b (numpy broadcasting)")
-_register_binary("Div", div_values, "a / b; integer division truncates toward zero")
+
+
+def _infer_div(node: Node):
+    """Broadcasting, and a constant integer divisor with a zero refused here (at import
+    and compile time): the interpreter and the built code would refuse every run."""
+    out = _infer_broadcast(node)
+    divisor = node.inputs[1]
+    if (divisor is not None and divisor.const is not None and divisor.const.dtype.kind in "iu"
+            and np.any(divisor.const == 0)):
+        raise invalid(node, f"integer division by zero: the divisor '{divisor.name}' is a "
+                      "constant with a zero element (onnxruntime refuses it at run time)")
+    return out
+
+
+_register_binary("Div", div_values, "a / b; integer division truncates toward zero",
+                 infer=_infer_div)
 
 
 def _infer_pow(node: Node):

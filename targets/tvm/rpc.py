@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..base import TargetUnavailableError
+from .checks import check_failure
 
 __all__ = ["RpcError", "BoardBusyError", "RemoteSpec", "parse_tracker", "tracker_summary", "wait_for_key",
            "check_key", "board_count", "run_remote", "time_remote", "with_session",
@@ -219,7 +220,7 @@ def with_session(spec: RemoteSpec, fn: Callable[[Any], Any], *, what: str = "run
     and everything ``fn`` created on it are released before this returns."""
     errors: list[str] = []
     for attempt in range(spec.retries + 1):
-        session = None
+        session = failed = None
         try:
             session = _request(spec)
             return fn(session)
@@ -230,10 +231,16 @@ def with_session(spec: RemoteSpec, fn: Callable[[Any], Any], *, what: str = "run
                 raise                      # retrying will not help
             errors.append(str(exc))
         except Exception as exc:  # noqa: BLE001  (TVM raises plain RuntimeError/TVMError)
-            errors.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}")
+            failed = check_failure(exc)  # the input's fault: the same on every attempt
+            if failed is None:
+                errors.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}")
         finally:
             session = None
             gc.collect()                   # drop remote handles: frees the board now
+        if failed is not None:
+            # raised here, not in the except clause: as the context of ``exc`` its
+            # traceback would keep fn's frames, and with them the session, the board busy
+            raise failed
         if attempt < spec.retries:
             time.sleep(min(1.0 * (attempt + 1), 3.0))
     raise RpcError(f"could not {what} on {spec.describe()} after {spec.retries + 1} "

@@ -401,7 +401,7 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         _, section, db_status = load_database_file(None, _target_key(tgt))
 
     fused = relax.get_pipeline("zero")(mod)
-    tasks = ms.relax_integration.extract_tasks(fused, tgt)
+    tasks = [t for t in ms.relax_integration.extract_tasks(fused, tgt) if not _scheduled(t)]
     stats: dict[str, Any] = {"trials_budget": opts.trials, "tasks": len(tasks),
                              "database": str(db_path) if db_path else None,
                              "database_status": db_status,
@@ -591,6 +591,17 @@ def _tune_phase(ms, tasks: list, budget: int, per_iter: int, opts: TuneOptions, 
         cost_model=ms.cost_model.XGBModel(num_warmup_samples=warmup, adaptive_training=True),
         measure_callbacks=callbacks, task_scheduler="gradient")
     return len(contexts)
+
+
+def _scheduled(task: Any) -> bool:
+    """Whether the task's kernel says it needs no schedule (`checks.SCHEDULED`: the
+    run-time checks, serial on purpose).  MetaSchedule would tune it anyway (it looks
+    for the flag on the module, not on the function)."""
+    from .checks import SCHEDULED
+
+    return any(f.attrs is not None and bool(f.attrs.get(SCHEDULED, False))
+               for _gv, f in task.dispatched[0].functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc))
 
 
 def _has_reduction(task: Any) -> bool:

@@ -5,6 +5,7 @@ The board (qemu-aarch64 -cpu cortex-a72 + aarch64 TVM runtime) is started by the
 """
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import time
@@ -83,6 +84,40 @@ def test_cli_run_and_benchmark_on_board(board, tmp_path, capsys):
     # explicit tracker/key of the same (local) board work like a real one
     assert cli_main(["run", str(out), "--tracker", board.tracker, "--key", board.key]) == 0
     assert cli_main(["board", "status"]) == 0
+
+
+@pytest.mark.slow
+def test_integer_division_by_zero_on_board_is_one_error_line(board, tmp_path, capsys):
+    """The run-time check's failure comes back inside an RPC error string: the same
+    `OpValidationError` naming the node as on the host, at once (no retries), the board
+    free afterwards; nonzero divisors give onnxruntime's outputs (#22)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_runtime_checks", ROOT / "tests" / "tvm_tests" / "test_runtime_checks.py")
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    a72 = compiler.compile(checks.div_model(), target="cortex-a72", passes=[])
+    a = checks.A
+    np.testing.assert_array_equal(a72.run({"a": a, "b": checks.B_OK})[0],
+                                  _h.ort_run(checks.div_model(), {"a": a, "b": checks.B_OK})[0])
+    np.testing.assert_array_equal(  # INT_MIN / -1 wraps, no signal on the board either
+        a72.run({"a": np.full(6, -2**31, np.int32), "b": np.full(6, -1, np.int32)})[0],
+        np.full(6, -2**31, np.int32))
+    zeros = np.array([0, 2, 0, -2, 3, -1], np.int32)
+    t0 = time.monotonic()
+    with pytest.raises(compiler.OpValidationError, match=re.escape(checks.MESSAGE)):
+        a72.run({"a": a, "b": zeros})
+    assert time.monotonic() - t0 < 60
+    assert tracker_summary(board)["queue_info"][board.key]["free"] == 1
+    out = a72.save(tmp_path / "div")
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", zeros)
+    capsys.readouterr()
+    assert cli_main(["run", str(out), "--input", f"a={tmp_path / 'a.npy'}",
+                     "--input", f"b={tmp_path / 'b.npy'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: " + checks.MESSAGE), err
 
 
 def test_unreachable_tracker_is_a_clear_error_quickly():

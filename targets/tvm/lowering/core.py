@@ -179,7 +179,12 @@ def lower_graph_with_params(graph: Graph, *, params_as_constants: bool = False,
         func = func.with_attr("num_input", len(inputs))
         weights = {var.name: arr for var, arr in kept}
     func = func.with_attr("global_symbol", "main")
+    # main as rebuilt above, with the kernels lowerings added to the builder
+    # (`checks.nonzero_check`)
+    kernels = {gv: f for gv, f in mod.functions_items() if gv.name_hint != "main"}
     mod = tvm.IRModule({"main": func})
+    for gvar, kernel in kernels.items():
+        mod[gvar] = kernel
     return mod, weights
 
 

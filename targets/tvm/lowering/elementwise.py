@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from tvm.relax import op as R
 
-from .core import (LoweringError, _arg, _attr, _dtype_str, _in, _is_float, _unsupported,
-                   register_lowering)
+from ..checks import nonzero_check
+from .core import (LoweringError, _arg, _attr, _dtype_str, _in, _is_float, _sanitize,
+                   _unsupported, register_lowering)
 
 __all__: list[str] = []
 
@@ -153,10 +154,20 @@ def _lower_div(ctx, node, args):
     dtype = node.inputs[0].dtype
     if dtype.kind not in "iu":
         return R.divide(args[0], args[1])
-    # x / 0 and INT_MIN / -1 trap (SIGFPE) in the generated code.  The interpreter
-    # refuses a zero divisor (as onnxruntime does); compiled code cannot raise, so it
-    # divides by 1 there and returns 0 for x / 0, and -x (wrapping) for x / -1.
     a, b = args[0], args[1]
+    divisor = node.inputs[1]
+    if divisor.const is None:
+        # x / 0 is undefined in ONNX and onnxruntime refuses it ("Integer division by
+        # zero"), as the interpreter does: the built code fails at run time naming the
+        # node (a constant zero divisor is refused at import, compiler/ops/elementwise.py)
+        b = nonzero_check(
+            ctx, b, divisor.shape, _dtype_str(divisor.dtype),
+            f"node '{node.name}' ({node.op_type}): integer division by zero (the divisor "
+            f"'{divisor.name}' has a zero element; onnxruntime refuses it too)",
+            _sanitize(f"nonzero_{node.name}"))
+    # x / 0 and INT_MIN / -1 trap (SIGFPE) in the generated code: the division itself
+    # divides by 1 there (never a signal, even if a check were bypassed), returning 0
+    # for x / 0 and -x (wrapping) for x / -1.
     zero = ctx.emit(R.equal(b, ctx.scalar(0, dtype)))
     unsafe = zero
     if dtype.kind == "i":
