@@ -243,3 +243,44 @@ def test_consistent_checksum_but_malformed_payload_never_decodes_silently_wrong(
 def test_missing_file(tmp_path):
     with pytest.raises(CompressionError, match="missing"):
         read_container(tmp_path / "nope.bin")
+
+
+def _dead_block_layer() -> np.ndarray:
+    """Heavily pruned fc layer: 30 % of the neurons and 40 % of the inputs alive, 5 % of the
+    weights inside that block kept, four shared values (what high-rate pruning leaves)."""
+    w = np.zeros((300, 400), np.float32)
+    live = np.outer(RNG.random(300) < 0.3, RNG.random(400) < 0.4) & (RNG.random(w.shape) < 0.05)
+    w[live] = RNG.choice(np.float32([-0.5, -0.125, 0.25, 1.0]), live.sum())
+    w[0, 0] = -0.0  # a non-zero bit pattern: the masks follow patterns, not values
+    return w
+
+
+def test_masked_coding_round_trips_and_beats_plain_sparse_on_dead_rows_and_columns():
+    w = _dead_block_layer()
+    method, payload = encode_tensor(w)
+    assert C._METHODS[method] == "masked"
+    assert decode_tensor(method, payload, w.dtype, w.shape).tobytes() == w.tobytes()
+    plain_method, plain = encode_tensor(w, masked=False)
+    assert C._METHODS[plain_method] == "sparse"
+    assert len(payload) < 0.9 * len(plain)
+    conv = w.reshape(300, 16, 5, 5)  # rank 4: rows = output channels, columns = the rest
+    m, p = encode_tensor(conv)
+    assert decode_tensor(m, p, conv.dtype, conv.shape).tobytes() == conv.tobytes()
+    blob = encode_container({"fc": w, "conv": conv})
+    assert blob[4] == C.VERSION == 3
+    out = decode_container(blob)
+    assert out["fc"].tobytes() == w.tobytes() and out["conv"].tobytes() == conv.tobytes()
+
+
+def test_masked_payload_is_rejected_in_a_version_2_container_and_when_malformed():
+    w = _dead_block_layer()
+    method, payload = encode_tensor(w)
+    with pytest.raises(CompressionError, match="unknown coding method"):
+        decode_tensor(method, payload, w.dtype, w.shape, version=2)
+    with pytest.raises(CompressionError):
+        decode_tensor(method, payload, w.dtype, (w.shape[0] + 1, w.shape[1]))
+    with pytest.raises(CompressionError):
+        decode_tensor(method, payload[:len(payload) // 2], w.dtype, w.shape)
+    bad = bytes([C._METHODS.index("masked")]) + payload[1:]  # a mask coded as 'masked'
+    with pytest.raises(CompressionError, match="mask"):
+        decode_tensor(method, bad, w.dtype, w.shape)
