@@ -223,7 +223,7 @@ def compress(name, onnx_path, ds_name, args, log):
             "test": {"baseline": base_test, "pruned": pruned_test, "final": final_test},
             "drop": round(base_test - final_test, 5), "max_drop": max_drop,
             "test_samples": test_n or len(test),
-            "channels": channels,
+            "channels": channels, "unused": res.stats.get("unused"),
             "history": {"prune": prune_hist, "share": share_hist}, "layers": per_layer,
             "seconds": round(time.time() - t0, 1)}, pruned, shared
 
