@@ -485,18 +485,16 @@ LENET_FULL = ["--start", "0.05", "--step", "0.7", "--epochs", "1", "--final-epoc
 
 def byte_breakdown(graph, coded: int) -> str:
     """Where the container's bytes go: each constant's payload (method, non-zeros) largest
-    first, the container's own bytes (header, names, per-tensor dtype/shape/lengths), and
-    what the version-2 coder (no ``masked`` method) would have needed."""
+    first, and the container's own bytes (header, names, per-tensor dtype/shape/lengths)."""
     import numpy as np
 
     from compiler.compression import _METHODS, encode_tensor
 
-    rows, old = [], 0
+    rows = []
     for v in graph.constants:
         if not (v.uses or v.is_graph_output):
             continue
         method, payload = encode_tensor(v.const)
-        old += len(encode_tensor(v.const, masked=False)[1])
         rows.append((len(payload), v.name, _METHODS[method], int(np.count_nonzero(v.const)),
                      tuple(v.const.shape)))
     rows.sort(reverse=True)
@@ -505,8 +503,7 @@ def byte_breakdown(graph, coded: int) -> str:
              for b, n, m, nz, shape in rows[:6]]
     rest = sum(r[0] for r in rows[6:])
     return ("; ".join(parts) + f"; {len(rows) - 6} other constants {rest:,} B; container "
-            f"header, names and per-tensor headers {coded - total:,} B. Without the "
-            f"`masked` method the payloads would take {old - total:+,} B.")
+            f"header, names and per-tensor headers {coded - total:,} B.")
 
 
 def row_lenet(quick: bool) -> Row:

@@ -11,13 +11,6 @@ Every constant tensor of a graph is coded exactly (bit for bit) with the smalles
              ``2**b - 1`` positions), Huffman-coded; the non-zero elements as Huffman-coded
              indices into a codebook of their distinct bit patterns.  ``b`` is chosen per
              tensor (1..12) for the smallest output.
-``masked``   (version 3) ``sparse`` inside the rows and columns that hold a non-zero: a
-             tensor of rank >= 2 seen as a matrix (first axis x the rest, i.e. output
-             channels x inputs) stores which rows and which columns are alive (each mask
-             coded as a tensor itself), then the alive sub-matrix as ``sparse``.  Pruning at
-             high rates kills whole neurons and input channels; relative indices then skip
-             only inside the live block (a density several times higher, so fewer bits per
-             position than ``sparse``'s gaps over the dead ones).
 
 Codebooks hold bit patterns (``-0.0``, NaN payloads and every integer survive); the coder
 needs no annotation -- shared weights are simply tensors with few distinct values.  Since
@@ -57,14 +50,14 @@ __all__ = ["CompressionError", "VERSION", "MAGIC", "huffman_encode", "huffman_de
            "load_weights_into", "sparse_bytes"]
 
 MAGIC = b"ECCW"
-VERSION = 3               # 2: value-sorted, gap-coded codebooks; 3: ``masked`` (1, 2 are read)
+VERSION = 2               # 2: value-sorted, gap-coded codebooks (1 is still read)
 MAX_CODE_LEN = 20          # length-limited Huffman: table-driven decoding stays small
 MAX_CODEBOOK = 1 << 16     # codebook methods are tried only up to this many distinct values
 CHUNK = 1 << 18            # symbols per Huffman chunk (each chunk: bit count + bits)
 
 _DTYPES = ["float32", "float64", "float16", "int8", "uint8", "int16", "uint16", "int32",
            "uint32", "int64", "uint64", "bool"]
-_METHODS = ["raw", "deflate", "dense", "sparse", "masked"]
+_METHODS = ["raw", "deflate", "dense", "sparse"]
 
 
 class CompressionError(ValueError):
@@ -358,36 +351,7 @@ def _encode_sparse(patterns: np.ndarray, dtype: np.dtype) -> bytes:
     return _varint(len(nz)) + head + best + huffman_encode(inverse, alphabet)
 
 
-def _live_masks(patterns: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, columns) holding a non-zero of ``patterns`` seen as shape[0] x the rest."""
-    m = patterns.reshape(shape[0], -1) != 0
-    return m.any(axis=1), m.any(axis=0)
-
-
-def _encode_mask(mask: np.ndarray) -> bytes:
-    method, payload = encode_tensor(mask.astype(np.uint8), masked=False)
-    return bytes([method]) + _varint(len(payload)) + payload
-
-
-def _decode_mask(buf: bytes, pos: int, n: int, version: int) -> tuple[np.ndarray, int]:
-    method, pos = _take(buf, pos, 1, "a mask")
-    size, pos = _read_varint(buf, pos)
-    data, pos = _take(buf, pos, size, "a mask")
-    if method[0] >= _METHODS.index("masked"):
-        raise CompressionError("malformed mask")
-    mask = decode_tensor(method[0], data, np.dtype(np.uint8), (n,), version)
-    if mask.max(initial=0) > 1:
-        raise CompressionError("malformed mask")
-    return mask.astype(bool), pos
-
-
-def _encode_masked(patterns: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    rows, cols = _live_masks(patterns, shape)
-    sub = patterns.reshape(shape[0], -1)[rows][:, cols].ravel()
-    return _encode_mask(rows) + _encode_mask(cols) + _encode_sparse(sub, dtype)
-
-
-def encode_tensor(array: np.ndarray, masked: bool = True) -> tuple[int, bytes]:
+def encode_tensor(array: np.ndarray) -> tuple[int, bytes]:
     """``(method index, payload)``: the smallest exact coding of ``array``."""
     array = np.asarray(array)
     patterns = _uint_view(array)
@@ -401,8 +365,6 @@ def encode_tensor(array: np.ndarray, masked: bool = True) -> tuple[int, bytes]:
             options.append((2, head + huffman_encode(inverse, int(inverse.max()) + 1)))
             if np.count_nonzero(patterns) < patterns.size:
                 options.append((3, _encode_sparse(patterns, array.dtype)))
-                if masked and array.ndim >= 2 and array.shape[0] > 1:
-                    options.append((4, _encode_masked(patterns, array.dtype, array.shape)))
     return min(options, key=lambda o: (len(o[1]), o[0]))
 
 
@@ -496,14 +458,6 @@ def decode_tensor(method: int, payload: bytes, dtype: np.dtype, shape: tuple[int
         patterns = np.zeros(n, dtype=utype)
         if nnz:
             patterns[where] = book[idx]
-    elif method == 4 and version >= 3 and len(shape) >= 2 and n:
-        rows, pos = _decode_mask(payload, 0, shape[0], version)
-        cols, pos = _decode_mask(payload, pos, n // shape[0], version)
-        sub = decode_tensor(3, payload[pos:], dtype, (int(rows.sum()) * int(cols.sum()),),
-                            version)
-        full = np.zeros((shape[0], n // shape[0]), dtype=dtype)
-        full[np.ix_(rows, cols)] = sub.reshape(int(rows.sum()), int(cols.sum()))
-        patterns = _uint_view(full)
     else:
         raise CompressionError(f"unknown coding method {method}")
     out = np.ascontiguousarray(patterns.astype(utype.newbyteorder("="))).view(
