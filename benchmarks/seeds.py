@@ -523,9 +523,9 @@ def row_lenet(quick: bool) -> Row:
                 "container (every constant incl. codebooks, indices, biases, names; decoded "
                 "and checked bit for bit).",
                 "Schedule: gradual magnitude pruning, weight sharing (k chosen on `calib` "
-                "within the 0.5 % budget), dedup, coding; every choice on `calib` "
-                f"({r['test_samples']:,} test images). Flags set before the first run, not "
-                "tuned on test.",
+                "within the 0.5 % budget), prune-unused, dedup, coding; every choice on "
+                f"`calib`, top-1 on {r['test_samples']:,} test images. Flags set before the "
+                "first run, not tuned on test.",
                 f"pruned-only top-1 {_pt(r['test']['pruned'])}; sizes pruned "
                 f"{s['pruned']:,} B, shared {s['shared']:,} B.",
                 f"prune-unused (exact) after pruning: {r.get('unused')}.",
