@@ -16,7 +16,8 @@ four Fashion-MNIST models by default):
    (2 probes, geometric midpoints, each fine-tuned) between the last feasible and the
    first infeasible ``d``.  ``max_drop`` is 0.5 % for MNIST and 1 %
    for Fashion-MNIST (the issue's targets).
-   The chosen graph is retrained ``--final-epochs`` more epochs.
+   The chosen graph is retrained ``--final-epochs`` more epochs, then ``prune-unused``
+   removes (exactly) the channels and neurons whose every outgoing weight was pruned.
 2. **share**: ``share-weights`` per layer, k = 4, 8, 16, 32 clusters for fully connected
    layers and max(k, 16) for convolutions (``--conv-clusters``), ``bias_clusters=8``
    (``--bias-clusters``; 0 keeps fp32 biases), ``bf16=true``; with ``--small-layer N`` a
@@ -223,7 +224,7 @@ def compress(name, onnx_path, ds_name, args, log):
             "test": {"baseline": base_test, "pruned": pruned_test, "final": final_test},
             "drop": round(base_test - final_test, 5), "max_drop": max_drop,
             "test_samples": test_n or len(test),
-            "channels": channels,
+            "channels": channels, "unused": res.stats.get("unused"),
             "history": {"prune": prune_hist, "share": share_hist}, "layers": per_layer,
             "seconds": round(time.time() - t0, 1)}, pruned, shared
 

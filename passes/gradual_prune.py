@@ -12,7 +12,9 @@ within ``max_drop`` of the baseline; then ``probes`` bisection probes (geometric
 midpoints, each fine-tuned from the last feasible graph) between the last feasible and the
 first infeasible density.  ``final_epochs`` retrain the chosen graph.
 
-``deep-compression`` runs gradual-prune, then the weight-sharing schedule (`share_search`:
+``deep-compression`` runs gradual-prune, then ``prune-unused`` (exact: the channels and
+neurons whose every outgoing weight was pruned go, with their incoming weights and
+biases; ``drop_unused=false`` keeps them), then the weight-sharing schedule (`share_search`:
 the smallest k of ``clusters`` whose fine-tuned accuracy is within ``share_drop``), then
 ``dedup-constants``.  The lossless coder (`compiler.compression.compress_graph`) then
 stores the result; these are the stages behind the README's compression ratios
@@ -42,6 +44,7 @@ from compiler.pass_manager import PassDataError
 from compiler.ir import Graph
 from passes.pruning.magnitude import magnitude_prune, weight_layers
 from passes.pruning.search import within_budget
+from passes.pruning.unused import prune_unused
 from passes.weight_sharing import finetune_centroids, share_weights
 
 Evaluate = Callable[[Graph], float]
@@ -241,7 +244,8 @@ class GradualPrune(Pass):
 @register_pass("deep-compression")
 @dataclass
 class DeepCompression(Pass):
-    """gradual-prune -> share-weights (smallest k within budget) -> dedup-constants."""
+    """gradual-prune -> prune-unused -> share-weights (smallest k within budget) ->
+    dedup-constants."""
 
     max_drop: float | None = None
     prune_share: float = 1.0
@@ -259,6 +263,7 @@ class DeepCompression(Pass):
     small_layer: int = 0
     small_clusters: int = 64
     prune: bool = True
+    drop_unused: bool = True
     exact = False
 
     def __post_init__(self) -> None:
@@ -290,6 +295,11 @@ class DeepCompression(Pass):
             pruned, rate, prune_hist = graph, None, []
         if self.prune and self.final_epochs and o.get("log"):
             o["log"](f"    retrained {self.final_epochs} epochs: calib {evaluate(pruned):.4f}")
+        unused = {}
+        if self.drop_unused:
+            pruned, unused = prune_unused(pruned.clone())
+            if o.get("log") and unused["channels_removed"]:
+                o["log"](f"    unread channels removed (exact): {unused['rounds']}")
         shared, k, share_hist = share_search(
             pruned, base, evaluate, train, float(self.share_budget) * max_drop,
             [int(k) for k in self.clusters], epochs=int(self.share_epochs),
@@ -299,7 +309,7 @@ class DeepCompression(Pass):
             teacher=o.get("finetune_teacher"), log=o.get("log"))
         shared = parse_pass("dedup-constants")(shared, PassContext()).graph
         stats = {"rate": rate, "clusters": k, "baseline": base,
-                 "max_drop": round(max_drop, 6), "pruned": pruned,
+                 "max_drop": round(max_drop, 6), "pruned": pruned, "unused": unused,
                  "history": {"prune": prune_hist, "share": share_hist}}
         _charge(ctx, self.name, shared, evaluate, stats)
         return PassResult(shared, True, stats)

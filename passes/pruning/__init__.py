@@ -2,7 +2,7 @@
 sensitivity analysis (T-sensitive) and accuracy-constrained rate search.
 
 Passes: ``prune`` (structured.py), ``magnitude-prune`` (magnitude.py), ``t-sensitive``
-(sensitivity.py), ``prune-search`` (search.py).  Custom ops get a channel handler with
+(sensitivity.py), ``prune-search`` (search.py), ``prune-unused`` (unused.py).  Custom ops get a channel handler with
 `register_handler` (dependency.py); custom criteria with `register_criterion`.
 """
 from .dependency import (ChannelHandler, DependencyGraph, PruningError, PruningGroup,  # noqa: F401
@@ -12,3 +12,4 @@ from .structured import Prune, prune_graph  # noqa: F401
 from .magnitude import MagnitudePrune, magnitude_prune  # noqa: F401
 from .sensitivity import TSensitive, layer_sensitivity  # noqa: F401
 from .search import PruneSearch, search_rate, within_budget  # noqa: F401
+from .unused import PruneUnused, prune_unused  # noqa: F401
