@@ -211,6 +211,10 @@ def format_memory(report: Mapping[str, Any]) -> str:
     rows = [f"memory (planner: {report.get('memory_planner')})"]
     rows += [f"  {label:<44}{report[key] / mib:10.2f} MiB" for key, label in labels
              if report.get(key) is not None]
+    peak = report.get("arena_peak_tensors")
+    if peak:
+        rows.append("  arena at its busiest step: " + ", ".join(
+            f"{dtype}{list(shape)} {nbytes / mib:.2f} MiB" for shape, dtype, nbytes in peak[:4]))
     m = report.get("measured")
     if m:
         rows.append(f"  {'measured peak while running (fresh process)':<44}"

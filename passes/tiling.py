@@ -26,6 +26,12 @@ Options (``tile{n=4,stage_end=NAME}``):
   graph input.  Empty: chosen automatically.
 * ``n``: tiles per side; must divide the stage end's height and width.  0: chosen
   automatically.
+* ``tail``: also compute the final upsample and the labels in this many bands of output
+  rows (`passes.tail_tiling`), so the full-resolution logits never exist; 0 (default):
+  no tail tiling.  ``labels``: the graph outputs logits and the user wants labels -- append
+  ``ArgMax`` over channels first (needed for ``tail`` unless the graph ends in one).
+  ``stem=0``: tile only the tail.  The tail is tiled first, so the automatic stem choice
+  weighs the tiled tail's peak.
 * ``max_overhead``: the cap on recomputed MACs, as a fraction of the whole model's
   (default 0.05).  The automatic choice takes, for every valid stage end, the largest
   ``n`` <= ``max_n`` (default 8) under the cap, and keeps the one with the lowest planned
@@ -468,10 +474,37 @@ class TileSpatial(Pass):
     stage_end: str = ""
     max_overhead: float = 0.05
     max_n: int = 8
+    tail: int = 0
+    labels: bool = False
+    stem: bool = True
 
     requires = ("cleanup",)  # Shape/Gather chains that read stem values must be folded
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        if self.tail < 0:
+            raise TilingError(f"tail={self.tail}: the band count must be >= 1 (0: no tail "
+                              f"tiling)")
+        if self.labels and not self.tail:
+            raise TilingError("labels=1 asks for tiled labels: give the band count too, "
+                              "e.g. tile{tail=16,labels=1} (tail=1: untiled labels)")
+        if not self.stem and not self.tail:
+            raise TilingError("stem=0 and tail=0: nothing to tile")
+        tail_stats = None
+        if self.tail:
+            from .tail_tiling import tile_tail  # a sibling that imports this module
+
+            tail_before = _bound(graph)
+            tail_stats = tile_tail(graph, self.tail, labels=self.labels)
+            tail_stats.update(peak_before=tail_before, peak_after=_bound(graph))
+        if not self.stem:
+            return PassResult(graph, True, {"tail": tail_stats})
+        result = self._run_stem(graph)
+        if tail_stats is not None:
+            result.stats["tail"] = tail_stats
+            result.modified = True
+        return result
+
+    def _run_stem(self, graph: Graph) -> PassResult:
         if self.n < 0:
             raise TilingError(f"n={self.n}: the tile count per side must be >= 1 (0: auto)")
         if not self.max_overhead >= 0:

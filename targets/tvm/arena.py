@@ -68,6 +68,9 @@ class ArenaStats:
     in_place: int = 0  # kernels writing into a dying input's buffer
     output_bytes: int = 0  # returned tensors allocated outside the arena
     steady_bytes: int = 0  # held at a run's peak when called repeatedly (`_Layout`)
+    # (shape, dtype, bytes) of the planned tensors live at the busiest step, largest
+    # first: what the peak is made of (e.g. an int64 intermediate of a requantize)
+    peak_tensors: tuple = ()
 
 
 def _is_op(expr: Any, name: str) -> bool:
@@ -272,7 +275,28 @@ def _plan_function(func: relax.Function, name: str, mod: tvm.IRModule | None = N
                               func.attrs, func.span)
     return new_func, ArenaStats(name, len(layout.records), layout.total,
                                 lower_bound(layout.records), layout.unplanned,
-                                len(layout.parent), layout.output_bytes, layout.steady_bytes)
+                                len(layout.parent), layout.output_bytes, layout.steady_bytes,
+                                _peak_tensors(layout))
+
+
+def _peak_tensors(layout: _Layout) -> tuple:
+    """(shape, dtype, bytes) of the records live at the step with the most live bytes."""
+    records = layout.records
+    first = min(r.first for r in records)
+    last = max(r.last for r in records)
+    live = [0] * (last - first + 2)
+    for r in records:
+        live[r.first - first] += r.size
+        live[r.last - first + 1] -= r.size
+    total, best, step = 0, -1, first
+    for i, d in enumerate(live[:-1]):
+        total += d
+        if total > best:
+            best, step = total, first + i
+    info = {var.name + f"#{st}": (shape, dtype, nbytes)
+            for var, (st, shape, dtype, nbytes) in layout.allocs.items()}
+    return tuple(sorted((info[r.name] for r in records if r.first <= step <= r.last),
+                        key=lambda t: -t[2]))
 
 
 @tvm.transform.module_pass(opt_level=0, name="PlanArena")
@@ -519,7 +543,8 @@ def planned_memory(mod: tvm.IRModule, target: Any = "llvm") -> dict[str, int]:
     allocates inside itself, which TVM serves outside its plan), ``arena_bytes``,
     ``lower_bound`` (max live bytes of what the arena holds), ``arena_outputs_bytes``
     (returned tensors left outside the arena), ``arena_steady_bytes`` (held at a run's
-    peak when called repeatedly, `_Layout.steady_bytes`) and ``arena_workspace_bytes``."""
+    peak when called repeatedly, `_Layout.steady_bytes`), ``arena_workspace_bytes`` and
+    ``arena_peak_tensors`` (what the arena holds at its busiest step, `ArenaStats`)."""
     from tvm.relax import backend, transform
 
     from .build import make_target
@@ -546,4 +571,5 @@ def planned_memory(mod: tvm.IRModule, target: Any = "llvm") -> dict[str, int]:
             "lower_bound": sum(s.lower_bound for s in stats),
             "arena_outputs_bytes": sum(s.output_bytes for s in stats),
             "arena_steady_bytes": sum(s.steady_bytes for s in stats),
-            "arena_workspace_bytes": largest(arena)}
+            "arena_workspace_bytes": largest(arena),
+            "arena_peak_tensors": [t for s in stats for t in s.peak_tensors]}

@@ -139,10 +139,14 @@ def test_memory_report_fields():
     assert mem["graph_lower_bound"] <= mem["graph_arena_bytes"]
     assert mem["memory_order_lower_bound"] <= mem["graph_lower_bound"]
     assert mem["arena_workspace_bytes"] <= mem["tvm_workspace_bytes"]
+    peak = mem["arena_peak_tensors"]  # the busiest step's tensors make up the bound
+    assert peak and sum(-(-n // 64) * 64 for _s, _d, n in peak) == mem["lower_bound"]
+    assert [n for _s, _d, n in peak] == sorted((n for _s, _d, n in peak), reverse=True)
     m = mem["measured"]
     assert m is not None and m["runs"] == 1 and m["peak"] >= m["after_load"] > m["after_import"]
     from compiler.api import format_memory
     assert "planned arena (built)" in format_memory(mem)
+    assert "arena at its busiest step: float32[" in format_memory(mem)
     assert "live (plan)" in str(cm.report())
     assert cm.report(json=True)["planned_memory"]
 

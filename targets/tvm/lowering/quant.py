@@ -217,6 +217,23 @@ def _rescale(ctx, v64, mult, shift):
     return ctx.emit(R.right_shift(y, _i64(ctx, shift, "shift")))
 
 
+#: ``q.Requantize`` rescales in int64 (the product of an int32 accumulator and a 31-bit
+#: multiplier); lowered op by op, the ``astype(int64)`` is a full-size tensor twice the
+#: accumulator's bytes, and TVM's CPU pipeline does not fuse it away.  Above this many
+#: int64 bytes the rescale runs on groups of channels (each group sliced, rescaled, cast
+#: to int8, then the int8 groups concatenated): the same per-element integer operations,
+#: so bit-identical, with only one group's int64 alive.  On DeepLab at 256x256 the int8
+#: arena's peak was int32 acc (6 MiB) + its int64 copy (12 MiB) at the 128x128x96 stem.
+REQUANT_GROUP_BYTES = 1 << 20
+
+
+def _requantize(ctx, acc, mult, shift, zp: int, qmin: int, qmax: int):
+    y = _rescale(ctx, ctx.emit(R.astype(acc, "int64")), mult, shift)
+    if zp:
+        y = ctx.emit(R.add(y, ctx.scalar(zp, np.int64)))
+    return _clip_cast(ctx, y, qmin, qmax)
+
+
 @register_lowering("q.Requantize")
 def _q_requantize(ctx, node, args):
     a = node.attrs
@@ -225,18 +242,31 @@ def _q_requantize(ctx, node, args):
         raise _unsupported(node, "run-time multipliers")
     mult = m_value.const.astype(np.int64).reshape(-1)
     shift = s_value.const.astype(np.int64).reshape(-1)
-    rank = len(_shape(node, node.inputs[0]))
-    if mult.size > 1:
-        shape = _param_shape(rank, int(a.get("axis", 1)) % rank, mult.size)
-        mult, shift = mult.reshape(shape), shift.reshape(shape)
-    else:
-        mult, shift = mult.reshape(()), shift.reshape(())
-    v = ctx.emit(R.astype(args[0], "int64"))
-    y = _rescale(ctx, v, mult, shift)
-    zp = int(a.get("zero_point", 0))
-    if zp:
-        y = ctx.emit(R.add(y, ctx.scalar(zp, np.int64)))
-    return _clip_cast(ctx, y, a["qmin"], a["qmax"])
+    shape = _shape(node, node.inputs[0])
+    rank = len(shape)
+    axis = int(a.get("axis", 1)) % rank if rank else 0
+    zp, qmin, qmax = int(a.get("zero_point", 0)), a["qmin"], a["qmax"]
+
+    def params(lo: int, hi: int):
+        if mult.size > 1:
+            pshape = _param_shape(rank, axis, hi - lo)
+            return mult[lo:hi].reshape(pshape), shift[lo:hi].reshape(pshape)
+        return mult.reshape(()), shift.reshape(())
+
+    channels = int(shape[1]) if rank >= 2 else 1
+    nbytes = int(np.prod(shape, dtype=np.int64)) * 8
+    if nbytes <= REQUANT_GROUP_BYTES or channels < 2 or (mult.size > 1 and axis != 1):
+        return _requantize(ctx, args[0], *params(0, mult.size), zp, qmin, qmax)
+    groups = min(channels, -(-nbytes // REQUANT_GROUP_BYTES))
+    step = -(-channels // groups)
+    parts = []
+    for lo in range(0, channels, step):
+        hi = min(channels, lo + step)
+        part = ctx.emit(R.strided_slice(args[0], axes=[1], begin=[lo], end=[hi]))
+        parts.append(ctx.emit(_requantize(ctx, part, *(params(lo, hi) if mult.size > 1
+                                                         else params(0, 1)),
+                                          zp, qmin, qmax)))
+    return R.concat(parts, axis=1)
 
 
 def _centered_i64(ctx, expr, zp):
