@@ -102,8 +102,15 @@ def configure_target(target: Any, options: Mapping[str, Any]) -> Any:
         def merged() -> dict[str, Any]:
             return {**base(), **extra}
 
-        new = dataclasses.replace(target, tvm_target=merged, **own) if extra else \
-            dataclasses.replace(target, **own)
+        new = dataclasses.replace(target, tvm_target=merged) if extra else \
+            dataclasses.replace(target)
+        for key, value in own.items():  # through the target's checked setter (with_memory)
+            setter = getattr(new, f"with_{key}", None)
+            try:
+                new = setter(value) if setter else dataclasses.replace(new, **{key: value})
+            except ValueError as exc:
+                raise TargetOptionError(f"target '{target.name}' option {key}={value!r}: "
+                                        f"{exc}") from None
     else:
         raise TargetOptionError(f"target '{getattr(target, 'name', target)}' takes no options")
     recorded = dict(getattr(target, _ATTR, None) or {})

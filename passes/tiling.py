@@ -59,7 +59,8 @@ from compiler.ir import Graph, Node, Value
 from compiler.memory_plan import lifetimes, lower_bound
 from compiler.ops.conv_util import window_params
 from compiler.ops.registry import op_traits
-from compiler.pass_manager import Pass, PassContext, PassResult, register_pass
+from compiler.pass_manager import (Pass, PassContext, PassOptionError, PassResult,
+                                   register_pass)
 
 __all__ = ["TileSpatial", "TilingError", "stage_of", "stage_ends", "tile_stage", "estimate_peak",
            "stage_macs"]
@@ -72,8 +73,9 @@ _CONCATS = frozenset({"Concat"})
 _WINDOW = frozenset({"Conv", "MaxPool", "AveragePool"})
 
 
-class TilingError(ValueError):
-    """A tiling request that cannot be honoured (the message names the value / node)."""
+class TilingError(PassOptionError):
+    """A tiling request that cannot be honoured (the message names the value / node): a
+    user's option error, so the command line prints it as one ``error:`` line."""
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,24 @@ def test_target_options_are_stored_and_restored(tmp_path, capsys):
     assert code == 2 and "no option 'mcpux'" in err and "mcpu" in err, err
 
 
+def test_target_settings_are_checked_and_the_arena_planner_is_selectable(tmp_path, capsys):
+    from compiler.target_options import configure_target
+    from targets import get_target
+
+    arena = configure_target(get_target("host"), {"memory": "arena", "layout": "nchw"})
+    assert (arena.memory, arena.layout) == ("arena", "nchw")
+    for bad, named in (("host -memory=foo", "memory='foo'"), ("host -layout=zz", "layout='zz'")):
+        code, _, err = _cli(capsys, "compile", model_path("tinynet"), "-o", tmp_path / "m",
+                            "--target", bad)
+        assert code == 2 and named in err and err.count("error:") == 1, err
+        assert not (tmp_path / "m").exists()
+    # a tiling request the graph cannot honour is the user's error (exit 2), not a bug
+    code, _, err = _cli(capsys, "compile", model_path("tinynet"), "-o", tmp_path / "m",
+                        "--passes", "cleanup,tile{tail=2,labels=1,stem=0}")
+    assert code == 2 and err.startswith("error: tail tiling") and "Resize" in err, err
+    assert not (tmp_path / "m").exists()
+
+
 def test_load_registers_a_custom_target_its_artifacts_load(tmp_path, capsys):
     """A target registered by a --load module: listed, configured with options, and an
     artifact built for it loads back onto the same configuration."""
