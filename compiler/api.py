@@ -193,7 +193,8 @@ def memory_report(cm: CompiledModel, *, measure: bool = True, runs: int = 3) -> 
         return out
     if cm.built is None:
         measure = False
-    out.update(stats(cm.built, graph, measure=measure, runs=runs))
+    loaded = {"library": cm.library_source} if cm.library_source is not None else {}
+    out.update(stats(cm.built, graph, measure=measure, runs=runs, **loaded))
     return out
 
 

@@ -264,10 +264,12 @@ class TvmTarget(Target):
         return profile_local(built, inputs, repeat=repeat)
 
     def memory_stats(self, built: Any, graph: Graph, *, measure: bool = True,
-                     runs: int = 3) -> dict:
+                     runs: int = 3, library: Path | None = None) -> dict:
         """Planned bytes of ``graph``'s untuned lowering by TVM's planner and by our arena
         (`targets.tvm.arena.planned_memory`), and, when ``measure``, the peak RSS of a
-        fresh process running ``built`` (`targets.tvm.peak_memory`; local targets)."""
+        fresh process running ``built`` (`targets.tvm.peak_memory`; local targets).
+        ``library``: the exported file of ``built`` when there is one (a loaded model's
+        library cannot be exported again: TVM has no SaveToBytes for it)."""
         import tempfile
 
         from compiler.interpreter import random_inputs
@@ -287,8 +289,9 @@ class TvmTarget(Target):
 
             inputs = random_inputs(graph)
             with tempfile.TemporaryDirectory(prefix="memory-") as tmp:
-                lib = Path(tmp) / "model.so"
-                self.export(built, lib)
+                lib = Path(library) if library is not None else Path(tmp) / "model.so"
+                if library is None:
+                    self.export(built, lib)
                 _, params = split_built(built)  # weights as parameters: passed like inputs
                 peak = measure_peak_memory(lib, [inputs[v.name] for v in graph.inputs] + params,
                                            runs=runs)

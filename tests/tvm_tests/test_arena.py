@@ -128,7 +128,7 @@ def test_padded_convs_allocate_no_padded_copy_of_their_input():
     assert np.array_equal(default.run({"x": x})[0], arena.run({"x": x})[0])
 
 
-def test_memory_report_fields():
+def test_memory_report_fields(tmp_path):
     g = import_model(str(ROOT / "examples/tinynet.onnx"))
     cm = compiler.compile(g, target=get_target("host").with_memory("arena"),
                           passes=["fold-bn", "cleanup"], verify=False)
@@ -149,6 +149,13 @@ def test_memory_report_fields():
     assert "arena at its busiest step: float32[" in format_memory(mem)
     assert "live (plan)" in str(cm.report())
     assert cm.report(json=True)["planned_memory"]
+    # a loaded model is measured from the library it was loaded from (TVM cannot export
+    # a loaded library again: `benchmark --memory` on a saved model raised SaveToBytes)
+    from compiler.artifact import CompiledModel
+
+    loaded = CompiledModel.load(cm.save(tmp_path / "m"))
+    again = loaded.memory(runs=1)
+    assert again["arena_bytes"] == mem["arena_bytes"] and again["measured"]["runs"] == 1
 
 
 def test_tuned_pipeline_with_the_arena_is_bit_identical(tmp_path):
