@@ -33,7 +33,7 @@ from typing import Literal, Sequence
 from .ir import Graph, IRError, Node, Value
 
 __all__ = ["Record", "MemoryPlan", "MemoryPlanError", "lifetimes", "place", "lower_bound",
-           "validate", "memory_order", "plan_memory", "align_up", "arena_size", "VIEW_OPS",
+           "peak_step", "validate", "memory_order", "plan_memory", "align_up", "arena_size", "VIEW_OPS",
            "STRATEGIES"]
 
 Strategy = Literal["greedy_by_size", "first_fit", "naive"]
@@ -231,6 +231,12 @@ def _profile(records: Sequence[Record]) -> list[int]:
 def lower_bound(records: Sequence[Record]) -> int:
     """The most bytes live at one step: no placement of these records can use less."""
     return max(_profile(records), default=0)
+
+
+def peak_step(records: Sequence[Record]) -> int:
+    """The first step at which `lower_bound` bytes are live (records must not be empty)."""
+    profile = _profile(records)
+    return min(r.first for r in records) + profile.index(max(profile))
 
 
 def _sorted_for_placement(records: Sequence[Record]) -> list[Record]:

@@ -48,7 +48,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from compiler.memory_plan import Record, align_up, arena_size, lower_bound, place, validate
+from compiler.memory_plan import (Record, align_up, arena_size, lower_bound, peak_step, place,
+                                  validate)
 
 __all__ = ["PlanArena", "arena_pipeline", "ArenaStats", "InlineKernelIntermediates",
            "inline_intermediates", "kernel_buffers", "compile_tuned_arena"]
@@ -282,17 +283,9 @@ def _plan_function(func: relax.Function, name: str, mod: tvm.IRModule | None = N
 def _peak_tensors(layout: _Layout) -> tuple:
     """(shape, dtype, bytes) of the records live at the step with the most live bytes."""
     records = layout.records
-    first = min(r.first for r in records)
-    last = max(r.last for r in records)
-    live = [0] * (last - first + 2)
-    for r in records:
-        live[r.first - first] += r.size
-        live[r.last - first + 1] -= r.size
-    total, best, step = 0, -1, first
-    for i, d in enumerate(live[:-1]):
-        total += d
-        if total > best:
-            best, step = total, first + i
+    if not records:
+        return ()
+    step = peak_step(records)
     info = {var.name + f"#{st}": (shape, dtype, nbytes)
             for var, (st, shape, dtype, nbytes) in layout.allocs.items()}
     return tuple(sorted((info[r.name] for r in records if r.first <= step <= r.last),
