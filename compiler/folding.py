@@ -51,7 +51,13 @@ def infer_node(node: Node) -> None:
 def evaluate_node(node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
     """Run ``node``'s reference kernel on concrete arrays."""
     opdef = get_op(node.op_type, node.domain, node_name=node.name)
-    result = opdef.kernel(node.attrs, *inputs)
+    try:
+        result = opdef.kernel(node.attrs, *inputs)
+    except OpValidationError as exc:
+        text = str(exc)
+        if text.startswith("op: "):  # a kernel sees arrays, not its node: name it here
+            raise OpValidationError(f"node '{node.name}' ({node.op_type}): {text[4:]}") from None
+        raise
     results = list(result) if isinstance(result, (tuple, list)) else [result]
     return [np.asarray(r) for r in results]
 
