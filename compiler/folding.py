@@ -54,9 +54,12 @@ def evaluate_node(node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarra
     try:
         result = opdef.kernel(node.attrs, *inputs)
     except OpValidationError as exc:
+        from .ops.conv_util import UNNAMED
+
         text = str(exc)
-        if text.startswith("op: "):  # a kernel sees arrays, not its node: name it here
-            raise OpValidationError(f"node '{node.name}' ({node.op_type}): {text[4:]}") from None
+        if text.startswith(UNNAMED):  # a kernel sees arrays, not its node: name it here
+            raise OpValidationError(f"node '{node.name}' ({node.op_type}): "
+                                    f"{text[len(UNNAMED):]}") from None
         raise
     results = list(result) if isinstance(result, (tuple, list)) else [result]
     return [np.asarray(r) for r in results]

@@ -24,8 +24,13 @@ __all__ = [
 
 # -- generic infer helpers ---------------------------------------------------------
 
+#: How `invalid(None, ...)` (a kernel that sees arrays, not its node) starts its message;
+#: `compiler.folding.evaluate_node` replaces it by the node's name.
+UNNAMED = "op: "
+
+
 def _where(node: Node | None) -> str:
-    return f"node '{node.name}' ({node.op_type})" if node is not None else "op"
+    return f"node '{node.name}' ({node.op_type})" if node is not None else UNNAMED[:-2]
 
 
 def unsupported(node: Node | None, attr: str, value: Any, why: str = "") -> UnsupportedOpError:
