@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ir import Graph, Node, Value
+from .ops.conv_util import invalid
 from .ops.registry import OPS, OpValidationError, get_op, supported_ops
 
 # Ops whose constant inputs must stay visible to later passes (quantization params): the
@@ -54,13 +55,10 @@ def evaluate_node(node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarra
     try:
         result = opdef.kernel(node.attrs, *inputs)
     except OpValidationError as exc:
-        from .ops.conv_util import UNNAMED
-
-        text = str(exc)
-        if text.startswith(UNNAMED):  # a kernel sees arrays, not its node: name it here
-            raise OpValidationError(f"node '{node.name}' ({node.op_type}): "
-                                    f"{text[len(UNNAMED):]}") from None
-        raise
+        detail = getattr(exc, "unnamed_detail", None)
+        if detail is None:
+            raise
+        raise invalid(node, detail) from None  # the kernel saw arrays: name its node here
     results = list(result) if isinstance(result, (tuple, list)) else [result]
     return [np.asarray(r) for r in results]
 

@@ -24,13 +24,8 @@ __all__ = [
 
 # -- generic infer helpers ---------------------------------------------------------
 
-#: How `invalid(None, ...)` (a kernel that sees arrays, not its node) starts its message;
-#: `compiler.folding.evaluate_node` replaces it by the node's name.
-UNNAMED = "op: "
-
-
 def _where(node: Node | None) -> str:
-    return f"node '{node.name}' ({node.op_type})" if node is not None else UNNAMED[:-2]
+    return f"node '{node.name}' ({node.op_type})" if node is not None else "op"
 
 
 def unsupported(node: Node | None, attr: str, value: Any, why: str = "") -> UnsupportedOpError:
@@ -40,7 +35,13 @@ def unsupported(node: Node | None, attr: str, value: Any, why: str = "") -> Unsu
 
 
 def invalid(node: Node | None, message: str) -> OpValidationError:
-    return OpValidationError(f"{_where(node)}: {message}")
+    """An `OpValidationError` naming the node.  A kernel sees arrays, not its node
+    (``node=None``): the error then keeps ``message`` as ``unnamed_detail``, so
+    `compiler.folding.evaluate_node` can raise it again with the node's name."""
+    exc = OpValidationError(f"{_where(node)}: {message}")
+    if node is None:
+        exc.unnamed_detail = message
+    return exc
 
 
 def input_shape(node: Node, index: int, what: str = "") -> Shape:
