@@ -35,9 +35,10 @@ untuned: TVM's default 17.98 MiB while running, the arena 5.89 MiB, planned 5.74
 Views: ``R.reshape`` (lowered to a zero-copy ``vm.builtin.reshape``) and plain variable
 rebinding alias their input's buffer, so they extend its lifetime.
 
-Tuned builds (`compile_tuned_arena`): MetaSchedule's own pipeline (fusion, then the
-database) with `PlanArena` after ``CallTIRRewrite``; tuned kernels are not rewritten
-(their pads sit inside their tiles), kernels without a record get the pad inlining.
+Tuned builds (`tuning.compile_tuned` with a planner): MetaSchedule's own pipeline
+(fusion, then the database) with `PlanArena` after ``CallTIRRewrite``; tuned kernels are
+not rewritten (their pads sit inside their tiles), kernels without a record get the pad
+inlining (`InlineUnscheduled`).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ from compiler.memory_plan import (Record, align_up, arena_size, lower_bound, pea
                                   validate)
 
 __all__ = ["PlanArena", "arena_pipeline", "ArenaStats", "InlineKernelIntermediates",
-           "inline_intermediates", "kernel_buffers", "compile_tuned_arena"]
+           "inline_intermediates", "kernel_buffers", "InlineUnscheduled"]
 
 ALIGNMENT = 64
 
@@ -472,50 +473,12 @@ def _is_scheduled(func: "tvm.tirx.PrimFunc") -> bool:
 
 
 @tvm.transform.module_pass(opt_level=0, name="InlineUnscheduledIntermediates")
-class _InlineUnscheduled(InlineKernelIntermediates):
+class InlineUnscheduled(InlineKernelIntermediates):
     """`InlineKernelIntermediates` on the kernels no tuning record scheduled (a tuned
     schedule already places its pad inside its tiles; it must not be rewritten)."""
 
     def skips(self, func: "tvm.tirx.PrimFunc") -> bool:
         return _is_scheduled(func)
-
-
-def compile_tuned_arena(database: Any, mod: tvm.IRModule, target: Any,
-                        planner: "PlanArena | None" = None) -> Any:
-    """A tuned build with the arena: MetaSchedule's ``compile_relax`` pipeline (the same
-    fusion as task extraction, so the database keys match, then
-    ``MetaScheduleApplyDatabase``) with `PlanArena` after ``CallTIRRewrite``.
-
-    Tuned kernels are used as tuned (their pads already sit inside their tiles); the
-    kernels without a record get `inline_intermediates`.  The fused kernels take the
-    arena's tensors through ``ensure_zero_offset`` like the untuned ones, so the tuned
-    code itself is unchanged: the outputs are those of the plain tuned build."""
-    from tvm.relax import transform
-
-    from .build import make_target
-
-    planner = planner or PlanArena()
-    tgt = make_target(target)
-
-    @tvm.transform.module_pass(opt_level=3, name="TunedArenaPipeline")
-    def _pipeline(m: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
-        from tvm.relax import backend
-
-        m = tvm.transform.Sequential([
-            backend.DispatchSampling(), backend.DispatchSortScan(),
-            transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
-            transform.FuseOps(), transform.FuseTIR()])(m)
-        m = transform.MetaScheduleApplyDatabase()(m)
-        return tvm.transform.Sequential([
-            _InlineUnscheduled(), transform.RewriteDataflowReshape(), transform.ToNonDataflow(),
-            transform.RemovePurityChecking(), transform.CallTIRRewrite(), planner,
-            transform.StaticPlanBlockMemory(), transform.LowerAllocTensor(),
-            transform.KillAfterLastUse(), transform.LowerRuntimeBuiltin(),
-            transform.ComputePrimValue(), transform.VMShapeLower(),
-            transform.AttachGlobalSymbol()])(m)
-
-    with tgt, database, tvm.transform.PassContext(opt_level=3):
-        return relax.build(mod, target=tgt, relax_pipeline=_pipeline)
 
 
 def _storage_bytes(mod: tvm.IRModule) -> int:

@@ -40,7 +40,7 @@ from compiler.fileio import atomic_write_text
 
 __all__ = ["TuneOptions", "tune_and_build", "load_database_file", "DB_FORMAT",
            "DatabaseLockTimeout", "database_lock", "merge_into_database",
-           "default_database_path", "DEFAULT_BUDGET"]
+           "default_database_path", "DEFAULT_BUDGET", "compile_tuned"]
 
 DB_FORMAT = "embedded-cnn-compiler/metaschedule-db"
 DB_VERSION = 1
@@ -386,6 +386,7 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
     from tvm.s_tir import meta_schedule as ms
 
     from .build import make_target
+    from .default_schedule import default_schedule
     from .schedules import register_schedule_rules
 
     opts = TuneOptions.from_any(tune)
@@ -437,8 +438,8 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
             reduces = [_has_reduction(t) for t in todo]
             heavy = [t for t, r in zip(todo, reduces) if r]
             light = [t for t, r in zip(todo, reduces) if not r]
-            # (at least one candidate each, within the budget: a light task left without a
-            # record would run unscheduled)
+            # (at least one candidate each, within the budget; a task left without a
+            # record gets `default_schedule`)
             light_budget = min(2 * len(light), max(len(light), opts.trials // 4)
                                if heavy else opts.trials)
             light_per_iter = max(1, min(2, light_budget // max(1, len(light))))
@@ -458,7 +459,7 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
                                          population=16, warmup=1, deadline=deadline,
                                          counter=counter)
                 budget = opts.trials - counter["trials"]
-                if heavy and budget > 0:  # (past the deadline: one batch per task)
+                if heavy and budget > 0:
                     # half the budget in the first round-robin round, the other half
                     # where the gradient scheduler sees the most latency to win
                     per_iter = opts.trials_per_iter or max(
@@ -480,16 +481,66 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
         stats["search_seconds"] = round(counter["search_s"], 2)
         stats["tasks_with_records"] = sum(1 for t in tasks if _has_record(db, t, tgt))
         stats["tune_seconds"] = round(time.monotonic() - t0, 2)
+        planner = None
         if memory == "arena":  # the same build with our arena (targets/tvm/arena.py)
-            from .arena import compile_tuned_arena
+            from .arena import PlanArena
 
-            executable = compile_tuned_arena(db, mod, tgt)
-        else:
-            executable = ms.relax_integration.compile_relax(db, mod, tgt, params=None)
+            planner = PlanArena()
+        scheduler = default_schedule()
+        executable = compile_tuned(db, mod, tgt, planner, scheduler)
+        stats["kernels_default_scheduled"] = len(scheduler.applied)
+        stats["kernels_unscheduled"] = len(scheduler.left)
         if db_path is not None and (counter["trials"] or db_status != "ok"):
             save_records()
     stats["seconds"] = round(time.monotonic() - t0, 2)
     return executable, stats
+
+
+def compile_tuned(database: Any, mod: tvm.IRModule, target: Any,
+                  planner: Any = None, scheduler: Any = None) -> Any:
+    """A tuned build: MetaSchedule's ``compile_relax`` pipeline (the same fusion as task
+    extraction, so the database keys match, then ``MetaScheduleApplyDatabase``), then
+    `default_schedule.default_schedule` for every kernel the database holds no record
+    for (MetaSchedule leaves them as naive loop nests on CPU), and with a ``planner``
+    (the arena build) `arena.PlanArena` after ``CallTIRRewrite``.
+
+    With the arena, tuned kernels are used as tuned (their pads already sit inside their
+    tiles); the kernels without a record get `arena.inline_intermediates` before their default
+    schedule.  The fused kernels take the arena's tensors through ``ensure_zero_offset``
+    like the untuned ones, so the tuned code itself is unchanged: the outputs are those
+    of the plain tuned build.  ``scheduler``: the `default_schedule` pass to use (it
+    records the kernels it scheduled)."""
+    from tvm.relax import transform
+
+    from .arena import InlineUnscheduled
+    from .build import make_target
+    from .default_schedule import default_schedule
+
+    tgt = make_target(target)
+    scheduler = scheduler if scheduler is not None else default_schedule()
+    arena = [] if planner is None else [planner]
+    inline = [] if planner is None else [InlineUnscheduled()]
+
+    @tvm.transform.module_pass(opt_level=3, name="TunedPipeline")
+    def _pipeline(m: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        from tvm.relax import backend
+
+        m = tvm.transform.Sequential([
+            backend.DispatchSampling(), backend.DispatchSortScan(),
+            transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
+            transform.FuseOps(), transform.FuseTIR()])(m)
+        m = transform.MetaScheduleApplyDatabase()(m)
+        return tvm.transform.Sequential([
+            *inline, scheduler, transform.RewriteDataflowReshape(),
+            transform.ToNonDataflow(), transform.RemovePurityChecking(),
+            transform.CallTIRRewrite(), *arena,
+            transform.StaticPlanBlockMemory(), transform.LowerAllocTensor(),
+            transform.KillAfterLastUse(), transform.LowerRuntimeBuiltin(),
+            transform.ComputePrimValue(), transform.VMShapeLower(),
+            transform.AttachGlobalSymbol()])(m)
+
+    with tgt, database, tvm.transform.PassContext(opt_level=3):
+        return relax.build(mod, target=tgt, relax_pipeline=_pipeline)
 
 
 def _with_deadline(ms, strategy: Any, deadline: float | None, counter: dict) -> Any:
@@ -497,62 +548,44 @@ def _with_deadline(ms, strategy: Any, deadline: float | None, counter: dict) -> 
     the part of tuning that is neither compiling nor measuring) and stopped at
     ``deadline`` (``time.monotonic()``).
 
-    Past the deadline a task that already proposed a batch proposes nothing more (the
-    scheduler then ends it itself, the one safe way to stop early: terminating tasks
-    from a measure callback trips MetaSchedule's checks when the task being joined is
-    the one it picks next).  A task that has not proposed yet still gets measured once,
-    or it would be left unscheduled (a naive loop nest, 100x slower), but through
-    ``ReplayTrace``: two random samples of its design space, milliseconds of search
-    instead of an evolutionary population, so a deadline is overrun by a couple of
-    candidates per remaining task, not by a search per task."""
+    Past the deadline every task proposes nothing more (the scheduler then ends it
+    itself, the one safe way to stop early: terminating tasks from a measure callback
+    trips MetaSchedule's checks when the task being joined is the one it picks next).
+    A task the budget did not reach has no record and gets `default_schedule` in the
+    build, so the deadline holds to within the batch being measured when it passes.
+    (It used to give each such task one late batch of random samples: 67-140 tasks ran
+    tuning 1.5-4.6x over budget, and a random softmax schedule can be far slower than
+    none.)"""
     from tvm.ir.utils import derived_object
 
     @derived_object
     class Deadline(ms.search_strategy.PySearchStrategy):
         def __init__(self, inner):
             self.inner = inner
-            self.late = None          # ReplayTrace, for a first batch past the deadline
-            self.active = inner
-            self.proposed = False
-            self.context = None
-            self.args = None
 
         def _initialize_with_tune_context(self, context):
-            self.context = context
             self.inner._initialize_with_tune_context(context)
 
         def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database=None,
                        cost_model=None):
-            self.args = (max_trials, design_spaces, database, cost_model)
             self.inner.pre_tuning(max_trials, num_trials_per_iter, design_spaces, database,
                                   cost_model)
 
         def post_tuning(self):
             self.inner.post_tuning()
-            if self.late is not None:
-                self.late.post_tuning()
 
         def generate_measure_candidates(self):
-            late = deadline is not None and time.monotonic() > deadline
-            if late and self.proposed:
+            if deadline is not None and time.monotonic() > deadline:
                 counter["stopped_by_time"] = True
                 return None
             t = time.monotonic()
-            if late:
-                counter["stopped_by_time"] = True
-                max_trials, spaces, database, cost_model = self.args
-                self.late = ms.search_strategy.ReplayTrace()
-                self.late._initialize_with_tune_context(self.context)
-                self.late.pre_tuning(max_trials, 2, spaces, database, cost_model)
-                self.active = self.late
-            self.proposed = True
             try:
-                return self.active.generate_measure_candidates()
+                return self.inner.generate_measure_candidates()
             finally:
                 counter["search_s"] += time.monotonic() - t
 
         def notify_runner_results(self, measure_candidates, results):
-            self.active.notify_runner_results(measure_candidates, results)
+            self.inner.notify_runner_results(measure_candidates, results)
 
         def clone(self):
             return Deadline(self.inner.clone())

@@ -159,12 +159,13 @@ def test_memory_report_fields(tmp_path):
 
 
 def test_tuned_pipeline_with_the_arena_is_bit_identical(tmp_path):
-    # MetaSchedule's own compile_relax and compile_tuned_arena on one database (empty
-    # here: the kernels without records are the ones the arena pipeline may rewrite).
+    # MetaSchedule's own compile_relax, our tuned build and our tuned build with the
+    # arena on one database (empty here: the kernels without records are the ones the
+    # arena pipeline rewrites and the default schedule schedules).
     from tvm.s_tir import meta_schedule as ms
 
-    from targets.tvm.arena import compile_tuned_arena
     from targets.tvm.build import run
+    from targets.tvm.tuning import compile_tuned
     g = import_model(_padded_conv())
     mod = lower_graph(g)
     db = ms.database.JSONDatabase(str(tmp_path / "w.json"), str(tmp_path / "r.json"),
@@ -172,9 +173,12 @@ def test_tuned_pipeline_with_the_arena_is_bit_identical(tmp_path):
     target = tvm.target.Target("llvm")
     planner = PlanArena()
     plain = ms.relax_integration.compile_relax(db, mod, target, params=None)
-    arena = compile_tuned_arena(db, mod, target, planner)
+    ours = compile_tuned(db, mod, target)
+    arena = compile_tuned(db, mod, target, planner)
     x = np.random.default_rng(2).standard_normal((1, 8, 20, 20)).astype(np.float32)
-    assert np.array_equal(run(plain, [x])[0], run(arena, [x])[0])
+    ref = run(plain, [x])[0]
+    assert np.array_equal(ref, run(ours, [x])[0])
+    assert np.array_equal(ref, run(arena, [x])[0])
     (stats,) = planner.stats
     assert stats.tensors >= 1 and stats.unplanned == 0
 

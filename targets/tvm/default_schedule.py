@@ -1,0 +1,171 @@
+"""A schedule for every kernel that tuning did not reach: parallel and vectorized loops.
+
+Relax lowers an op to a TE loop nest with no schedule at all; MetaSchedule gives a kernel
+its schedule only when the database holds a record for it.  A kernel without one runs as
+that naive nest, serial and scalar: the 6625-class output softmax of PP-OCR's recognizer
+took 2165 ms of a 2157 ms median that way (benchmarks/README.md, the zoo section).  A
+tuning budget never reaches every task of a 100-task model, so the tuned build applies
+`default_schedule` after the database: TVM's own CPU rules for what they recognise
+(``dlight.cpu.Reduction`` on row reductions, `RowReduction`: softmax, norms;
+``dlight.cpu.GEMV``), then `CPUFallback`, the
+CPU counterpart of dlight's GPU fallback, for the rest (convs, pools, elementwise chains,
+layout transforms).  A kernel no rule can schedule stays as it was: the pass never fails
+a build.
+
+The schedules only parallelize, reorder and vectorize loops, block by block: every
+block computes what it computed, in the same order, so outputs are those of the
+unscheduled kernels.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import ScheduleRule, get_extent
+from tvm.target.codegen import llvm_get_vector_width
+
+__all__ = ["CPUFallback", "default_schedule"]
+
+_log = logging.getLogger(__name__)
+
+# Below this many iterations a parallel loop costs more in thread wake-ups than it saves
+# (the VM's thread pool does not spin: each parallel region is a wake-up of every worker).
+_MIN_PARALLEL_WORK = 16384
+
+
+def _lanes(target: Any, dtype_bits: int) -> int:
+    bits = llvm_get_vector_width(target)
+    return max(2, (bits if bits > 0 else 128) // max(8, dtype_bits))
+
+
+def _extent(sch: s_tir.Schedule, loop: Any) -> int | None:
+    ext = get_extent(sch, loop)
+    return ext if isinstance(ext, int) else None
+
+
+def _contiguous(stmt: Any, var: tirx.Var) -> bool:
+    """Whether every buffer ``stmt`` reads or writes is indexed by ``var`` in its last
+    dimension only (or not at all): a vector along ``var`` is then one load, not a
+    gather.  (The u8 x s8 weights interleave 4 input channels inside each output
+    channel: vectorized over output channels they measured 2x slower than scalar.)"""
+    from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
+
+    for region in list(stmt.reads) + list(stmt.writes):
+        for rng in list(region.region)[:-1]:
+            if var in collect_vars_used_in_prim_expr(rng.min):
+                return False
+    return True
+
+
+class CPUFallback(ScheduleRule):
+    """Every block gets its spatial loops first (fused, parallel when the work is large
+    enough), then its reduction loops, then one innermost spatial loop vectorized when
+    its extent fills a vector.  No block is inlined into another: an inlined chain lets
+    LLVM contract a multiply and an add that were two blocks into one fused
+    multiply-add, which rounds differently (seen: 2e-6 on PP-OCR's HardSwish chains,
+    enough to flip an int8 requantize and move its softmax output by 0.07)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Any, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        for info in infos:
+            self._schedule_block(sch, info, target)
+        return sch
+
+    @staticmethod
+    def _schedule_block(sch: s_tir.Schedule, info: Any, target: Any) -> None:
+        block = info.block_rv
+        loops = sch.get_loops(block)
+        kinds = info.dom_kind()
+        if not loops or len(kinds) != len(loops) or "O" in kinds:
+            return
+        s_loops = [lp for lp, k in zip(loops, kinds) if k == "S"]
+        r_loops = [lp for lp, k in zip(loops, kinds) if k == "R"]
+        stmt = sch.get(block)
+        bits = stmt.writes[0].source.dtype.bits if stmt.writes else 32
+        lanes = _lanes(target, bits)
+        vec = None
+        # the innermost spatial loop is the vector loop when its extent fills a vector
+        # and every buffer is contiguous along it: it moves inside the reduction loops
+        last_s = max((i for i, k in enumerate(kinds) if k == "S"), default=-1)
+        if s_loops and _contiguous(stmt, stmt.iter_vars[last_s].var):
+            ext = _extent(sch, s_loops[-1])
+            if ext is not None and 4 <= ext <= lanes:
+                vec = s_loops.pop()
+            elif ext is not None and ext > lanes:
+                # up to four vectors of accumulators (the rest of the loop stays outside):
+                # a whole number of vectors, else any divisor of the extent between one
+                # and four vectors (LLVM splits it), else a predicated last chunk (slow:
+                # the predicate scalarizes the loop)
+                chunk = next((lanes * k for k in (4, 2, 1) if ext % (lanes * k) == 0),
+                             next((d for d in range(4 * lanes, lanes - 1, -1) if ext % d == 0),
+                                  lanes))
+                if chunk < ext:
+                    outer, vec = sch.split(s_loops.pop(), factors=[None, chunk])
+                    s_loops.append(outer)
+                else:
+                    vec = s_loops.pop()
+        order = s_loops + r_loops + ([vec] if vec is not None else [])
+        if len(order) > 1:
+            sch.reorder(*order)
+        if s_loops:
+            outer = sch.fuse(*s_loops) if len(s_loops) > 1 else s_loops[0]
+            work = 1
+            for lp in sch.get_loops(block):
+                work *= _extent(sch, lp) or 1
+            if (_extent(sch, outer) or 0) > 1 and work >= _MIN_PARALLEL_WORK:
+                sch.parallel(outer)
+        if vec is None:
+            return
+        sch.vectorize(vec)
+        if r_loops:
+            # the reduction's init becomes its own block, before the reduction loops, with
+            # its own copy of the vector loop (the update then accumulates in vectors)
+            init = sch.decompose_reduction(block, r_loops[0])
+            inner = sch.get_loops(init)[-1]
+            if sch.get(inner).kind != tirx.ForKind.VECTORIZED:
+                sch.vectorize(inner)
+
+
+@tvm.transform.module_pass(opt_level=0, name="DefaultCPUSchedule")
+class default_schedule:  # noqa: N801  (a pass, named like TVM's passes' factories)
+    """Schedule every PrimFunc not yet scheduled (no ``tirx.is_scheduled``) with
+    `CPUFallback`; a kernel it cannot schedule (a schedule error, an opaque block) is
+    left unchanged.  ``applied`` lists the kernels it scheduled, ``left`` those it
+    could not."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.left: list[str] = []
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        target = tvm.target.Target.current(allow_none=False)
+        updates = {}
+        for gv, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+                continue
+            tgt = func.attrs.get("target", target) if func.attrs is not None else target
+            try:
+                sch = CPUFallback().apply(func, tgt, False)
+            except Exception as exc:  # noqa: BLE001  (TVM's schedule errors)
+                _log.debug("%s: no default schedule: %s", gv.name_hint, exc)
+                sch = None
+            if sch is None:
+                self.left.append(gv.name_hint)
+                continue
+            updates[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            self.applied.append(gv.name_hint)
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod
+
+
+def _is_scheduled(func: tirx.PrimFunc) -> bool:
+    return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
