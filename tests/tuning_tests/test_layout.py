@@ -120,6 +120,42 @@ def test_int8_nchwc_is_bit_exact_and_uses_u8s8_kernels(tmp_path):
     assert not any(gv.name_hint.startswith("pack_u8") for gv, _ in mod.functions_items())
 
 
+def test_tuned_int8_build_fuses_every_requantize_into_its_conv(tmp_path, monkeypatch):
+    """The tuned (fused) int8 build runs each requantize in its conv's kernel: no kernel of
+    its own (the int32 accumulator never stored), even for tensors above
+    `REQUANT_GROUP_BYTES`, whose channel groups bound the unfused build's int64 but put
+    slices between conv and rescale that stopped TVM's fusion; bit-exact with the
+    untuned (unfused, grouped) build and the interpreter."""
+    from tvm import relax
+
+    from compiler.interpreter import run as interpret
+    from targets.tvm.build import build, run
+    from targets.tvm.lowering import quant
+
+    # every requantize of the test model would be split into channel groups
+    monkeypatch.setattr(quant, "REQUANT_GROUP_BYTES", 64)
+    model = _model(tmp_path / "m.onnx", c_in=4)
+    host = get_target("host")
+    plain = compiler.compile(model, target=host, passes="fold-bn,cleanup,quantize{bits=8,"
+                             "act_bits=8}", calibration_data=[{"x": _x(c_in=4, seed=2, n=8)}])
+    # (the unfused build still groups them)
+    assert "R.strided_slice" in host.lower(plain.graph).script()
+    mod, arrays, recipe = host._prepare(plain.graph, True)
+    assert recipe["layout"] == "nchwc" and recipe["fused"]
+    fused = relax.get_pipeline("zero")(mod)
+    kernels = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    convs = [k for k in kernels if "conv2d" in k]
+    assert len(convs) == 5 and all("right_shift" in k for k in convs), convs
+    assert not [k for k in kernels if "right_shift" in k and "conv2d" not in k], kernels
+    ex = build(fused, host.target_dict())  # (the default pipeline lowers the fused module)
+    for seed in (1, 3):
+        x = _x(c_in=4, seed=seed)
+        got = run(ex, [x, *arrays])[0]
+        ref = plain.run({"x": x})[0]
+        assert np.array_equal(got, ref) and np.abs(ref).max() > 0
+        assert np.array_equal(got, interpret(plain.graph, {"x": x})[0])
+
+
 def _conv_data_dtypes(mod) -> list[str]:
     from tvm import relax
 
