@@ -58,7 +58,8 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from .keep_packed import clip_as_min_max, keep_packed, split_channels_as_slices
+from .keep_packed import (clip_as_min_max, keep_packed, sink_channel_crops,
+                          split_channels_as_slices)
 from .schedules import CONV_RULE, DEPTHWISE_RULE, dot_product
 
 __all__ = ["pack_convolutions", "LAYOUTS", "packed_conv_count", "check_layout",
@@ -456,7 +457,7 @@ def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc", target: Any = No
     if layout == "nchw":
         return mod
     kind = dot_product(target) if target is not None else None
-    mod = _rewrite_convs(mod, kind)
+    mod = sink_channel_crops(_rewrite_convs(mod, kind))  # (crops after the epilogues)
 
     def legalize(bb, call):
         return _legalize_conv2d(bb, call, kind)
