@@ -18,6 +18,10 @@ with ``layout=NCHW{a}c``, take on the same spatial axis, a channel slice of whol
 as a slice of the block axis.  What needs a change of block (``a != b``, or a channel
 slice not aligned to ``a``) becomes one direct ``repack`` kernel from packed to packed,
 instead of two transforms through NCHW.  Results are unchanged (the ops only move data).
+
+`sink_channel_crops` (before ``ConvertLayout``) moves a channel crop of a tensor used by
+nothing else after the elementwise ops that follow it, so they fuse into the producing
+conv (the crop of a conv whose outputs were padded to whole vectors).
 """
 from __future__ import annotations
 

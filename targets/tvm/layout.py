@@ -9,7 +9,8 @@ built or tuned:
    transposed conv with kernel = stride and no padding (U-Net upsampling) becomes a 1x1
    conv + depth-to-space; an int8 conv with input channels not a multiple of 4 gets zero
    channels; a dense conv with an output count not a multiple of 4 (a segmentation head)
-   gets zero filters up to a vector's width, sliced off after it.
+   gets zero filters up to a vector's width, sliced off after it -- after its elementwise
+   epilogue (`keep_packed.sink_channel_crops`), so bias and requantize stay in its kernel.
 1. ``relax.transform.ConvertLayout`` with a per-conv choice (`_choose_layouts`): dense
    convs get ``NCHW{ib}c`` data, ``OIHW{ib}i{ob}o`` weights and ``NCHW{ob}c`` output
    (blocks of up to 16 channels: one AVX-512 register of fp32), depthwise convs

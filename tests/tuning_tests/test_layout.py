@@ -139,7 +139,8 @@ def _fused_int8_build_matches_untuned(model: Path, c_in: int, size: int) -> list
     mod, arrays, recipe = host._prepare(plain.graph, True)
     assert recipe["layout"] == "nchwc" and recipe["fused"]
     fused = relax.get_pipeline("zero")(mod)
-    kernels = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    kernels = [gv.name_hint for gv, f in fused.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc)]
     assert not [k for k in kernels if "right_shift" in k and "conv2d" not in k], kernels
     ex = build(fused, host.target_dict())  # (the default pipeline lowers the fused module)
     for seed in (1, 3):
