@@ -111,12 +111,14 @@ class TvmTarget(Target):
         integer = any(node.domain == "q" for node in graph.nodes)
         return "nchwc" if integer or dot_product(self.target_dict()) == "vnni" else "nchw"
 
-    def lower(self, graph: Graph) -> Any:
-        """``graph`` as the Relax module this target builds from (before layouts)."""
+    def lower(self, graph: Graph, tuned: bool = False) -> Any:
+        """``graph`` as the Relax module this target builds from (before layouts); with
+        ``tuned``, as the tuned build lowers it (for TVM's fusion pipeline)."""
         from .tvm.lowering import lower_graph
         from .tvm.schedules import int8_conv_data
 
-        return lower_graph(graph, int8_conv_data=int8_conv_data(self.target_dict()))
+        return lower_graph(graph, int8_conv_data=int8_conv_data(self.target_dict()),
+                           fused=tuned)
 
     def _prepare(self, graph: Graph, tuned: bool, recipe: dict | None = None
                  ) -> tuple[Any, list[np.ndarray], dict]:
@@ -139,11 +141,12 @@ class TvmTarget(Target):
             target = self.target_dict()
             layout_target = target if tuned else None
             layout = self._layout(tuned, graph)
-            fold = tuned
+            fold = fused = tuned  # tuned builds go through TVM's fusion pipeline
         else:
             target, layout_target = recipe["target"], recipe.get("layout_target")
             layout, fold = recipe["layout"], bool(recipe.get("folded"))
-        mod = lower_graph(graph, int8_conv_data=int8_conv_data(target))
+            fused = bool(recipe.get("fused"))  # (absent: written before it existed, unfused)
+        mod = lower_graph(graph, int8_conv_data=int8_conv_data(target), fused=fused)
         if recipe is None:
             mod, layout = apply_layout(mod, layout, layout_target)
         else:
@@ -156,7 +159,7 @@ class TvmTarget(Target):
             mod = fold_constants(mod)
         mod, arrays = lift_constants(mod)
         made = {"target": target, "layout_target": layout_target, "layout": layout,
-                "folded": fold, "count": len(arrays),
+                "folded": fold, "fused": fused, "count": len(arrays),
                 "bytes": int(sum(a.nbytes for a in arrays)), "sha256": params_digest(arrays)}
         return mod, arrays, made
 

@@ -18,14 +18,20 @@ with ``layout=NCHW{a}c``, take on the same spatial axis, a channel slice of whol
 as a slice of the block axis.  What needs a change of block (``a != b``, or a channel
 slice not aligned to ``a``) becomes one direct ``repack`` kernel from packed to packed,
 instead of two transforms through NCHW.  Results are unchanged (the ops only move data).
+
+`sink_channel_crops` (before ``ConvertLayout``) moves a channel crop of a tensor used by
+nothing else after the elementwise ops that follow it, so they fuse into the producing
+conv (the crop of a conv whose outputs were padded to whole vectors).
 """
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax, te, tirx
 from tvm.relax import op as R
 
-__all__ = ["split_channels_as_slices", "clip_as_min_max", "keep_packed", "layout_transform_kind"]
+__all__ = ["split_channels_as_slices", "clip_as_min_max", "keep_packed", "layout_transform_kind",
+           "sink_channel_crops"]
 
 
 def _shape(expr) -> list[int] | None:
@@ -126,6 +132,12 @@ _ELEMENTWISE = frozenset("relax." + n for n in (
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "round", "astype",
     "sigmoid", "tanh", "exp", "floor", "ceil", "right_shift", "left_shift", "clip",
     "nn.relu", "negative", "abs", "sqrt"))
+
+
+# what `sink_channel_crops` also moves a crop past: compares and selects, value by value
+# (a PRelu's ``where(x < 0, x * slope, x)``)
+_SELECT = frozenset("relax." + n for n in ("less", "greater", "less_equal", "greater_equal",
+                                           "equal", "not_equal", "where"))
 
 
 def _scalar(expr) -> bool:
@@ -258,7 +270,7 @@ class _KeepPacked(relax.PyExprMutator):
                 args[i] = self._materialize(src, a, off, c, block)
             elif ashape is not None and len(ashape) == 4 and ashape[1] == 1 \
                     and isinstance(arg, tvm.ir.expr.Constant):
-                args[i] = relax.const(arg.data.numpy().reshape(ashape + [1]), arg.ty.dtype)
+                args[i] = relax.const(arg.value.numpy().reshape(ashape + [1]), arg.ty.dtype)
             else:
                 return None
         if block is None:
@@ -287,4 +299,122 @@ def keep_packed(mod: tvm.IRModule) -> tvm.IRModule:
         if isinstance(func, relax.Function):
             mutator.var2val = dict(relax.analysis.get_var2val(func))
             mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+
+def _channel_crop(call) -> tuple[int, int] | None:
+    """``(lo, hi)`` of ``strided_slice(x, axes=[1], [lo], [hi])`` (stride 1) of a static
+    4-D ``x``, else ``None``."""
+    if not _is_op(call, "relax.strided_slice"):
+        return None
+    xs = _shape(call.args[0])
+    axes, begin, end = (_ints_of(t) for t in call.args[1:4])
+    strides = _ints_of(call.args[4]) if len(call.args) > 4 else None
+    if xs is None or len(xs) != 4 or axes is None or begin is None or end is None \
+            or len(axes) != 1 or axes[0] % 4 != 1 or (strides and any(v != 1 for v in strides)):
+        return None
+    c = xs[1]
+    lo, hi = (min(c, max(0, v if v >= 0 else v + c)) for v in (begin[0], end[0]))
+    return (lo, hi) if hi > lo else None
+
+
+@relax.expr_functor.mutator
+class _SinkCrops(relax.PyExprMutator):
+    """See `sink_channel_crops`.  ``self.full`` maps an original dataflow var whose value
+    is a channel window ``[lo, hi)`` of a wider tensor to ``(wide var, lo, hi, wide
+    channels)``; a use outside the moved ops gets the window, sliced once (``self.crops``)."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.users: dict = {}
+        self.full: dict = {}
+        self.crops: dict = {}
+
+    def _crop(self, var):
+        if var not in self.crops:
+            wide, lo, hi, _ = self.full[var]
+            self.crops[var] = self.builder_.emit(R.strided_slice(wide, [1], [lo], [hi]))
+        return self.crops[var]
+
+    def visit_dataflow_var_(self, var):
+        return self._crop(var) if var in self.full else super().visit_dataflow_var_(var)
+
+    def _widened(self, call):
+        """``(call on the wide tensors, window)`` when ``call`` is elementwise on windows
+        of one wide tensor shape, its other operands constants (scalars, or per channel:
+        widened with the edge channel's value, so the extra channels compute something
+        harmless that is then cropped away), else ``None``."""
+        if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) \
+                or call.op.name not in _ELEMENTWISE | _SELECT:
+            return None
+        shape = _shape(call)
+        window, args = None, []
+        for arg in call.args:
+            if isinstance(arg, relax.Var) and arg in self.full:
+                wide, lo, hi, c = self.full[arg]
+                if window not in (None, (lo, hi, c)) or _shape(arg) != shape:
+                    return None
+                window = (lo, hi, c)
+                args.append(wide)
+            elif isinstance(arg, tvm.ir.expr.Constant):
+                args.append(arg)  # scalars and per-channel tables, checked below
+            elif not isinstance(getattr(arg, "ty", None), relax.TensorType):
+                args.append(arg)  # (attributes passed as values: clip's bounds)
+            else:
+                return None
+        if window is None or shape is None or len(shape) != 4:
+            return None
+        lo, hi, c = window
+        for i, arg in enumerate(args):
+            if not isinstance(arg, tvm.ir.expr.Constant) or _scalar(arg):
+                continue
+            ashape = _shape(arg)
+            if ashape is None or len(ashape) != 4 or any(
+                    d not in (1, shape[k]) for k, d in enumerate(ashape)):
+                return None
+            if ashape[1] == hi - lo and hi - lo > 1:
+                table = np.pad(arg.value.numpy(), [(0, 0), (lo, c - hi), (0, 0), (0, 0)],
+                               mode="edge")
+                args[i] = relax.const(table, arg.ty.dtype)
+            elif ashape[1] != 1:
+                return None
+        return relax.Call(call.op, args, call.attrs, call.ty_args), window
+
+    def visit_var_binding_(self, binding):
+        var, value = binding.var, binding.value
+        if isinstance(var, relax.DataflowVar):
+            window = _channel_crop(value)
+            src = value.args[0] if window is not None else None
+            if window is not None and isinstance(src, relax.Var) and src not in self.full \
+                    and len(self.users.get(src, ())) == 1:
+                self.full[var] = (self.visit_expr(src), *window, _shape(src)[1])
+                return
+            widened = self._widened(value)
+            if widened is not None:
+                call, (lo, hi, c) = widened
+                self.full[var] = (self.builder_.emit(call), lo, hi, c)
+                return
+        super().visit_var_binding_(binding)
+
+
+def sink_channel_crops(mod: tvm.IRModule) -> tvm.IRModule:
+    """Move each channel crop ``strided_slice(y, axis 1)`` of a tensor used by nothing
+    else past the elementwise ops after it, which then compute on all of ``y``'s channels
+    (per-channel constants widened), and crop their results instead.  Why: a conv whose
+    outputs were padded to whole vectors (`layout._pad_output_channels`) was followed by
+    the crop, which TVM's fusion does not take into the conv's kernel -- so its bias /
+    requantize / activation epilogue ran as separate kernels over the stored int32 (or
+    float) output.  After the move the epilogue fuses into the conv and only its result
+    (int8 for a requantize) is cropped.  Run on NCHW modules, before ``ConvertLayout``;
+    the values of the kept channels are unchanged (the ops are channel by channel)."""
+    mutator = _SinkCrops(mod)
+    for gv, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        users: dict = {}
+        for block in getattr(func.body, "blocks", []):
+            if isinstance(block, relax.DataflowBlock):
+                users.update(relax.analysis.udchain(block))
+        mutator.users, mutator.full, mutator.crops = users, {}, {}
+        mutator.builder_.update_func(gv, mutator.visit_expr(func))
     return relax.transform.DeadCodeElimination()(mutator.builder_.get())

@@ -9,7 +9,8 @@ built or tuned:
    transposed conv with kernel = stride and no padding (U-Net upsampling) becomes a 1x1
    conv + depth-to-space; an int8 conv with input channels not a multiple of 4 gets zero
    channels; a dense conv with an output count not a multiple of 4 (a segmentation head)
-   gets zero filters up to a vector's width, sliced off after it.
+   gets zero filters up to a vector's width, sliced off after it -- after its elementwise
+   epilogue (`keep_packed.sink_channel_crops`), so bias and requantize stay in its kernel.
 1. ``relax.transform.ConvertLayout`` with a per-conv choice (`_choose_layouts`): dense
    convs get ``NCHW{ib}c`` data, ``OIHW{ib}i{ob}o`` weights and ``NCHW{ob}c`` output
    (blocks of up to 16 channels: one AVX-512 register of fp32), depthwise convs
@@ -58,7 +59,8 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from .keep_packed import clip_as_min_max, keep_packed, split_channels_as_slices
+from .keep_packed import (clip_as_min_max, keep_packed, sink_channel_crops,
+                          split_channels_as_slices)
 from .schedules import CONV_RULE, DEPTHWISE_RULE, dot_product
 
 __all__ = ["pack_convolutions", "LAYOUTS", "packed_conv_count", "check_layout",
@@ -456,7 +458,7 @@ def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc", target: Any = No
     if layout == "nchw":
         return mod
     kind = dot_product(target) if target is not None else None
-    mod = _rewrite_convs(mod, kind)
+    mod = sink_channel_crops(_rewrite_convs(mod, kind))  # (crops after the epilogues)
 
     def legalize(bb, call):
         return _legalize_conv2d(bb, call, kind)

@@ -120,6 +120,88 @@ def test_int8_nchwc_is_bit_exact_and_uses_u8s8_kernels(tmp_path):
     assert not any(gv.name_hint.startswith("pack_u8") for gv, _ in mod.functions_items())
 
 
+def _fused_int8_build_matches_untuned(model: Path, c_in: int, size: int) -> list[str]:
+    """``model`` quantized to int8 and prepared as the tuned build prepares it (packed,
+    lowered for fusion), then fused by TVM's tuning pipeline: checks that no requantize
+    runs in a kernel of its own (every ``right_shift`` is in a conv's kernel: the int32
+    accumulator is never stored) and that the fused build is bit-exact with the untuned
+    (unfused) build and the interpreter on two inputs; returns the kernel names and the
+    int8 graph."""
+    from tvm import relax
+
+    from compiler.interpreter import run as interpret
+    from targets.tvm.build import build, run
+
+    host = get_target("host")
+    plain = compiler.compile(model, target=host, passes="fold-bn,cleanup,quantize{bits=8,"
+                             "act_bits=8}",
+                             calibration_data=[{"x": _x(c_in=c_in, size=size, seed=2, n=8)}])
+    mod, arrays, recipe = host._prepare(plain.graph, True)
+    assert recipe["layout"] == "nchwc" and recipe["fused"]
+    fused = relax.get_pipeline("zero")(mod)
+    kernels = [gv.name_hint for gv, f in fused.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc)]
+    assert not [k for k in kernels if "right_shift" in k and "conv2d" not in k], kernels
+    ex = build(fused, host.target_dict())  # (the default pipeline lowers the fused module)
+    for seed in (1, 3):
+        x = _x(c_in=c_in, size=size, seed=seed)
+        got = run(ex, [x, *arrays])[0]
+        ref = plain.run({"x": x})[0]
+        assert np.array_equal(got, ref) and np.abs(ref).max() > 0
+        assert np.array_equal(got, interpret(plain.graph, {"x": x})[0])
+    return kernels, plain.graph
+
+
+def test_tuned_int8_build_fuses_requantizes_above_the_group_size(tmp_path, monkeypatch):
+    """Requantizes above `REQUANT_GROUP_BYTES` are split into channel groups in the
+    unfused build (a bound on its int64 intermediates); the slices of those groups
+    stopped TVM's fusion, so the tuned build lowers them whole: each in its conv's kernel
+    (every packed kind: u8 x s8 dense, generic dense, depthwise)."""
+    from targets.tvm.lowering import quant
+
+    monkeypatch.setattr(quant, "REQUANT_GROUP_BYTES", 64)  # every one would be grouped
+    kernels, graph = _fused_int8_build_matches_untuned(_model(tmp_path / "m.onnx", c_in=4),
+                                                       c_in=4, size=10)
+    host = get_target("host")
+    assert "R.strided_slice" in host.lower(graph).script()  # (the untuned build's groups)
+    assert "R.strided_slice" not in host.lower(graph, tuned=True).script()
+    convs = [k for k in kernels if "conv2d" in k]
+    assert len(convs) == 5 and all("right_shift" in k for k in convs), convs
+
+
+def _odd_channels_model(path: Path) -> Path:
+    """conv 3x3 (4 -> 10, padded to 16 outputs in the packed build) + ReLU, conv 1x1
+    (10 -> 16) + ReLU."""
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((10, 4, 3, 3)) * 0.3).astype(np.float32)
+    b1 = (rng.standard_normal(10) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((16, 10, 1, 1)) * 0.3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c1"], ["r1"]),
+         helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+         helper.make_node("Relu", ["c2"], ["y"])], "odd",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 12])],
+        [numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_tuned_int8_build_crops_padded_outputs_after_the_requantize(tmp_path):
+    """A conv whose 10 outputs are padded to 16 for the packed kernels
+    (`layout._pad_output_channels`) used to be cropped right after it, and the crop kept
+    its bias + requantize out of its kernel; `keep_packed.sink_channel_crops` moves the
+    crop after them, so they fuse (computing 6 throw-away channels) and only int8 is
+    cropped."""
+    kernels, _ = _fused_int8_build_matches_untuned(_odd_channels_model(tmp_path / "m.onnx"),
+                                                   c_in=4, size=12)
+    convs = [k for k in kernels if "conv2d" in k]
+    assert len(convs) == 2 and all("right_shift" in k for k in convs), convs
+
+
 def _conv_data_dtypes(mod) -> list[str]:
     from tvm import relax
 

@@ -65,7 +65,7 @@ class LowerContext:
     """State shared by the lowerings of one graph."""
 
     def __init__(self, bb: relax.BlockBuilder, graph: Graph, params_as_constants: bool = True,
-                 int8_conv_data: str = "uint8"):
+                 int8_conv_data: str = "uint8", fused: bool = False):
         if int8_conv_data not in ("uint8", "int8"):
             raise ValueError(f"int8_conv_data must be 'uint8' or 'int8', not {int8_conv_data!r}")
         self.bb = bb
@@ -74,6 +74,11 @@ class LowerContext:
         # the type int8 conv data is convolved in (the target's dot-product operand):
         # "uint8" (x + 128, x86 VNNI's u8 x s8) or "int8" (NEON's s8 x s8)
         self.int8_conv_data = int8_conv_data
+        # whether the module is built by a pipeline that fuses elementwise chains into
+        # their producer's kernel (TVM's FuseOps: the tuned builds); lowerings that split
+        # work only to bound unfused intermediates (`quant.REQUANT_GROUP_BYTES`) skip it,
+        # since the split would stop the fusion
+        self.fused = fused
         self.params: list[tuple[relax.Var, np.ndarray]] = []
         self._weights: dict[int, relax.Expr] = {}
         self._param_names: set[str] = set()
@@ -120,7 +125,7 @@ class LowerContext:
 # ----------------------------------------------------------------------------------
 
 def lower_graph(graph: Graph, *, params_as_constants: bool = True,
-                int8_conv_data: str = "uint8") -> tvm.IRModule:
+                int8_conv_data: str = "uint8", fused: bool = False) -> tvm.IRModule:
     """Lower ``graph`` to an IRModule with a ``main`` function.
 
     ``main``'s parameters are the graph inputs (static shapes/dtypes).  Weights are
@@ -129,18 +134,22 @@ def lower_graph(graph: Graph, *, params_as_constants: bool = True,
     attribute) -- use `lower_graph_with_params` to also get their arrays.
     ``int8_conv_data``: the type int8 conv data is convolved in, the target's
     dot-product operand (`schedules.int8_conv_data`); the results are the same.
+    ``fused``: the module will be built by a pipeline with TVM's operator fusion (the
+    tuned builds); large requantizes are then emitted whole, so they fuse into their
+    conv's kernel, instead of in channel groups (`quant.REQUANT_GROUP_BYTES`), which bound
+    the unfused build's int64 intermediates; the results are the same.
     """
     return lower_graph_with_params(graph, params_as_constants=params_as_constants,
-                                   int8_conv_data=int8_conv_data)[0]
+                                   int8_conv_data=int8_conv_data, fused=fused)[0]
 
 
 def lower_graph_with_params(graph: Graph, *, params_as_constants: bool = False,
-                            int8_conv_data: str = "uint8"
+                            int8_conv_data: str = "uint8", fused: bool = False
                             ) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
     """Like `lower_graph`, also returning ``{param_name: array}`` in parameter order
     (empty when ``params_as_constants``)."""
     bb = relax.BlockBuilder()
-    ctx = LowerContext(bb, graph, params_as_constants, int8_conv_data)
+    ctx = LowerContext(bb, graph, params_as_constants, int8_conv_data, fused)
     env: dict[int, relax.Expr] = {}
     inputs: list[relax.Var] = []
     for value in graph.inputs:

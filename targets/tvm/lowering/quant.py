@@ -219,11 +219,16 @@ def _rescale(ctx, v64, mult, shift):
 
 #: ``q.Requantize`` rescales in int64 (the product of an int32 accumulator and a 31-bit
 #: multiplier); lowered op by op, the ``astype(int64)`` is a full-size tensor twice the
-#: accumulator's bytes, and TVM's CPU pipeline does not fuse it away.  Above this many
-#: int64 bytes the rescale runs on groups of channels (each group sliced, rescaled, cast
-#: to int8, then the int8 groups concatenated): the same per-element integer operations,
-#: so bit-identical, with only one group's int64 alive.  On DeepLab at 256x256 the int8
-#: arena's peak was int32 acc (6 MiB) + its int64 copy (12 MiB) at the 128x128x96 stem.
+#: accumulator's bytes, and TVM's untuned CPU pipeline does not fuse it away.  Above this
+#: many int64 bytes the rescale runs on groups of channels (each group sliced, rescaled,
+#: cast to int8, then the int8 groups concatenated): the same per-element integer
+#: operations, so bit-identical, with only one group's int64 alive.  On DeepLab at
+#: 256x256 the int8 arena's peak was int32 acc (6 MiB) + its int64 copy (12 MiB) at the
+#: 128x128x96 stem.  Only for unfused builds (``LowerContext.fused`` false): with
+#: FuseOps the whole rescale runs in the conv's kernel epilogue, int64 and int32 never
+#: stored, while the slices between conv and rescale would stop that fusion (the conv's
+#: int32 output stored at full size, then one kernel per group: 38 % + 28 % of
+#: mtcnn_pnet's tuned int8 time).
 REQUANT_GROUP_BYTES = 1 << 20
 
 
@@ -255,7 +260,8 @@ def _q_requantize(ctx, node, args):
 
     channels = int(shape[1]) if rank >= 2 else 1
     nbytes = int(np.prod(shape, dtype=np.int64)) * 8
-    if nbytes <= REQUANT_GROUP_BYTES or channels < 2 or (mult.size > 1 and axis != 1):
+    if (ctx.fused or nbytes <= REQUANT_GROUP_BYTES or channels < 2
+            or (mult.size > 1 and axis != 1)):
         return _requantize(ctx, args[0], *params(0, mult.size), zp, qmin, qmax)
     groups = min(channels, -(-nbytes // REQUANT_GROUP_BYTES))
     step = -(-channels // groups)
