@@ -468,17 +468,15 @@ def arena_pipeline(planner: "PlanArena | None" = None) -> tvm.transform.Pass:
     return _pipeline
 
 
-def _is_scheduled(func: "tvm.tirx.PrimFunc") -> bool:
-    return func.attrs is not None and any(str(k).endswith("is_scheduled") for k in func.attrs.keys())
-
-
 @tvm.transform.module_pass(opt_level=0, name="InlineUnscheduledIntermediates")
 class InlineUnscheduled(InlineKernelIntermediates):
     """`InlineKernelIntermediates` on the kernels no tuning record scheduled (a tuned
     schedule already places its pad inside its tiles; it must not be rewritten)."""
 
     def skips(self, func: "tvm.tirx.PrimFunc") -> bool:
-        return _is_scheduled(func)
+        from .default_schedule import is_scheduled
+
+        return is_scheduled(func)
 
 
 def _storage_bytes(mod: tvm.IRModule) -> int:

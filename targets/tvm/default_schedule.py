@@ -1,16 +1,17 @@
 """A schedule for every kernel that tuning did not reach: parallel and vectorized loops.
 
 Relax lowers an op to a TE loop nest with no schedule at all; MetaSchedule gives a kernel
-its schedule only when the database holds a record for it.  A kernel without one runs as
-that naive nest, serial and scalar: the 6625-class output softmax of PP-OCR's recognizer
-took 2165 ms of a 2157 ms median that way (benchmarks/README.md, the zoo section).  A
-tuning budget never reaches every task of a 100-task model, so the tuned build applies
-`default_schedule` after the database: TVM's own CPU rules for what they recognise
-(``dlight.cpu.Reduction`` on row reductions, `RowReduction`: softmax, norms;
-``dlight.cpu.GEMV``), then `CPUFallback`, the
-CPU counterpart of dlight's GPU fallback, for the rest (convs, pools, elementwise chains,
-layout transforms).  A kernel no rule can schedule stays as it was: the pass never fails
-a build.
+its schedule only when the database holds a record for it, and a kernel without one runs
+as that naive nest, serial and scalar.  A tuning budget never reaches every task of a
+100-task model (PP-OCR's recognizer int8: records for 90 of 111), so the tuned build
+applies `default_schedule` after the database: `CPUFallback`, the CPU counterpart of
+dlight's GPU fallback, on every kernel left (convs, matmuls, pools, elementwise chains,
+layout transforms).  A kernel it cannot schedule stays as it was: the pass never fails a
+build.  Measured on PP-OCR's recognizer, one kernel at a time, 1 thread: a 3x3 conv
+67 -> 5.3 ms, a 1x1 conv with its HardSwish 6.1 -> 0.77 ms, a depthwise conv
+5.8 -> 0.41 ms, the 120 x 6625 output matmul 40 -> 13 ms.  (dlight's CPU ``Reduction``
+rule, tried first, scheduled a conv with its epilogue 5x slower than no schedule and
+made the 6625-class softmax slower too.)
 
 The schedules only parallelize, reorder and vectorize loops, block by block: every
 block computes what it computed, in the same order, so outputs are those of the
@@ -23,11 +24,13 @@ from typing import Any
 
 import tvm
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr, normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, get_extent
 from tvm.target.codegen import llvm_get_vector_width
 
-__all__ = ["CPUFallback", "default_schedule"]
+from .checks import SCHEDULED
+
+__all__ = ["CPUFallback", "default_schedule", "is_scheduled"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,8 +54,6 @@ def _contiguous(stmt: Any, var: tirx.Var) -> bool:
     dimension only (or not at all): a vector along ``var`` is then one load, not a
     gather.  (The u8 x s8 weights interleave 4 input channels inside each output
     channel: vectorized over output channels they measured 2x slower than scalar.)"""
-    from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
-
     for region in list(stmt.reads) + list(stmt.writes):
         for rng in list(region.region)[:-1]:
             if var in collect_vars_used_in_prim_expr(rng.min):
@@ -149,7 +150,7 @@ class default_schedule:  # noqa: N801  (a pass, named like TVM's passes' factori
         target = tvm.target.Target.current(allow_none=False)
         updates = {}
         for gv, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+            if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
                 continue
             tgt = func.attrs.get("target", target) if func.attrs is not None else target
             try:
@@ -160,12 +161,15 @@ class default_schedule:  # noqa: N801  (a pass, named like TVM's passes' factori
             if sch is None:
                 self.left.append(gv.name_hint)
                 continue
-            updates[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            updates[gv] = sch.mod["main"].with_attr(SCHEDULED, True)
             self.applied.append(gv.name_hint)
         for gv, func in updates.items():
             mod[gv] = func
         return mod
 
 
-def _is_scheduled(func: tirx.PrimFunc) -> bool:
-    return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
+def is_scheduled(func: tirx.PrimFunc) -> bool:
+    """Whether ``func`` carries a schedule already (``tirx.is_scheduled``: set by
+    MetaSchedule's database, by dlight and by `default_schedule`)."""
+    return func.attrs is not None and any(
+        str(k).endswith("is_scheduled") and bool(v) for k, v in func.attrs.items())

@@ -630,10 +630,9 @@ def _scheduled(task: Any) -> bool:
     """Whether the task's kernel says it needs no schedule (`checks.SCHEDULED`: the
     run-time checks, serial on purpose).  MetaSchedule would tune it anyway (it looks
     for the flag on the module, not on the function)."""
-    from .checks import SCHEDULED
+    from .default_schedule import is_scheduled
 
-    return any(f.attrs is not None and bool(f.attrs.get(SCHEDULED, False))
-               for _gv, f in task.dispatched[0].functions_items()
+    return any(is_scheduled(f) for _gv, f in task.dispatched[0].functions_items()
                if isinstance(f, tvm.tirx.PrimFunc))
 
 
