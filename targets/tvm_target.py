@@ -111,14 +111,25 @@ class TvmTarget(Target):
         integer = any(node.domain == "q" for node in graph.nodes)
         return "nchwc" if integer or dot_product(self.target_dict()) == "vnni" else "nchw"
 
-    def lower(self, graph: Graph, tuned: bool = False) -> Any:
+    def _fused(self, tuned: bool) -> bool:
+        """Whether the build goes through TVM's operator fusion (`build.fused_pipeline`):
+        every build but the untuned arena one (whose planner runs unfused kernels in
+        place).  The lowering then emits ``q.Requantize`` whole, for the conv's kernel,
+        instead of in the memory-capping channel groups of the unfused build."""
+        return tuned or self.memory != "arena"
+
+    def lower(self, graph: Graph, tuned: bool = False, recipe: dict | None = None) -> Any:
         """``graph`` as the Relax module this target builds from (before layouts); with
-        ``tuned``, as the tuned build lowers it (for TVM's fusion pipeline)."""
+        ``tuned``, as the tuned build lowers it; with a ``recipe`` (meta.json), as the
+        recorded build did (its target and fusion)."""
         from .tvm.lowering import lower_graph
         from .tvm.schedules import int8_conv_data
 
-        return lower_graph(graph, int8_conv_data=int8_conv_data(self.target_dict()),
-                           fused=tuned)
+        if recipe is None:
+            target, fused = self.target_dict(), self._fused(tuned)
+        else:  # ("fused" absent: written before it existed, unfused)
+            target, fused = recipe["target"], bool(recipe.get("fused"))
+        return lower_graph(graph, int8_conv_data=int8_conv_data(target), fused=fused)
 
     def _prepare(self, graph: Graph, tuned: bool, recipe: dict | None = None
                  ) -> tuple[Any, list[np.ndarray], dict]:
@@ -134,19 +145,17 @@ class TvmTarget(Target):
         (another compiler version) an error instead of wrong outputs."""
         from .tvm.build import fold_constants, lift_constants, params_digest
         from .tvm.layout import apply_layout
-        from .tvm.lowering import lower_graph
-        from .tvm.schedules import int8_conv_data
 
         if recipe is None:
             target = self.target_dict()
             layout_target = target if tuned else None
             layout = self._layout(tuned, graph)
-            fold = fused = tuned  # tuned builds go through TVM's fusion pipeline
+            fold, fused = tuned, self._fused(tuned)
         else:
             target, layout_target = recipe["target"], recipe.get("layout_target")
             layout, fold = recipe["layout"], bool(recipe.get("folded"))
-            fused = bool(recipe.get("fused"))  # (absent: written before it existed, unfused)
-        mod = lower_graph(graph, int8_conv_data=int8_conv_data(target), fused=fused)
+            fused = bool(recipe.get("fused"))
+        mod = self.lower(graph, tuned, recipe)
         if recipe is None:
             mod, layout = apply_layout(mod, layout, layout_target)
         else:
@@ -166,7 +175,7 @@ class TvmTarget(Target):
     def build(self, graph: Graph) -> Any:
         from .tvm.build import WeightsBuilt, build
 
-        pipeline: Any = "default"
+        pipeline: Any = None  # build.fused_pipeline
         if self.memory == "arena":
             from .tvm.arena import arena_pipeline
 

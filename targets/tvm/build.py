@@ -16,7 +16,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-__all__ = ["build", "run", "time_local", "profile_local", "export_library", "load_library",
+__all__ = ["build", "fused_pipeline", "run", "time_local", "profile_local", "export_library", "load_library",
            "host_target", "make_target", "to_numpy", "to_tensors", "WeightsBuilt",
            "lift_constants", "fold_constants", "split_built", "params_digest"]
 
@@ -127,9 +127,59 @@ def make_target(target: Any) -> tvm.target.Target:
     return tvm.target.Target(target)
 
 
-def build(mod: tvm.IRModule, target: Any = None, *, pipeline: Any = "default") -> Executable:
-    """Compile ``mod`` with the Relax default pipeline (untuned TOPI kernels on CPU)."""
-    return tvm.compile(mod, target=make_target(target), relax_pipeline=pipeline)
+def fused_pipeline(database: Any = None, planner: Any = None, scheduler: Any = None
+                   ) -> tvm.transform.Pass:
+    """The one build pipeline of the project, tuned and untuned: TVM's operator fusion
+    (``FuseOps`` + ``FuseTIR``, the same fusion as MetaSchedule's task extraction, so
+    the tuning database's keys match), then with a ``database`` its records
+    (``MetaScheduleApplyDatabase``), then `default_schedule.default_schedule` for every
+    kernel no record scheduled (TVM's CPU pipelines leave them as naive loop nests: a
+    3x3 conv of PP-OCR rec ran 67 ms so, 5.3 ms default-scheduled), and with a
+    ``planner`` (the arena build) `arena.PlanArena` after ``CallTIRRewrite``.
+
+    With the arena, tuned kernels are used as tuned (their pads already sit inside their
+    tiles); the kernels without a record get `arena.inline_intermediates` before their
+    default schedule.  ``scheduler``: the `default_schedule` pass to use (it records the
+    kernels it scheduled)."""
+    from tvm.relax import backend, transform
+
+    from .arena import InlineUnscheduled
+    from .default_schedule import default_schedule
+
+    scheduler = scheduler if scheduler is not None else default_schedule()
+    arena = [] if planner is None else [planner]
+    inline = [] if planner is None else [InlineUnscheduled()]
+
+    @tvm.transform.module_pass(opt_level=3, name="FusedPipeline")
+    def _pipeline(m: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        m = tvm.transform.Sequential([
+            backend.DispatchSampling(), backend.DispatchSortScan(),
+            transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
+            transform.FuseOps(), transform.FuseTIR()])(m)
+        if database is not None:
+            with database:
+                m = transform.MetaScheduleApplyDatabase()(m)
+        return tvm.transform.Sequential([
+            *inline, scheduler, transform.RewriteDataflowReshape(),
+            transform.ToNonDataflow(), transform.RemovePurityChecking(),
+            transform.CallTIRRewrite(), *arena,
+            transform.StaticPlanBlockMemory(), transform.LowerAllocTensor(),
+            transform.KillAfterLastUse(), transform.LowerRuntimeBuiltin(),
+            transform.ComputePrimValue(), transform.VMShapeLower(),
+            transform.AttachGlobalSymbol()])(m)
+
+    return _pipeline
+
+
+def build(mod: tvm.IRModule, target: Any = None, *, pipeline: Any = None) -> Executable:
+    """Compile ``mod`` with `fused_pipeline` (no tuning records), or with ``pipeline``:
+    a pass (`fused_pipeline` with a database, `arena.arena_pipeline`) or the name of a
+    TVM pipeline (``"default"``: TVM's own, for comparisons)."""
+    tgt = make_target(target)
+    if isinstance(pipeline, str):
+        return tvm.compile(mod, target=tgt, relax_pipeline=pipeline)
+    with tgt, tvm.transform.PassContext(opt_level=3):
+        return relax.build(mod, target=tgt, relax_pipeline=pipeline or fused_pipeline())
 
 
 def to_numpy(obj: Any) -> list[np.ndarray]:

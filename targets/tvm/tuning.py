@@ -498,49 +498,13 @@ def tune_and_build(mod: tvm.IRModule, target: Any, tune: Any, *, remote: Any = N
 
 def compile_tuned(database: Any, mod: tvm.IRModule, target: Any,
                   planner: Any = None, scheduler: Any = None) -> Any:
-    """A tuned build: MetaSchedule's ``compile_relax`` pipeline (the same fusion as task
-    extraction, so the database keys match, then ``MetaScheduleApplyDatabase``), then
-    `default_schedule.default_schedule` for every kernel the database holds no record
-    for (MetaSchedule leaves them as naive loop nests on CPU), and with a ``planner``
-    (the arena build) `arena.PlanArena` after ``CallTIRRewrite``.
+    """A tuned build: `build.fused_pipeline` with the records of ``database`` (kernels
+    without one get the default schedule); ``planner``: the arena (`arena.PlanArena`).
+    The fused kernels take the arena's tensors through ``ensure_zero_offset`` like the
+    untuned ones, so the tuned code itself is unchanged."""
+    from .build import build, fused_pipeline
 
-    With the arena, tuned kernels are used as tuned (their pads already sit inside their
-    tiles); the kernels without a record get `arena.inline_intermediates` before their default
-    schedule.  The fused kernels take the arena's tensors through ``ensure_zero_offset``
-    like the untuned ones, so the tuned code itself is unchanged: the outputs are those
-    of the plain tuned build.  ``scheduler``: the `default_schedule` pass to use (it
-    records the kernels it scheduled)."""
-    from tvm.relax import transform
-
-    from .arena import InlineUnscheduled
-    from .build import make_target
-    from .default_schedule import default_schedule
-
-    tgt = make_target(target)
-    scheduler = scheduler if scheduler is not None else default_schedule()
-    arena = [] if planner is None else [planner]
-    inline = [] if planner is None else [InlineUnscheduled()]
-
-    @tvm.transform.module_pass(opt_level=3, name="TunedPipeline")
-    def _pipeline(m: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
-        from tvm.relax import backend
-
-        m = tvm.transform.Sequential([
-            backend.DispatchSampling(), backend.DispatchSortScan(),
-            transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
-            transform.FuseOps(), transform.FuseTIR()])(m)
-        m = transform.MetaScheduleApplyDatabase()(m)
-        return tvm.transform.Sequential([
-            *inline, scheduler, transform.RewriteDataflowReshape(),
-            transform.ToNonDataflow(), transform.RemovePurityChecking(),
-            transform.CallTIRRewrite(), *arena,
-            transform.StaticPlanBlockMemory(), transform.LowerAllocTensor(),
-            transform.KillAfterLastUse(), transform.LowerRuntimeBuiltin(),
-            transform.ComputePrimValue(), transform.VMShapeLower(),
-            transform.AttachGlobalSymbol()])(m)
-
-    with tgt, database, tvm.transform.PassContext(opt_level=3):
-        return relax.build(mod, target=tgt, relax_pipeline=_pipeline)
+    return build(mod, target, pipeline=fused_pipeline(database, planner, scheduler))
 
 
 def _with_deadline(ms, strategy: Any, deadline: float | None, counter: dict) -> Any:
