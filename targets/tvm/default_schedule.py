@@ -163,6 +163,10 @@ class default_schedule:  # noqa: N801  (a pass, named like TVM's passes' factori
                 continue
             updates[gv] = sch.mod["main"].with_attr(SCHEDULED, True)
             self.applied.append(gv.name_hint)
+        if updates:
+            # a copy: setting a function on an IRModule from Python updates it in place,
+            # so the caller's module (the unscheduled kernels) would change with ours
+            mod = mod.clone()
         for gv, func in updates.items():
             mod[gv] = func
         return mod
