@@ -164,9 +164,21 @@ def measure(kernels, names: list[str], number: int, repeat: int, seed: int = 0) 
                      "vectorized": "T.vectorized" in text or "vpdpbusd" in text
                      or "call_llvm_pure_intrin" in text,
                      "work": block_work(kernels[name])})
-        print(f"  {name}: {t_naive * 1e3:.3f} -> {t_ours * 1e3:.3f} ms "
+        print(f"  {_short(name)}: {t_naive * 1e3:.3f} -> {t_ours * 1e3:.3f} ms "
               f"({t_naive / t_ours:.1f}x){'' if exact else '  NOT EXACT'}", flush=True)
     return rows
+
+
+def _short(name: str, ops: int = 3) -> str:
+    """A kernel's name cut to its first ``ops`` fused ops (the JSON has it whole)."""
+    parts = name.split("_")
+    keep, count = [], 0
+    for part in parts:
+        keep.append(part)
+        count += part[-1:].isdigit()  # (an op's name ends with its counter)
+        if count >= ops:
+            break
+    return "_".join(keep) + ("_..." if len(keep) < len(parts) else "")
 
 
 def main(argv=None) -> int:
@@ -215,7 +227,7 @@ def main(argv=None) -> int:
     print("| kernel | naive ms | default ms | ratio | exact | vec |")
     print("| --- | ---: | ---: | ---: | :---: | :---: |")
     for r in rows:
-        print(f"| {r['kernel'][:60]} | {r['naive_ms']:.3f} | {r['default_ms']:.3f} | "
+        print(f"| {_short(r['kernel'])} {'x'.join(map(str, r['shape']))} | {r['naive_ms']:.3f} | {r['default_ms']:.3f} | "
               f"{r['ratio']:.1f}x | {'yes' if r['exact'] else 'NO'} | "
               f"{'yes' if r['vectorized'] else 'no'} |")
     print(f"| total ({len(rows)} kernels) | {naive:.3f} | {ours:.3f} | "
