@@ -83,7 +83,10 @@ def _is_dot_conv(block: Any) -> bool:
 
 def _has_dot_conv(sch: s_tir.Schedule, target: Any) -> bool:
     """Whether ``sch``'s function holds a u8 x s8 conv block and ``target`` has VNNI."""
-    blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    try:
+        blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    except s_tir.schedule.ScheduleError:  # (no root block: a function written without blocks)
+        return False
     return any(_is_dot_conv(b) for b in blocks) and _dot_intrin(target, 16) is not None
 
 
