@@ -11,8 +11,8 @@ build.  Measured on PP-OCR's recognizer, one kernel at a time, 1 thread: a 3x3 c
 67 -> 5.3 ms, a 1x1 conv with its HardSwish 6.1 -> 0.77 ms, a depthwise conv
 5.8 -> 0.41 ms, the 120 x 6625 output matmul 40 -> 13 ms.  Packed u8 x s8 convs on a
 VNNI target are tensorized instead (`_dot_conv`: ``vpdpbusd`` dot products; the ten
-largest kernels of PP-OCR's recognizer int8 4.9-11.9x over the naive nest, of
-EfficientNet-Lite0 int8 1.1-19x, the 112x112 ones bound by their 30-block epilogue).  (dlight's CPU ``Reduction``
+largest kernels of PP-OCR's recognizer int8 6.1-13.9x over the naive nest, of
+EfficientNet-Lite0 int8 1.1-17x, the 112x112 ones bound by their 30-block epilogue).  (dlight's CPU ``Reduction``
 rule, tried first, scheduled a conv with its epilogue 5x slower than no schedule and
 made the 6625-class softmax slower too.)
 
@@ -44,9 +44,10 @@ _log = logging.getLogger(__name__)
 # (the VM's thread pool does not spin: each parallel region is a wake-up of every worker).
 _MIN_PARALLEL_WORK = 16384
 # Output pixels per register block of a tensorized u8 x s8 conv (`_dot_conv`): as many
-# int32x16 accumulators, of AVX-512's 32 registers (MetaSchedule's template samples up to
-# 4 rows x 16 pixels).
-_DOT_PIXELS = 8
+# int32x16 accumulators, of AVX-512's 32 registers.  Measured (benchmarks/default_schedule.py,
+# 10 largest kernels, 1 thread): 4 / 8 / 16 pixels, EfficientNet-Lite0 int8 18.3 / 13.2 /
+# 11.4 ms, PP-OCR's recognizer int8 24.1 (8) / 21.3 (16) ms.
+_DOT_PIXELS = 16
 
 
 def _lanes(target: Any, dtype_bits: int) -> int:
@@ -131,7 +132,7 @@ def _dot_conv(sch: s_tir.Schedule, block: Any, kinds: str, target: Any) -> bool:
     them; True if done.  Its weights interleave 4 input channels inside each output
     channel, so no loop is contiguous in every buffer and the generic rule leaves it
     scalar (PP-OCR's recognizer int8, 1 thread: its 1x1 conv to 1x30x6x80x16 at
-    26 ms naive, 16 ms default; tensorized here 3.0 ms; benchmarks/README.md).  Here the ``ob``
+    26 ms naive, 16 ms default; tensorized here 2.7 ms; benchmarks/README.md).  Here the ``ob``
     outputs x 4 inputs of each step are one ``vpdpbusd`` (the step MetaSchedule's
     template tensorizes, `schedules.schedule_conv2d_nchwc_u8s8`), over a register block
     of up to `_DOT_PIXELS` output pixels of one row (unrolled) inside the reduction:
