@@ -9,13 +9,18 @@ dlight's GPU fallback, on every kernel left (convs, matmuls, pools, elementwise 
 layout transforms).  A kernel it cannot schedule stays as it was: the pass never fails a
 build.  Measured on PP-OCR's recognizer, one kernel at a time, 1 thread: a 3x3 conv
 67 -> 5.3 ms, a 1x1 conv with its HardSwish 6.1 -> 0.77 ms, a depthwise conv
-5.8 -> 0.41 ms, the 120 x 6625 output matmul 40 -> 13 ms.  (dlight's CPU ``Reduction``
+5.8 -> 0.41 ms, the 120 x 6625 output matmul 40 -> 13 ms.  Packed u8 x s8 convs on a
+VNNI target are tensorized instead (`_dot_conv`: ``vpdpbusd`` dot products; the ten
+largest kernels of PP-OCR's recognizer int8 6.1-13.9x over the naive nest, of
+EfficientNet-Lite0 int8 1.1-17x, the 112x112 ones bound by their 30-block epilogue).  (dlight's CPU ``Reduction``
 rule, tried first, scheduled a conv with its epilogue 5x slower than no schedule and
 made the 6625-class softmax slower too.)
 
-The schedules only parallelize, reorder and vectorize loops, block by block: every
-block computes what it computed, in the same order, so outputs are those of the
-unscheduled kernels.
+The schedules only parallelize, reorder, vectorize and (integer dot products only)
+tensorize loops, block by block: every block computes what it computed, float sums in
+the same order, integer sums exactly.  (Float outputs can still differ from the naive
+kernel's by an ulp: LLVM contracts more of the naive nest's multiplies and adds into
+fused multiply-adds; see tests/tvm_tests/test_default_schedule.py.)
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from tvm.s_tir.dlight.base import ScheduleRule, get_extent
 from tvm.target.codegen import llvm_get_vector_width
 
 from .checks import SCHEDULED
+from .schedules import U8S8_RULE
 
 __all__ = ["CPUFallback", "default_schedule", "is_scheduled"]
 
@@ -37,6 +43,11 @@ _log = logging.getLogger(__name__)
 # Below this many iterations a parallel loop costs more in thread wake-ups than it saves
 # (the VM's thread pool does not spin: each parallel region is a wake-up of every worker).
 _MIN_PARALLEL_WORK = 16384
+# Output pixels per register block of a tensorized u8 x s8 conv (`_dot_conv`): as many
+# int32x16 accumulators, of AVX-512's 32 registers.  Measured (benchmarks/default_schedule.py,
+# 10 largest kernels, 1 thread): 4 / 8 / 16 pixels, EfficientNet-Lite0 int8 18.3 / 13.2 /
+# 11.4 ms, PP-OCR's recognizer int8 24.1 (8) / 21.3 (16) ms.
+_DOT_PIXELS = 16
 
 
 def _lanes(target: Any, dtype_bits: int) -> int:
@@ -61,6 +72,102 @@ def _contiguous(stmt: Any, var: tirx.Var) -> bool:
     return True
 
 
+def _dot_intrin(target: Any, lanes: int) -> str | None:
+    """The registered ``vpdpbusd`` intrinsic of ``lanes`` int32 outputs when ``target``
+    has VNNI (`schedules.dot_product`), else None."""
+    from .intrin import register_vnni_dots
+    from .schedules import dot_product
+
+    if dot_product(target) != "vnni":
+        return None
+    return register_vnni_dots().get(lanes)
+
+
+def _is_dot_conv(block: Any) -> bool:
+    return block.name_hint.startswith(U8S8_RULE)
+
+
+def _has_dot_conv(sch: s_tir.Schedule, target: Any) -> bool:
+    """Whether ``sch``'s function holds a u8 x s8 conv block and ``target`` has VNNI."""
+    try:
+        blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    except s_tir.schedule.ScheduleError:  # (no root block: a function written without blocks)
+        return False
+    return any(_is_dot_conv(b) for b in blocks) and _dot_intrin(target, 16) is not None
+
+
+def _plain_infos(sch: s_tir.Schedule) -> list | None:
+    """The root's blocks with their loops as TE wrote them, one loop per block iterator,
+    bound to it as is; None if a block is not of that form (`normalize_prim_func`
+    then).  Unlike dlight's normal form (which fuses the iterators the output buffer
+    keeps adjacent and drops unit ones) the loops stay the operator's own."""
+    from tvm.s_tir.dlight.analysis import IterInfo, SBlockInfo
+
+    kinds = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
+    infos = []
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        stmt, loops = sch.get(block), sch.get_loops(block)
+        binds = list(sch.get(loops[-1]).body.iter_values) if loops and isinstance(
+            sch.get(loops[-1]).body, s_tir.SBlockRealize) else None
+        if binds is None or len(loops) != len(stmt.iter_vars) or not all(
+                b.same_as(sch.get(lp).loop_var) for b, lp in zip(binds, loops)):
+            return None
+        if any(iv.iter_type not in kinds for iv in stmt.iter_vars):
+            return None
+        iters = [IterInfo(kinds[iv.iter_type], iv.var, iv.dom.extent, lp)
+                 for iv, lp in zip(stmt.iter_vars, loops)]
+        infos.append(SBlockInfo(stmt.name_hint, iters, block,
+                                any(iv.iter_type == tirx.IterVar.CommReduce
+                                    for iv in stmt.iter_vars)))
+    return infos
+
+
+def _divisor(n: int, at_most: int) -> int:
+    return next(d for d in range(min(n, at_most), 0, -1) if n % d == 0)
+
+
+def _dot_conv(sch: s_tir.Schedule, block: Any, kinds: str, target: Any) -> bool:
+    """Schedule a packed u8 x s8 conv block (`layout._conv_dot_te`: loops ``n, O/ob, oh,
+    ow, ob``, reductions ``I/ib, kh, kw, ib/4, 4``) as dot products, if the target has
+    them; True if done.  Its weights interleave 4 input channels inside each output
+    channel, so no loop is contiguous in every buffer and the generic rule leaves it
+    scalar (PP-OCR's recognizer int8, 1 thread: its 1x1 conv to 1x30x6x80x16 at
+    26 ms naive, 16 ms default; tensorized here 2.7 ms; benchmarks/README.md).  Here the ``ob``
+    outputs x 4 inputs of each step are one ``vpdpbusd`` (the step MetaSchedule's
+    template tensorizes, `schedules.schedule_conv2d_nchwc_u8s8`), over a register block
+    of up to `_DOT_PIXELS` output pixels of one row (unrolled) inside the reduction:
+    ``n, O/ob, oh, ow/reg`` (fused, parallel when large), ``I/ib, kh, kw, ib/4``, then
+    ``reg`` pixels of one ``vpdpbusd`` each.  Integer sums in another order: the
+    same int32 results (wrapping, like the scalar adds, never saturating)."""
+    stmt = sch.get(block)
+    if not _is_dot_conv(stmt) or kinds != "SSSSSRRRRR":
+        return False
+    loops = sch.get_loops(block)
+    exts = [_extent(sch, lp) for lp in loops]
+    if any(e is None for e in exts) or exts[9] != 4:
+        return False
+    intrin = _dot_intrin(target, exts[4])
+    if intrin is None:
+        return False
+    n, oc, oh, ow, o, rc, ry, rx, rm, ri = loops
+    reg = _divisor(exts[3], _DOT_PIXELS)
+    owo, owi = sch.split(ow, factors=[None, reg])
+    sch.reorder(n, oc, oh, owo, rc, ry, rx, rm, owi, o, ri)
+    outer = sch.fuse(n, oc, oh, owo)
+    work = 1
+    for e in exts:
+        work *= e
+    if (_extent(sch, outer) or 0) > 1 and work >= _MIN_PARALLEL_WORK:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(block, rc)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(o, intrin)
+    if reg > 1:
+        sch.unroll(owi)
+    return True
+
+
+
 class CPUFallback(ScheduleRule):
     """Every block gets its spatial loops first (fused, parallel when the work is large
     enough), then its reduction loops, then one innermost spatial loop vectorized when
@@ -73,7 +180,11 @@ class CPUFallback(ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
+        # a u8 x s8 conv keeps its loop nest as written (`_dot_conv` tensorizes it);
+        # dlight's normal form would fuse and drop its loops
+        infos = _plain_infos(sch) if _has_dot_conv(sch, target) else None
+        if infos is None:
+            infos = normalize_prim_func(sch)
         if infos is None:
             return None
         for info in infos:
@@ -86,6 +197,8 @@ class CPUFallback(ScheduleRule):
         loops = sch.get_loops(block)
         kinds = info.dom_kind()
         if not loops or len(kinds) != len(loops) or "O" in kinds:
+            return
+        if _dot_conv(sch, block, kinds, target):
             return
         s_loops = [lp for lp, k in zip(loops, kinds) if k == "S"]
         r_loops = [lp for lp, k in zip(loops, kinds) if k == "R"]
@@ -163,6 +276,10 @@ class default_schedule:  # noqa: N801  (a pass, named like TVM's passes' factori
                 continue
             updates[gv] = sch.mod["main"].with_attr(SCHEDULED, True)
             self.applied.append(gv.name_hint)
+        if updates:
+            # a copy: setting a function on an IRModule from Python updates it in place,
+            # so the caller's module (the unscheduled kernels) would change with ours
+            mod = mod.clone()
         for gv, func in updates.items():
             mod[gv] = func
         return mod

@@ -11,16 +11,24 @@ intrinsic under the same name with the byte operands as ``int8x64``; same semant
 ``dot_8x4_vnni`` (`VNNI_DOT_8x4`) is the 256-bit form of the same instruction (AVX512-VL):
 8 output channels x 4 inputs, for int8 convs whose output channels are a multiple of 8
 but not of 16 (MobileNetV2's 24-channel projections), which `layout.py` packs 8 wide.
+
+``dot_16x4_vnni_i8x64`` (`VNNI_DOT_16x4`) is ``dot_16x4_vnni`` as `fix_x86_vnni` registers
+it, under a name of ours: `register_vnni_dots` registers it and ``dot_8x4_vnni`` without
+importing ``tvm.s_tir.tensor_intrin`` (60-90 s: hundreds of ``@T.prim_func`` parses), for
+the default schedule (`default_schedule.py`), which tensorizes u8 x s8 convs in every
+tuned build, tuned or not.
 """
 from __future__ import annotations
 
 import tvm
 
-__all__ = ["fix_x86_vnni", "VNNI_DOT_8x4"]
+__all__ = ["fix_x86_vnni", "register_vnni_dots", "VNNI_DOT_8x4", "VNNI_DOT_16x4"]
 
 VNNI_DOT_8x4 = "dot_8x4_vnni"
+VNNI_DOT_16x4 = "dot_16x4_vnni_i8x64"
 
 _DONE = False
+_DOTS: dict[int, str] | None = None
 
 
 def _vnni_desc(T, lanes: int):
@@ -85,6 +93,26 @@ def fix_x86_vnni() -> bool:
 
     TensorIntrin.register(VNNI_DOT_16x4_INTRIN, dot_product_16x4_u8i8i32_desc,
                           _vnni_impl(T, 16), override=True)
-    TensorIntrin.register(VNNI_DOT_8x4, _vnni_desc(T, 8), _vnni_impl(T, 8), override=True)
+    register_vnni_dots()
     _DONE = True
     return True
+
+
+def register_vnni_dots() -> dict[int, str]:
+    """Register ``vpdpbusd`` on 16 and 8 int32 lanes (`VNNI_DOT_16x4`, `VNNI_DOT_8x4`;
+    semantics `_vnni_desc`) without TVM's intrinsic library; idempotent.  Returns the
+    registered names by lanes, ``{}`` before LLVM 20 (the operand types differ)."""
+    global _DOTS
+    if _DOTS is not None:
+        return _DOTS
+    if tvm.target.codegen.llvm_version_major() < 20:
+        _DOTS = {}
+        return _DOTS
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    _DOTS = {}
+    for lanes, name in ((16, VNNI_DOT_16x4), (8, VNNI_DOT_8x4)):
+        TensorIntrin.register(name, _vnni_desc(T, lanes), _vnni_impl(T, lanes), override=True)
+        _DOTS[lanes] = name
+    return _DOTS
