@@ -318,6 +318,17 @@ def _channel_crop(call) -> tuple[int, int] | None:
     return (lo, hi) if hi > lo else None
 
 
+def _as_4d(const: relax.Constant) -> relax.Constant:
+    """A constant of rank 1-3 as the rank-4 one it broadcasts as (leading 1s: a PRelu's
+    ``(C, 1, 1)`` slope is ``(1, C, 1, 1)``), so per-channel tables of any rank are seen as
+    such; other constants unchanged."""
+    shape = _shape(const)
+    if shape is None or not 0 < len(shape) < 4:
+        return const
+    return relax.const(const.value.numpy().reshape([1] * (4 - len(shape)) + shape),
+                       const.ty.dtype)
+
+
 @relax.expr_functor.mutator
 class _SinkCrops(relax.PyExprMutator):
     """See `sink_channel_crops`.  ``self.full`` maps an original dataflow var whose value
@@ -357,7 +368,7 @@ class _SinkCrops(relax.PyExprMutator):
                 window = (lo, hi, c)
                 args.append(wide)
             elif isinstance(arg, tvm.ir.expr.Constant):
-                args.append(arg)  # scalars and per-channel tables, checked below
+                args.append(_as_4d(arg))  # scalars and per-channel tables, checked below
             elif not isinstance(getattr(arg, "ty", None), relax.TensorType):
                 args.append(arg)  # (attributes passed as values: clip's bounds)
             else:

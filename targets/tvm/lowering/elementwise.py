@@ -3,6 +3,7 @@ unary math, binary arithmetic/comparison/logic, Pow and the variadic Sum/Min/Max
 """
 from __future__ import annotations
 
+import numpy as np
 from tvm.relax import op as R
 
 from ..checks import nonzero_check
@@ -46,21 +47,39 @@ def _lower_clip(ctx, node, args):
     return y
 
 
+def _leaky(ctx, x, slope, dtype, slope_in_unit: bool):
+    """``x`` for ``x >= 0``, ``slope * x`` below (LeakyRelu, PRelu) without a compare and
+    select: a ``where(x < 0, ...)`` makes a bool tensor, and Relax's ``ConvertLayout``
+    unpacks it (a bool ``layout_transform``, which TVM then fails to legalize: "Buffer
+    te_layout_transform has elements of type T.bool, but the transformation fills padding
+    with ... float32"), so a model with PRelu (MTCNN) or LeakyRelu lost the packed conv
+    layout entirely (issue #16).  Arithmetic only, it stays packed and fuses into the
+    conv's kernel.  With every slope in [0, 1] (known at compile time) it is
+    ``max(slope * x, x)``: exactly the same values (``x`` second, so a NaN ``x`` is
+    returned, see `_lower_relu`).  Otherwise ``max(0, x) + slope * min(0, x)``: also the
+    same values (each term is exact and the other one is +-0) except for a non-finite
+    slope and ``x >= 0`` (``inf * 0`` is NaN where ONNX gives ``x``)."""
+    if slope_in_unit:
+        return R.maximum(ctx.emit(R.multiply(x, slope)), x)
+    zero = ctx.scalar(0, dtype)
+    pos = ctx.emit(R.maximum(zero, x))
+    neg = ctx.emit(R.multiply(ctx.emit(R.minimum(zero, x)), slope))
+    return R.add(pos, neg)
+
+
 @register_lowering("LeakyRelu")
 def _lower_leaky_relu(ctx, node, args):
     alpha = float(_attr(node, "alpha", 0.01))
     dtype = node.inputs[0].dtype
-    x = args[0]
-    neg = ctx.emit(R.multiply(x, ctx.scalar(alpha, dtype)))
-    return R.where(ctx.emit(R.less(x, ctx.scalar(0, dtype))), neg, x)
+    return _leaky(ctx, args[0], ctx.scalar(alpha, dtype), dtype, 0.0 <= alpha <= 1.0)
 
 
 @register_lowering("PRelu")
 def _lower_prelu(ctx, node, args):
     dtype = node.inputs[0].dtype
-    x = args[0]
-    neg = ctx.emit(R.multiply(x, args[1]))
-    return R.where(ctx.emit(R.less(x, ctx.scalar(0, dtype))), neg, x)
+    slope = node.inputs[1].const
+    unit = slope is not None and bool(np.all((slope >= 0) & (slope <= 1)))
+    return _leaky(ctx, args[0], args[1], dtype, unit)
 
 
 @register_lowering("Sigmoid")
