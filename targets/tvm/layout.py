@@ -59,8 +59,8 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from .keep_packed import (clip_as_min_max, keep_packed, sink_channel_crops,
-                          split_channels_as_slices)
+from .keep_packed import (_ELEMENTWISE, _SELECT, clip_as_min_max, keep_packed,
+                          sink_channel_crops, split_channels_as_slices)
 from .schedules import CONV_RULE, DEPTHWISE_RULE, dot_product
 
 __all__ = ["pack_convolutions", "LAYOUTS", "packed_conv_count", "check_layout",
@@ -164,9 +164,11 @@ def _packable_conv_shapes(call: relax.Call) -> tuple[list[int], list[int]] | Non
     return xs, ws
 
 
-def _choose_layouts(call: relax.Call, kind: str | None = None) -> dict:
+def _choose_layouts(call: relax.Call, kind: str | None = None,
+                    data_block: int | None = None) -> dict:
     """Per-conv layouts for ``ConvertLayout``: ``[data, kernel, out]``; ``{}`` keeps NCHW.
-    ``kind``: the target's `dot_product` path."""
+    ``kind``: the target's `dot_product` path; ``data_block``: the block the conv's data
+    will already be packed in (`_DataBlocks`), which the conv then reads as it is."""
     if not isinstance(call.op, tvm.ir.Op):
         return {}
     if call.op.name == "relax.nn.conv2d_transpose":
@@ -182,13 +184,78 @@ def _choose_layouts(call: relax.Call, kind: str | None = None) -> dict:
     if g == 1:
         if dtype in ("int8", "uint8") and _dot_shape(c, o, kind):
             ib, ob = _block(c, (16, 8, 4)), _block(o, (16, 8, 4))
-            return {"relax.nn.conv2d": [f"NCHW{ib}c", f"OIHW{ib}i{ob}o", f"NCHW{ob}c"]}
-        ib, ob = _block(c), _block(o)
+        else:
+            ib, ob = _block(c), _block(o)
+        if data_block is not None and c % data_block == 0:
+            ib = data_block
         return {"relax.nn.conv2d": [f"NCHW{ib}c", f"OIHW{ib}i{ob}o", f"NCHW{ob}c"]}
     if g == c == o and ws[1] == 1:  # depthwise
         b = _block(c)
         return {"relax.nn.conv2d": [f"NCHW{b}c", f"OIHW1i{b}o", f"NCHW{b}c"]}
     return {}
+
+
+# ops whose result Relax's layout inference gives the packed layout of their (first
+# packed) operand
+_FOLLOW = _ELEMENTWISE | _SELECT | frozenset(
+    "relax." + n for n in ("nn.max_pool2d", "nn.avg_pool2d", "nn.silu", "nn.gelu", "power"))
+
+
+class _DataBlocks:
+    """The channel block each conv's data will be packed in when ``ConvertLayout`` reaches
+    it, predicted on the NCHW module: a packed conv's output block, kept through the ops
+    that follow their operand's layout (`_FOLLOW`) and through a channel ``concat`` (Relax
+    gives it its first packed input's layout when every input's channels are a multiple
+    of that block).
+
+    Why: ``ConvertLayout`` can go from NCHW to a packed layout and back, but not from one
+    block to another -- both layouts have 5 axes, so it takes its axis-permutation path
+    and fails ("Invalid layout axis 16b").  That is what a conv after a concat of
+    differently sized blocks asked for (ddddocr_det's 24 + 24 channels packed by 8, read
+    by a conv choosing 16 for 48 channels), and the whole model fell back to NCHW
+    (issue #16).  Such a conv reads its data in the block it comes in instead.  A wrong
+    prediction only costs a block size: NCHW data is packed to any block."""
+
+    def __init__(self, mod: tvm.IRModule, kind: str | None):
+        self.kind = kind
+        self.var2val: dict = {}
+        for _, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                self.var2val.update(relax.analysis.get_var2val(func))
+        self.memo: dict = {}
+
+    def __call__(self, expr) -> int | None:
+        if isinstance(expr, relax.Var):
+            if expr not in self.memo:
+                self.memo[expr] = None  # (no cycles in dataflow; guards recursion)
+                value = self.var2val.get(expr)
+                self.memo[expr] = self(value) if value is not None else None
+            return self.memo[expr]
+        if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
+            return None
+        name = expr.op.name
+        if name == "relax.nn.conv2d":
+            layouts = _choose_layouts(expr, self.kind, self(expr.args[0])).get(name)
+            out = layouts[2] if layouts else "NCHW"
+            return int(out[4:-1]) if out.startswith("NCHW") and out.endswith("c") else None
+        if name == "relax.concat":
+            fields = expr.args[0].fields if isinstance(expr.args[0], relax.Tuple) else None
+            if not fields or int(expr.attrs.axis) % 4 != 1:
+                return None
+            shapes = [_static_shape(f) for f in fields]
+            if any(sh is None or len(sh) != 4 for sh in shapes):
+                return None
+            block = next((b for b in map(self, fields) if b is not None), None)
+            return block if block and all(sh[1] % block == 0 for sh in shapes) else None
+        if name in _FOLLOW:
+            shape = _static_shape(expr)
+            for arg in expr.args:
+                if isinstance(getattr(arg, "ty", None), relax.TensorType) \
+                        and _static_shape(arg) == shape:
+                    block = self(arg)
+                    if block is not None:
+                        return block
+        return None
 
 
 # -- TE kernels for the packed layouts ----------------------------------------------------
@@ -463,8 +530,10 @@ def pack_convolutions(mod: tvm.IRModule, layout: str = "nchwc", target: Any = No
     def legalize(bb, call):
         return _legalize_conv2d(bb, call, kind)
 
+    blocks = _DataBlocks(mod, kind)
     mod = tvm.transform.Sequential([
-        relax.transform.ConvertLayout({}, layout_cb=lambda call: _choose_layouts(call, kind)),
+        relax.transform.ConvertLayout({}, layout_cb=lambda call: _choose_layouts(
+            call, kind, blocks(call.args[0]) if call.args else None)),
         relax.transform.Normalize(),
     ])(mod)
     mod = keep_packed(mod)  # split / slice / resize on packed data (keep_packed.py)

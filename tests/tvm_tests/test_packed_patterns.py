@@ -241,3 +241,22 @@ def test_prelu_and_leaky_relu_keep_the_packed_layout(int8):
     # NCHW (MTCNN, unet_tiny)
     counts = _assert_keeps_packed_layout(_prelu_model(), X12, int8)
     assert sum(counts.values()) == 3, counts
+
+
+def test_conv_after_a_concat_of_smaller_blocks_keeps_the_packed_layout():
+    # two convs of 24 outputs (packed by 8) concatenated to 48 channels, read by a conv
+    # that would pick blocks of 16: ConvertLayout cannot repack 8 -> 16 ("Invalid layout
+    # axis 16b", ddddocr_det), so the conv reads the data in blocks of 8
+    rng = np.random.default_rng(0)
+    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c1"], ["s1"]),
+             helper.make_node("Conv", ["s1", "w2"], ["c2"]),
+             helper.make_node("Conv", ["s1", "w3"], ["c3"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["c2", "c3"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w4"], ["y"])]
+    inits = {"w1": f(16, 3, 3, 3), "w2": f(24, 16, 1, 1), "w3": f(24, 16, 3, 3),
+             "w4": f(16, 48, 1, 1)}
+    counts = _assert_keeps_packed_layout(
+        _onnx_model(nodes, inits, (1, 3, 12, 12), (1, 16, 12, 12)), X12, int8=False)
+    assert counts["conv"] >= 3, counts
