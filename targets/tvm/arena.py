@@ -42,6 +42,7 @@ inlining (`InlineUnscheduled`).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +53,11 @@ from tvm import relax
 from compiler.memory_plan import (Record, align_up, arena_size, lower_bound, peak_step, place,
                                   validate)
 
-__all__ = ["PlanArena", "arena_pipeline", "ArenaStats", "InlineKernelIntermediates",
+__all__ = ["PlanArena", "arena_pipeline", "fused_arena_pipeline", "ArenaStats", "InlineKernelIntermediates",
            "inline_intermediates", "kernel_buffers", "InlineUnscheduled"]
 
 ALIGNMENT = 64
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -298,14 +300,21 @@ class PlanArena:
     """Place every statically shaped intermediate tensor of each Relax function in one
     arena (run after ``CallTIRRewrite``).  ``stats`` lists what each run planned."""
 
-    def __init__(self, in_place: bool = True, outputs: "bool | str" = "auto") -> None:
+    def __init__(self, in_place: bool = True, outputs: "bool | str" = "auto",
+                 workspace: bool = False) -> None:
         if outputs not in (True, False, "auto"):
             raise ValueError(f"outputs must be True, False or 'auto', not {outputs!r}")
         self.stats: list[ArenaStats] = []
         self.in_place = in_place
         self.outputs = outputs
+        # With ``workspace``: `kernel_buffers` of the module as the arena saw it (the
+        # kernels as built: fused, scheduled), what TVM serves outside the arena.
+        self.record_workspace = workspace
+        self.workspace: dict[str, list[tuple[str, int]]] = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        if self.record_workspace:
+            self.workspace = kernel_buffers(mod)
         out = mod
         for gvar, func in mod.functions.items():
             if not isinstance(func, relax.Function):
@@ -468,6 +477,26 @@ def arena_pipeline(planner: "PlanArena | None" = None) -> tvm.transform.Pass:
     return _pipeline
 
 
+def fused_arena_pipeline(planner: "PlanArena | None" = None, scheduler: Any = None
+                         ) -> tvm.transform.Pass:
+    """The untuned arena build through TVM's operator fusion: `build.fused_pipeline`
+    with no database and `PlanArena` (what `tuning.compile_tuned` does with an empty
+    database).  Build the module with ``lower_graph(fused=True)`` (``q.Requantize``
+    whole, fused into its conv's kernel).
+
+    Why, against `arena_pipeline` (one kernel per op): fused, a conv's bias,
+    activation and requantize chain stay inside its kernel, so the arena holds one
+    tensor per fused group instead of every op's output, and the kernels get the
+    default schedule (parallel, vectorized) instead of naive loops.  A fused kernel's
+    own intermediates (the int32 accumulator of a conv + requantize) are workspace
+    outside the arena; ``PlanArena(workspace=True)`` reports them
+    (benchmarks/fused_arena.py measures both builds)."""
+    from .build import fused_pipeline
+
+    return fused_pipeline(planner=planner if planner is not None else PlanArena(),
+                          scheduler=scheduler if scheduler is not None else ArenaSchedule())
+
+
 @tvm.transform.module_pass(opt_level=0, name="InlineUnscheduledIntermediates")
 class InlineUnscheduled(InlineKernelIntermediates):
     """`InlineKernelIntermediates` on the kernels no tuning record scheduled (a tuned
@@ -527,3 +556,165 @@ def planned_memory(mod: tvm.IRModule, target: Any = "llvm") -> dict[str, int]:
             "arena_steady_bytes": sum(s.steady_bytes for s in stats),
             "arena_workspace_bytes": largest(arena),
             "arena_peak_tensors": [t for s in stats for t in s.peak_tensors]}
+
+
+def _realize(sch: Any, block: Any) -> Any:
+    """The ``SBlockRealize`` of ``block`` (its iterators' bindings to the loops)."""
+    return tvm.get_global_func("s_tir.schedule.GetSBlockRealize")(sch, block)
+
+
+def _iterations(sch: Any, block: Any) -> int:
+    n = 1
+    for loop in sch.get_loops(block):
+        n *= int(sch.get(loop).extent)
+    return n
+
+
+def _bound_iter(sch: Any, block: Any, loop: Any) -> Any:
+    """The one iterator of ``block`` whose binding uses ``loop``'s variable, else None."""
+    from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
+
+    var = sch.get(loop).loop_var
+    found = [iv for iv, value in zip(sch.get(block).iter_vars, _realize(sch, block).iter_values)
+             if any(v.same_as(var) for v in collect_vars_used_in_prim_expr(value))]
+    return found[0] if len(found) == 1 else None
+
+
+def _place_under(sch: Any, names: list[str], depth: int) -> Any:
+    """A copy of ``sch`` with every block computed under loop ``depth`` of the last
+    block (the output's), or None when some block would then compute an element twice
+    (a depthwise conv's padded input, per output row) or cannot move."""
+    from tvm import s_tir
+
+    sch = sch.copy()
+    loops = sch.get_loops(sch.get_sblock(names[-1]))
+    if len(loops) <= depth + 1 or int(sch.get(loops[1]).extent) < 2:
+        return None
+    at = loops[depth]
+    for name in reversed(names[:-1]):
+        block = sch.get_sblock(name)
+        if any(sch.get(lp).same_as(sch.get(at)) for lp in sch.get_loops(block)):
+            continue
+        before = _iterations(sch, block)
+        state = sch.copy()
+        try:
+            state.compute_at(state.get_sblock(name), at, preserve_unit_loops=True)
+        except s_tir.ScheduleError:
+            return None
+        if _iterations(state, state.get_sblock(name)) > before:
+            return None
+        sch = state
+    return sch
+
+
+def per_channel(func: "tvm.tirx.PrimFunc", target: Any) -> "tvm.tirx.PrimFunc | None":
+    """``func`` (a fused kernel, e.g. conv + bias + activation, or conv + requantize)
+    computed one output channel at a time: every block is moved under the output
+    block's channel loop (its second loop) when that computes none of its elements
+    twice, so each kernel-internal buffer -- the conv's full-size accumulator, the int64
+    copies of a requantize -- holds one channel plane.  Then the channel loop (fused with
+    the batch loop) is parallel and each block's innermost contiguous spatial loop is
+    vectorized, the reduction's vector loop inside its reduction loops (what
+    `default_schedule.CPUFallback` does per block).  Every block computes what it
+    computed, in the same order, so outputs are unchanged.  None when the kernel does not
+    fit (one block, no channel loop, an internal buffer left full size).
+
+    Why: with FuseOps, a kernel's intermediates are not Relax tensors; TVM serves them
+    from ``TVMBackendAllocWorkspace`` outside the arena (DeepLab v3 int8 at 256: 12 MiB
+    per int64 intermediate of the 96x128x128 requantize, several in one kernel)."""
+    from tvm import s_tir
+
+    from .default_schedule import _MIN_PARALLEL_WORK, _contiguous, _extent, _lanes
+
+    sch = s_tir.Schedule(func)
+    try:
+        names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    except (s_tir.ScheduleError, ValueError):
+        return None
+    if len(names) < 2:
+        return None
+    placed = None
+    for depth in (2, 1):  # one output row per channel, else one channel plane
+        placed = _place_under(sch, names, depth)
+        if placed is not None:
+            break
+    if placed is None:
+        return None
+    sch = placed
+    # the batch and channel loops (shared by every block) fused, parallel; then each
+    # block's own loops below the placement loop
+    out = sch.get_sblock(names[-1])
+    outer = sch.fuse(*sch.get_loops(out)[:2])
+    if _iterations(sch, out) >= _MIN_PARALLEL_WORK and int(sch.get(outer).extent) > 1:
+        sch.parallel(outer)
+    for name in names:
+        block = sch.get_sblock(name)
+        inner = sch.get_loops(block)[depth:]
+        iters = [_bound_iter(sch, block, lp) for lp in inner]
+        if not inner or any(iv is None for iv in iters):
+            continue
+        kinds = ["R" if int(iv.iter_type) == 2 else "S" for iv in iters]
+        stmt = sch.get(block)
+        s_loops = [lp for lp, k in zip(inner, kinds) if k == "S"]
+        r_loops = [lp for lp, k in zip(inner, kinds) if k == "R"]
+        if not s_loops:
+            continue
+        bits = stmt.writes[0].source.dtype.bits if stmt.writes else 32
+        lanes = _lanes(target, bits)
+        if not _contiguous(stmt, _bound_iter(sch, block, s_loops[-1]).var):
+            continue
+        ext = _extent(sch, s_loops[-1])
+        if ext is None or ext < 4:
+            continue
+        chunk = ext if ext <= lanes else next(
+            (lanes * k for k in (4, 2, 1) if ext % (lanes * k) == 0),
+            next((d for d in range(4 * lanes, lanes - 1, -1) if ext % d == 0), lanes))
+        if chunk < ext:
+            outer, vec = sch.split(s_loops.pop(), factors=[None, chunk])
+            s_loops.append(outer)
+        else:
+            vec = s_loops.pop()
+        order = s_loops + r_loops + [vec]
+        if len(order) > 1:
+            sch.reorder(*order)
+        sch.vectorize(vec)
+        if r_loops:
+            init = sch.decompose_reduction(block, r_loops[0])
+            last_loop = sch.get_loops(init)[-1]
+            if sch.get(last_loop).kind != tvm.tirx.ForKind.VECTORIZED:
+                sch.vectorize(last_loop)
+    return sch.mod["main"]
+
+
+@tvm.transform.module_pass(opt_level=0, name="ArenaSchedule")
+class ArenaSchedule:
+    """The fused arena build's scheduler: `per_channel` on every kernel not yet
+    scheduled whose intermediates it can bound, `default_schedule.default_schedule` on
+    the rest.  ``per_channel`` lists the kernels it placed so, ``default`` is the
+    default-schedule pass that ran after it."""
+
+    def __init__(self) -> None:
+        from .default_schedule import default_schedule
+
+        self.per_channel: list[str] = []
+        self.default = default_schedule()
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        from .checks import SCHEDULED
+        from .default_schedule import is_scheduled
+
+        target = tvm.target.Target.current(allow_none=False)
+        for gvar, func in list(mod.functions.items()):
+            if not isinstance(func, tvm.tirx.PrimFunc) or is_scheduled(func):
+                continue
+            if not kernel_buffers(tvm.IRModule({"main": func})):
+                continue
+            try:
+                new = per_channel(func, target)
+            except Exception as exc:  # noqa: BLE001  (TVM's schedule errors: leave it)
+                _log.debug("%s: not per channel: %s", gvar.name_hint, exc)
+                new = None
+            if new is not None:
+                mod.update_func(gvar, new.with_attr(SCHEDULED, True))
+                self.per_channel.append(gvar.name_hint)
+        return self.default(mod)
