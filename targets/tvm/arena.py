@@ -519,8 +519,12 @@ def _storage_bytes(mod: tvm.IRModule) -> int:
     return total
 
 
-def planned_memory(mod: tvm.IRModule, target: Any = "llvm") -> dict[str, int]:
-    """Planned bytes of ``mod`` (a lowered, untuned Relax module), by both planners:
+def planned_memory(mod: tvm.IRModule, target: Any = "llvm", fused: bool = False
+                   ) -> dict[str, int]:
+    """Planned bytes of ``mod`` (a lowered, untuned Relax module), by both planners
+    (``fused``: as `fused_arena_pipeline` builds it, ``mod`` lowered with ``fused=True``;
+    the workspace figures are then the largest sum of one kernel's buffers, which are
+    live together):
     ``tvm_default_bytes`` (StaticPlanBlockMemory's storages, outputs excluded: TVM
     allocates those per call), ``tvm_workspace_bytes`` (the largest buffer a kernel
     allocates inside itself, which TVM serves outside its plan), ``arena_bytes``,
@@ -531,6 +535,7 @@ def planned_memory(mod: tvm.IRModule, target: Any = "llvm") -> dict[str, int]:
     from tvm.relax import backend, transform
 
     from .build import make_target
+    from .default_schedule import default_schedule
 
     def front(extra: list) -> list:
         return [backend.DispatchSampling(), backend.DispatchSortScan(),
@@ -539,15 +544,26 @@ def planned_memory(mod: tvm.IRModule, target: Any = "llvm") -> dict[str, int]:
                 transform.CallTIRRewrite()]
 
     def largest(m: tvm.IRModule) -> int:
+        if fused:
+            return max((sum(n for _b, n in bufs) for bufs in kernel_buffers(m).values()),
+                       default=0)
         return max((n for bufs in kernel_buffers(m).values() for _b, n in bufs), default=0)
 
     planner = PlanArena()
+    if fused:  # (the front of build.fused_pipeline, up to the arena)
+        fuse = [transform.AnnotateTIROpPattern(), transform.FoldConstant(),
+                transform.FuseOps(), transform.FuseTIR()]
+        extra_default = fuse + [default_schedule()]
+        extra_arena = fuse + [InlineUnscheduled(), ArenaSchedule()]
+    else:
+        extra_default = []
+        extra_arena = [InlineKernelIntermediates(), transform.AnnotateTIROpPattern()]
     with make_target(target):
-        default = tvm.transform.Sequential(front([]) + [transform.StaticPlanBlockMemory()])(
+        default = tvm.transform.Sequential(front(extra_default)
+                                           + [transform.StaticPlanBlockMemory()])(
             tvm.IRModule(mod.functions))
-        arena = tvm.transform.Sequential(
-            front([InlineKernelIntermediates(), transform.AnnotateTIROpPattern()])
-            + [planner])(tvm.IRModule(mod.functions))
+        arena = tvm.transform.Sequential(front(extra_arena) + [planner])(
+            tvm.IRModule(mod.functions))
     stats = [s for s in planner.stats if s.function == "main"] or planner.stats
     return {"tvm_default_bytes": _storage_bytes(default), "tvm_workspace_bytes": largest(default),
             "arena_bytes": sum(s.arena_bytes for s in stats),
@@ -698,6 +714,15 @@ class ArenaSchedule:
 
         self.per_channel: list[str] = []
         self.default = default_schedule()
+
+    @property
+    def applied(self) -> list[str]:
+        """Every kernel scheduled (as `default_schedule.applied`, for build stats)."""
+        return self.per_channel + self.default.applied
+
+    @property
+    def left(self) -> list[str]:
+        return self.default.left
 
     def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
         from .checks import SCHEDULED

@@ -197,3 +197,47 @@ def test_arena_on_the_emulated_board_is_bit_identical(board):
     mem = arena.memory()
     assert mem["measured"] is None and "board" in mem["measured_note"]
     assert 0 < mem["lower_bound"] <= mem["arena_bytes"]
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_fused_arena_build_is_exact_and_keeps_kernel_intermediates_small(variant):
+    # The untuned arena build through FuseOps (arena.fused_arena_pipeline): outputs equal
+    # TVM's fused build without the arena (fp32: within onnxruntime's tolerance too; int8:
+    # the interpreter's integers and today's unfused arena build), and every fused conv
+    # kernel's intermediates (its int32 accumulator, the int64 requantize copies) are
+    # one row or channel plane, not a full tensor of workspace outside the arena.
+    from conftest import assert_close, ort_run
+
+    from compiler.interpreter import Interpreter
+    from compiler.pass_manager import PassContext, parse_pass
+    from targets.tvm.arena import ArenaSchedule, arena_pipeline, fused_arena_pipeline
+    from targets.tvm.build import host_target, run
+
+    path = str(ROOT / "examples/tinynet.onnx")
+    g = import_model(path)
+    for spec in ("fold-bn", "cleanup"):
+        g = parse_pass(spec)(g).graph
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(g.inputs[0].shape).astype(np.float32)
+    if variant == "int8":
+        calib = [{g.inputs[0].name: rng.standard_normal(g.inputs[0].shape).astype(np.float32)}
+                 for _ in range(2)]
+        g = parse_pass("quantize")(g, PassContext(calibration_data=calib)).graph
+    planner, scheduler = PlanArena(workspace=True), ArenaSchedule()
+    fused = lower_graph(g, fused=True)
+    got = run(build(fused, host_target(), pipeline=fused_arena_pipeline(planner, scheduler)), [x])
+    plain = run(build(fused, host_target()), [x])
+    assert all(np.array_equal(a, b) for a, b in zip(got, plain))
+    if variant == "fp32":
+        assert_close(got[0], ort_run(path, {g.inputs[0].name: x})[0])
+    else:
+        assert np.array_equal(got[0], Interpreter(g).run([x])[0])
+        unfused = run(build(lower_graph(g), host_target(), pipeline=arena_pipeline()), [x])
+        assert np.array_equal(got[0], unfused[0])
+    (stats,) = [s for s in planner.stats if s.function == "main"]
+    assert stats.unplanned == 0
+    convs = [k for k in planner.workspace if k.startswith("fused_conv2d")]
+    assert convs and set(convs) <= set(scheduler.per_channel)
+    for kernel in convs:  # tinynet's largest conv output: 8 x 28 x 28
+        full = 8 * 28 * 28 * (8 if variant == "int8" else 4)
+        assert max(n for _b, n in planner.workspace[kernel]) <= full // 8, kernel
