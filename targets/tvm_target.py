@@ -118,17 +118,16 @@ class TvmTarget(Target):
         instead of in the memory-capping channel groups of the unfused build."""
         return tuned or self.memory != "arena"
 
-    def lower(self, graph: Graph, tuned: bool = False, recipe: dict | None = None) -> Any:
+    def lower(self, graph: Graph, tuned: bool = False) -> Any:
         """``graph`` as the Relax module this target builds from (before layouts); with
-        ``tuned``, as the tuned build lowers it; with a ``recipe`` (meta.json), as the
-        recorded build did (its target and fusion)."""
+        ``tuned``, as the tuned build lowers it."""
+        return self._lower(graph, self.target_dict(), self._fused(tuned))
+
+    @staticmethod
+    def _lower(graph: Graph, target: Any, fused: bool) -> Any:
         from .tvm.lowering import lower_graph
         from .tvm.schedules import int8_conv_data
 
-        if recipe is None:
-            target, fused = self.target_dict(), self._fused(tuned)
-        else:  # ("fused" absent: written before it existed, unfused)
-            target, fused = recipe["target"], bool(recipe.get("fused"))
         return lower_graph(graph, int8_conv_data=int8_conv_data(target), fused=fused)
 
     def _prepare(self, graph: Graph, tuned: bool, recipe: dict | None = None
@@ -154,8 +153,8 @@ class TvmTarget(Target):
         else:
             target, layout_target = recipe["target"], recipe.get("layout_target")
             layout, fold = recipe["layout"], bool(recipe.get("folded"))
-            fused = bool(recipe.get("fused"))
-        mod = self.lower(graph, tuned, recipe)
+            fused = bool(recipe.get("fused"))  # (absent: written before it existed, unfused)
+        mod = self._lower(graph, target, fused)
         if recipe is None:
             mod, layout = apply_layout(mod, layout, layout_target)
         else:

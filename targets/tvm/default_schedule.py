@@ -89,8 +89,8 @@ def _contiguous(stmt: Any, var: tirx.Var) -> bool:
 
 def _gathers(func: tirx.PrimFunc) -> bool:
     """Whether ``func`` reads a buffer at positions computed from floats (a Resize's
-    sampling positions).  Such kernels are left unscheduled: scheduled, PP-OCR-style
-    packed Resize kernels computed wrong values (a conv + linear + nearest Resize model
+    sampling positions).  Such kernels are left unscheduled: scheduled, a packed
+    linear + nearest Resize kernel computed wrong values (a conv + linear + nearest Resize model
     was off by 14.8 of 32 vs onnxruntime), cause not found yet."""
     import tvm_ffi
 
@@ -102,7 +102,7 @@ def _gathers(func: tirx.PrimFunc) -> bool:
 
     def load(access: Any) -> Any:
         for index in access.indices:
-            tvm_ffi.structural_map(index, [(type(tirx.Cast("int64", tirx.const(0.0, "float32"))), cast)])
+            tvm_ffi.structural_map(index, [(tvm.ir.prim.expr.Cast, cast)])
         return access
 
     tvm_ffi.structural_map(func.body, [(tvm.ir.expr.TensorLoad, load)])
@@ -202,7 +202,6 @@ def _dot_conv(sch: s_tir.Schedule, block: Any, kinds: str, target: Any) -> bool:
     if reg > 1:
         sch.unroll(owi)
     return True
-
 
 
 class CPUFallback(ScheduleRule):

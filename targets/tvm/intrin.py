@@ -16,7 +16,7 @@ but not of 16 (MobileNetV2's 24-channel projections), which `layout.py` packs 8 
 it, under a name of ours: `register_vnni_dots` registers it and ``dot_8x4_vnni`` without
 importing ``tvm.s_tir.tensor_intrin`` (60-90 s: hundreds of ``@T.prim_func`` parses), for
 the default schedule (`default_schedule.py`), which tensorizes u8 x s8 convs in every
-tuned build, tuned or not.
+build, tuned or not.
 """
 from __future__ import annotations
 
